@@ -1,0 +1,163 @@
+"""The pipeline recipe (YAML): inputs, stage settings, outputs, Ray and MLflow options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestration.config_schema import ConfigError, apply_override, from_dict
+
+INPUT_FORMATS = ("jsonl", "parquet", "warc", "wet", "text", "html", "hf")
+STAGES = ("ingest", "extract", "filter", "exact_dedup", "minhash")
+
+
+@dataclass
+class InputConfig:
+    name: str
+    format: str
+    paths: list[str] = field(default_factory=list)  # globs; `**` recurses
+    text_field: str = "text"
+    id_field: str | None = None  # use the source's own id instead of file + record index
+    url_field: str | None = "url"
+    hf_dataset: str | None = None  # hub name or local path (datasets.load_from_disk / load_dataset)
+    hf_split: str = "train"
+
+    def validate(self, key: str) -> None:
+        if self.format not in INPUT_FORMATS:
+            raise ConfigError(f"{key}.format: must be one of {', '.join(INPUT_FORMATS)}, got {self.format!r}")
+        if self.format == "hf" and not self.hf_dataset:
+            raise ConfigError(f"{key}.hf_dataset: required when format is 'hf'")
+        if self.format != "hf" and not self.paths:
+            raise ConfigError(f"{key}.paths: at least one path or glob is required")
+
+
+@dataclass
+class OutputConfig:
+    format: str = "parquet"  # or "jsonl.zst"
+    shards: int = 4  # files per stage output (kept, and dropped), documents hash-partitioned by id
+
+    def validate(self, key: str) -> None:
+        if self.format not in ("parquet", "jsonl.zst"):
+            raise ConfigError(f"{key}.format: must be 'parquet' or 'jsonl.zst', got {self.format!r}")
+        if self.shards < 1:
+            raise ConfigError(f"{key}.shards: must be >= 1")
+
+
+@dataclass
+class RayConfig:
+    num_cpus: int | None = None  # local Ray only; default: this machine's CPUs
+    batch_size: int = 256  # documents per map batch
+    read_block_docs: int = 1000  # documents per block out of the readers
+    actors: int = 1  # actor pool size for model-holding stages (language ID)
+    actor_num_cpus: float = 0.5  # fractional, so actors never starve the read tasks
+
+    def validate(self, key: str) -> None:
+        if self.batch_size < 1 or self.read_block_docs < 1 or self.actors < 1:
+            raise ConfigError(f"{key}: batch_size, read_block_docs and actors must be >= 1")
+
+
+@dataclass
+class ExtractConfig:
+    enabled: bool = True
+    timeout_s: float = 5.0
+    favor_precision: bool = True
+
+
+@dataclass
+class LanguageConfig:
+    model_path: str | None = None  # fastText LID model (lid.176.bin, GlotLID, or one trained here); null = off
+    languages: list[str] | None = None  # keep these labels (e.g. [en] or [eng_Latn]); null = any
+    min_score: float = 0.65
+
+
+@dataclass
+class PiiConfig:
+    emails: bool = True
+    ips: bool = True
+
+
+@dataclass
+class FilterConfig:
+    enabled: bool = True
+    word_splitter: str = "fast"  # "fast" or "spacy" (datatrove's own)
+    # datatrove filter keyword arguments; null disables a filter
+    gopher_quality: dict[str, Any] | None = field(default_factory=dict)
+    gopher_repetition: dict[str, Any] | None = field(default_factory=dict)
+    c4: dict[str, Any] | None = field(default_factory=dict)
+    fineweb: dict[str, Any] | None = field(default_factory=dict)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
+
+    def validate(self, key: str) -> None:
+        if self.word_splitter not in ("fast", "spacy"):
+            raise ConfigError(f"{key}.word_splitter: must be 'fast' or 'spacy', got {self.word_splitter!r}")
+
+
+@dataclass
+class ExactDedupConfig:
+    enabled: bool = True
+    normalize: str = "whitespace"  # "none", "whitespace" (collapse runs, strip ends) or "lower" (+ NFKC, lowercase)
+
+    def validate(self, key: str) -> None:
+        if self.normalize not in ("none", "whitespace", "lower"):
+            raise ConfigError(f"{key}.normalize: must be 'none', 'whitespace' or 'lower', got {self.normalize!r}")
+
+
+@dataclass
+class MinHashStageConfig:
+    enabled: bool = True
+    ngram: int = 5
+    bands: int = 14
+    rows: int = 8
+    seed: int = 1
+
+    def validate(self, key: str) -> None:
+        if min(self.ngram, self.bands, self.rows) < 1:
+            raise ConfigError(f"{key}: ngram, bands and rows must be >= 1")
+
+
+@dataclass
+class MlflowConfig:
+    experiment: str = "tokenmill"
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    inputs: list[InputConfig]
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    minhash: MinHashStageConfig = field(default_factory=MinHashStageConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def validate(self, key: str) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs: at least one input is required")
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"inputs: names must be unique, got {names}")
+
+
+def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return data
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> PipelineConfig:
+    return from_dict(PipelineConfig, load_raw(path, overrides))

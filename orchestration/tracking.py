@@ -1,0 +1,89 @@
+"""MLflow bindings: the pipeline's parent run, a child run per stage, inputs/outputs chained by digest."""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
+
+from pipelines.manifest import mlflow_digest
+
+OUTPUT_DIGEST_TAG = "tokenmill.output_digest"  # 32 hex chars, equal to the next run's input digest
+OUTPUT_SHA256_TAG = "tokenmill.output_sha256"
+KIND_TAG = "tokenmill.kind"
+
+
+def setup(experiment: str) -> str:
+    """Use MLFLOW_TRACKING_URI if set, else MLflow's own default (sqlite:///mlflow.db in the cwd)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(experiment)
+    return mlflow.get_tracking_uri()
+
+
+def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        text = json.dumps(value) if not isinstance(value, str) else value
+        out[prefix] = text[:6000]  # MLflow's param value limit
+    return out
+
+
+def log_params(params: dict) -> None:
+    flat = flatten("", params, {})
+    items = list(flat.items())
+    for i in range(0, len(items), 100):  # MLflow's log_batch limit on params
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+@contextmanager
+def parent_run(name: str, config: dict, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    with mlflow.start_run(run_name=f"pipeline:{name}", tags={KIND_TAG: "pipeline", **tags}) as run:
+        log_params(config)
+        mlflow.log_dict(config, "config.json")
+        yield run
+
+
+@contextmanager
+def stage_run(stage: str, params: dict) -> Iterator[mlflow.ActiveRun]:
+    with mlflow.start_run(run_name=stage, nested=True, tags={KIND_TAG: "stage", "tokenmill.stage": stage}) as run:
+        log_params(params)
+        yield run
+
+
+def log_input_manifest(name: str, manifest_path: Path, digest: str, context: str = "stage_input") -> None:
+    ds = MetaDataset(
+        source=LocalArtifactDatasetSource(str(Path(manifest_path).resolve())),
+        name=name,
+        digest=mlflow_digest(digest),
+    )
+    mlflow.log_input(ds, context=context)
+
+
+def log_raw_input(name: str, source: str, digest: str) -> None:
+    """Raw files are recorded by the digest of their list (path, bytes, sha256), logged beside it."""
+    ds = MetaDataset(source=LocalArtifactDatasetSource(source), name=name, digest=mlflow_digest(digest))
+    mlflow.log_input(ds, context="raw_input")
+
+
+def log_output_manifest(manifest_path: Path, digest: str) -> None:
+    mlflow.log_artifact(str(manifest_path))
+    mlflow.set_tags({OUTPUT_DIGEST_TAG: mlflow_digest(digest), OUTPUT_SHA256_TAG: digest})
+
+
+def producer_of(digest: str, experiment_ids: list[str] | None = None) -> list[Any]:
+    """Runs whose output is the dataset with this digest (what a lineage query walks back through)."""
+    return mlflow.search_runs(
+        experiment_ids=experiment_ids,
+        filter_string=f"tags.`{OUTPUT_DIGEST_TAG}` = '{mlflow_digest(digest)}'",
+        output_format="list",
+        search_all_experiments=experiment_ids is None,
+    )

@@ -1,0 +1,100 @@
+"""Heuristic quality filters: datatrove 0.10's own filter classes, run in sequence on one text.
+
+The heuristics are datatrove's (GopherQualityFilter, GopherRepetitionFilter, C4QualityFilter,
+FineWebQualityFilter), instantiated with the thresholds from the config and called through their
+`filter(doc)` method. The only thing changed is the word splitter they use (see words.py): datatrove
+resolves it with `load_word_tokenizer(self.language)`, which returns a `WordTokenizer` instance
+unchanged ("for custom tokenizers"), so passing our tokenizer as `language=` is the hook.
+
+Nothing here downloads: C4BadWordsFilter (which fetches word lists) is deliberately not offered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datatrove.data import Document
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
+
+from pipelines.filters.words import fast_tokenizer
+
+# canonical order = FineWeb's recipe (repetition, quality, C4, FineWeb); cfg["order"] overrides it
+FILTER_CLASSES: dict[str, type[BaseFilter]] = {
+    "gopher_repetition": GopherRepetitionFilter,
+    "gopher_quality": GopherQualityFilter,
+    "c4": C4QualityFilter,
+    "fineweb": FineWebQualityFilter,
+}
+WORD_SPLITTERS = ("fast", "spacy")
+# languages whose words are not separated by spaces: the regex splitter cannot segment them, so
+# datatrove's own tokenizer (jieba, pythainlp, ...) is kept even with word_splitter: fast
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo"})
+
+
+class FilterChain:
+    """Run the enabled datatrove filters in order; the first one that fails decides the drop reason.
+
+    cfg keys:
+      word_splitter: "fast" (default, regex splitter) or "spacy" (datatrove's default tokenizer)
+      gopher_repetition / gopher_quality / c4 / fineweb: a dict of the datatrove class's keyword
+          arguments ({} or true = datatrove defaults); absent, null or false = filter disabled.
+          A "language" kwarg (default "en") picks datatrove's tokenizer for that language.
+      order: optional list of filter names, to run them in another order than FILTER_CLASSES
+    """
+
+    def __init__(self, cfg: dict[str, Any]):
+        splitter = cfg.get("word_splitter", "fast")
+        if splitter not in WORD_SPLITTERS:
+            raise ValueError(f"word_splitter must be one of {WORD_SPLITTERS}, got {splitter!r}")
+        unknown = set(cfg) - set(FILTER_CLASSES) - {"word_splitter", "order"}
+        if unknown:
+            raise ValueError(f"unknown filter config keys {sorted(unknown)}; known: {list(FILTER_CLASSES)}")
+        order = cfg.get("order") or list(FILTER_CLASSES)
+        bad = [name for name in order if name not in FILTER_CLASSES]
+        if bad:
+            raise ValueError(f"unknown filters in order: {bad}")
+
+        self.word_splitter: str = splitter
+        self.names: list[str] = []
+        self._filters: list[BaseFilter] = []
+        for name in order:
+            kwargs = cfg.get(name)
+            if kwargs is None or kwargs is False:
+                continue
+            kwargs = {} if kwargs is True else dict(kwargs)
+            kwargs.pop("exclusion_writer", None)  # the stage writer handles dropped rows
+            language = kwargs.get("language", "en")
+            if splitter == "fast" and language not in NO_SPACE_LANGUAGES:
+                kwargs["language"] = fast_tokenizer(language)
+            self._filters.append(FILTER_CLASSES[name](**kwargs))
+            self.names.append(name)
+
+    def apply(self, text: str, metadata: dict[str, Any]) -> tuple[str, str]:
+        """Return (text, reason). reason "" = kept, else "<filter>:<datatrove reason>".
+
+        The text comes back as the filters left it: C4QualityFilter drops lines (and strips the
+        others) of documents it keeps. `metadata` is updated in place with any key a filter sets.
+        """
+        doc = Document(text=text, id="", metadata=dict(metadata))
+        reason = ""
+        for name, flt in zip(self.names, self._filters):
+            try:
+                keep, why = get_filter_result(flt.filter(doc))
+            except ZeroDivisionError:  # ratios over zero words/lines: only for empty text
+                keep, why = False, "empty"
+            if not keep:
+                reason = f"{name}:{why or 'filtered'}"
+                break
+        for key, value in doc.metadata.items():
+            if metadata.get(key, object()) != value:
+                metadata[key] = value
+        return doc.text, reason
+
+    def __repr__(self) -> str:
+        return f"FilterChain({self.names}, word_splitter={self.word_splitter!r})"

@@ -1,0 +1,66 @@
+"""A stage's output manifest: its files (path, kind, docs, bytes, sha256), counts and digest.
+
+The digest is the sha256 of the canonical JSON of the file list, so it changes exactly when the
+output bytes change; it is what MLflow records as the output (and the next stage's input) digest.
+MLflow's dataset digest column holds 36 characters, so runs record `mlflow_digest` (its first 32 hex
+characters, 128 bits) while the manifest keeps the full sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pipelines.stage_files import sha256_file
+
+FORMAT_VERSION = 1
+
+
+def files_digest(files: list[dict]) -> str:
+    canon = [{k: f[k] for k in ("path", "kind", "docs", "bytes", "sha256")} for f in files]
+    canon.sort(key=lambda f: f["path"])
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def mlflow_digest(digest: str) -> str:
+    return digest[:32]
+
+
+def build_manifest(stage: str, files: list[dict], counts: dict, params: dict) -> dict:
+    files = sorted(files, key=lambda f: f["path"])
+    return {
+        "format_version": FORMAT_VERSION,
+        "stage": stage,
+        "digest": files_digest(files),
+        "counts": counts,
+        "params": params,
+        "files": files,
+    }
+
+
+def write_manifest(manifest: dict, path: Path) -> None:
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def load_manifest(path: Path) -> dict:
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable manifest ({exc})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: manifest format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return manifest
+
+
+def kept_files(manifest: dict, root: Path) -> list[Path]:
+    return [Path(root) / f["path"] for f in manifest["files"] if f["kind"] == "kept"]
+
+
+def verify_files(manifest: dict, root: Path) -> None:
+    """Raise naming the first file whose sha256 does not match the manifest."""
+    for f in manifest["files"]:
+        actual = sha256_file(Path(root) / f["path"])
+        if actual != f["sha256"]:
+            raise ValueError(f"{f['path']}: sha256 {actual[:12]}... does not match the manifest ({f['sha256'][:12]}...)")
