@@ -60,7 +60,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
                          lambda p=prev: exact_dedup.plan(p, cfg.exact_dedup.normalize, batch))
         if cfg.minhash.enabled:
             prev = stage("minhash", dataclasses.asdict(cfg.minhash),
-                         lambda p=prev: minhash.plan(p, cfg.minhash, cfg.ray, out.shards))
+                         lambda p=prev: minhash.plan(p, cfg.minhash, cfg.ray))
         total = time.perf_counter() - start
         summary = summarize(results, {
             "pipeline": cfg.name,

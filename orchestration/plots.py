@@ -54,7 +54,8 @@ def counts_bar(title: str, xlabel: str, counts: dict[int, int]):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     keys = sorted(counts)
     ax.bar([str(k) for k in keys], [counts[k] for k in keys])
-    ax.set_yscale("log")
+    if any(counts.values()):
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.set_title(title)

@@ -28,6 +28,9 @@ class StagePlan:
     input_name: str | None = None
     input_manifest: Path | None = None
     input_digest: str | None = None
+    # optional (id, value) rows joined to the documents during the write; see stage_output.write_stage
+    side: ray.data.Dataset | None = None
+    merge: Callable | None = None
 
 
 @dataclass
@@ -78,7 +81,7 @@ def run_stage(
         plan = plan_fn()
         if plan.input_manifest is not None:
             tracking.log_input_manifest(plan.input_name or stage, plan.input_manifest, plan.input_digest)
-        merged = merge_results(write_stage(plan.dataset, out_dir, shards, fmt))
+        merged = merge_results(write_stage(plan.dataset, out_dir, shards, fmt, plan.side, plan.merge))
         extras = plan.extras([out_dir / f["path"] for f in merged["files"]]) if plan.extras else {}
         seconds = time.perf_counter() - start
 

@@ -1,7 +1,9 @@
 """A stage's output manifest: its files (path, kind, docs, bytes, sha256), counts and digest.
 
-The digest is the sha256 of the canonical JSON of the file list, so it changes exactly when the
-output bytes change; it is what MLflow records as the output (and the next stage's input) digest.
+The digest is the sha256 of the manifest's canonical JSON (stage, params, counts, files with their
+sha256), so it changes when the output bytes or what produced them change, and two stages that pass
+the same bytes through still get different digests; it is what MLflow records as the output (and the
+next stage's input) digest.
 MLflow's dataset digest column holds 36 characters, so runs record `mlflow_digest` (its first 32 hex
 characters, 128 bits) while the manifest keeps the full sha256.
 """
@@ -17,10 +19,9 @@ from pipelines.stage_files import sha256_file
 FORMAT_VERSION = 1
 
 
-def files_digest(files: list[dict]) -> str:
-    canon = [{k: f[k] for k in ("path", "kind", "docs", "bytes", "sha256")} for f in files]
-    canon.sort(key=lambda f: f["path"])
-    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def manifest_digest(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def mlflow_digest(digest: str) -> str:
@@ -28,15 +29,15 @@ def mlflow_digest(digest: str) -> str:
 
 
 def build_manifest(stage: str, files: list[dict], counts: dict, params: dict) -> dict:
-    files = sorted(files, key=lambda f: f["path"])
-    return {
+    manifest = {
         "format_version": FORMAT_VERSION,
         "stage": stage,
-        "digest": files_digest(files),
         "counts": counts,
         "params": params,
-        "files": files,
+        "files": sorted(files, key=lambda f: f["path"]),
     }
+    manifest["digest"] = manifest_digest(manifest)
+    return manifest
 
 
 def write_manifest(manifest: dict, path: Path) -> None:
@@ -51,6 +52,8 @@ def load_manifest(path: Path) -> dict:
         raise ValueError(f"{path}: not a readable manifest ({exc})") from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: manifest format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if manifest_digest(manifest) != manifest.get("digest"):
+        raise ValueError(f"{path}: manifest digest does not match its content (edited or truncated?)")
     return manifest
 
 

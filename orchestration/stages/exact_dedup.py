@@ -1,6 +1,9 @@
-"""Exact dedup on Ray Data: hash-partition by text hash (groupby on the cluster), keep the first id."""
+"""Exact dedup on Ray Data: (id, text hash) rows grouped by hash on the cluster; each group's smallest
+id survives; the (duplicate id, survivor) rows are joined to the documents during the output write."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import pyarrow as pa
 from ray.data.aggregate import Count
@@ -8,36 +11,42 @@ from ray.data.aggregate import Count
 from orchestration import plots
 from orchestration.stage_output import read_stage
 from orchestration.stage_runner import StagePlan, StageResult
-from pipelines.exact_dedup import mark_group, text_hashes
+from pipelines.duplicates import mark_duplicates, survivors_of_group, with_empty_reason
+from pipelines.exact_dedup import REASON_EXACT, text_hashes
 
-HASH_COL = "_text_hash"
+HASH_COL = "hash"
 
 
-def _add_hash(batch: pa.Table, mode: str) -> pa.Table:
+def _hash(batch: pa.Table, mode: str) -> pa.Table:
     hashes = text_hashes(batch.column("text").to_pylist(), mode)
-    return batch.append_column(HASH_COL, pa.array(hashes, pa.string())).append_column(
-        "_reason", pa.array([""] * batch.num_rows, pa.string())
-    )
+    return pa.table({"id": batch.column("id"), HASH_COL: pa.array(hashes, pa.string())})
 
 
-def _mark(group: pa.Table) -> pa.Table:
-    return mark_group(group).drop_columns([HASH_COL])
+def _group_survivors(group: pa.Table) -> pa.Table:
+    pairs = survivors_of_group(group.column("id").to_pylist())
+    return pa.table({"id": pa.array([d for d, _ in pairs], pa.string()),
+                     "value": pa.array([s for _, s in pairs], pa.string())})
 
 
 def plan(prev: StageResult, normalize: str, batch_docs: int) -> StagePlan:
-    hashed = read_stage(prev.kept_files, batch_docs).map_batches(
-        _add_hash, batch_format="pyarrow", fn_kwargs={"mode": normalize}
-    ).materialize()  # hashed once, used twice: the dedup and the group-size statistics
+    docs = read_stage(prev.kept_files, batch_docs)
+    hashes = docs.map_batches(_hash, batch_format="pyarrow", fn_kwargs={"mode": normalize})
+    # only duplicates leave the groupby: small next to the corpus, so keep it for the statistics
+    dups = hashes.groupby(HASH_COL).map_groups(_group_survivors, batch_format="pyarrow").materialize()
 
     def extras(out_files) -> dict:
-        # sizes of equal-text groups, counted on the cluster: only the small histogram reaches the driver
-        per_hash = hashed.select_columns([HASH_COL]).groupby(HASH_COL).count()
-        dist = {r["count()"]: r["n"] for r in per_hash.groupby("count()").aggregate(Count(alias_name="n")).take_all()}
+        # sizes of groups of equal texts (survivor + its duplicates), counted on the cluster
+        dist = {}
+        if dups.count():
+            per_survivor = dups.groupby("value").count()
+            sizes = per_survivor.groupby("count()").aggregate(Count(alias_name="n")).take_all()
+            dist = {r["count()"] + 1: r["n"] for r in sizes}
         return {
             "metrics": {"duplicate_groups": sum(n for s, n in dist.items() if s > 1)},
             "figures": {"plots/duplicate_group_sizes.png": plots.counts_bar(
-                "exact_dedup: documents per distinct text", "group size", dict(dist))},
+                "exact_dedup: documents per distinct text", "group size", dist or {1: 0})},
         }
 
-    deduped = hashed.groupby(HASH_COL).map_groups(_mark, batch_format="pyarrow")
-    return StagePlan(deduped, prev.counts["kept"], extras, prev.stage, prev.manifest_path, prev.manifest["digest"])
+    return StagePlan(docs.map_batches(with_empty_reason, batch_format="pyarrow"), prev.counts["kept"], extras,
+                     prev.stage, prev.manifest_path, prev.manifest["digest"],
+                     side=dups, merge=partial(mark_duplicates, reason=REASON_EXACT))

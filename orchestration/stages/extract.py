@@ -28,7 +28,7 @@ def _extract(batch: pa.Table, timeout_s: float, favor_precision: bool) -> pa.Tab
         meta = load_metadata(meta_s)
         if meta.get("content_type") not in HTML_TYPES:
             continue
-        extracted, reason = extractor.extract(text)
+        extracted, reason = extractor.extract(text, meta)
         meta["html_bytes"] = len(text.encode("utf-8"))
         if reason:
             reasons[i] = reason

@@ -2,13 +2,14 @@
 
 signatures + band keys per batch -> (band key, id) rows -> groupby band key on the cluster -> star edges
 per bucket -> connected components in one Ray task over the candidate edges (only duplicates produce
-edges, so this is small next to the corpus) -> join back to the documents, smallest id per component
-survives. Nothing here depends on block or worker counts: buckets, edges and components are sets.
+edges, so this is small next to the corpus) -> (id, survivor) rows hash-joined to the documents inside
+the output write's shuffle; the smallest id per component survives. Nothing here depends on block or worker counts: buckets, edges and components are sets.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +21,7 @@ from orchestration.stage_output import read_stage
 from orchestration.stage_runner import StagePlan, StageResult
 from pipelines.components import connected_components, edges_from_bucket
 from pipelines.minhash import MinHashConfig, band_keys, estimated_threshold, signatures
-from pipelines.records import dump_metadata, load_metadata
+from pipelines.duplicates import mark_duplicates, with_empty_reason
 
 REASON_NEAR = "near_duplicate"
 
@@ -43,26 +44,11 @@ def _components(edge_refs: list) -> tuple[pa.Table, dict]:
     survivor = connected_components(edges.column("a").to_pylist(), edges.column("b").to_pylist())
     dup_ids = sorted(i for i, s in survivor.items() if i != s)
     sizes = Counter(Counter(survivor.values()).values())
-    table = pa.table({"id": pa.array(dup_ids, pa.string()), "survivor": pa.array([survivor[i] for i in dup_ids], pa.string())})
+    table = pa.table({"id": pa.array(dup_ids, pa.string()), "value": pa.array([survivor[i] for i in dup_ids], pa.string())})
     return table, {"edges": edges.num_rows, "clusters": sum(sizes.values()), "sizes": dict(sizes)}
 
 
-def _mark(batch: pa.Table) -> pa.Table:
-    survivors = batch.column("survivor").to_pylist()
-    metas = batch.column("metadata").to_pylist()
-    reasons = [""] * batch.num_rows
-    for i, s in enumerate(survivors):
-        if s is not None:
-            meta = load_metadata(metas[i])
-            meta["duplicate_of"] = s
-            metas[i], reasons[i] = dump_metadata(meta), REASON_NEAR
-    return pa.table({
-        "id": batch.column("id"), "text": batch.column("text"), "source": batch.column("source"),
-        "url": batch.column("url"), "metadata": pa.array(metas, pa.string()), "_reason": pa.array(reasons, pa.string()),
-    })
-
-
-def plan(prev: StageResult, cfg: MinHashStageConfig, ray_cfg: RayConfig, partitions: int = 4) -> StagePlan:
+def plan(prev: StageResult, cfg: MinHashStageConfig, ray_cfg: RayConfig) -> StagePlan:
     mh = MinHashConfig(ngram=cfg.ngram, bands=cfg.bands, rows=cfg.rows, seed=cfg.seed)
     docs = read_stage(prev.kept_files, ray_cfg.read_block_docs)
     keys = docs.map_batches(_band_rows, batch_size=ray_cfg.batch_size, batch_format="pyarrow", fn_kwargs={"cfg": mh})
@@ -70,8 +56,6 @@ def plan(prev: StageResult, cfg: MinHashStageConfig, ray_cfg: RayConfig, partiti
     dup_ref, stats_ref = _components.remote(edges.to_arrow_refs())
     stats = ray.get(stats_ref)
     dups = ray.data.from_arrow_refs([dup_ref])
-    joined = docs.join(dups, join_type="left_outer", num_partitions=partitions, on=("id",))
-    marked = joined.map_batches(_mark, batch_format="pyarrow")
 
     def extras(out_files) -> dict:
         sizes = {int(k): v for k, v in stats["sizes"].items()}
@@ -80,4 +64,6 @@ def plan(prev: StageResult, cfg: MinHashStageConfig, ray_cfg: RayConfig, partiti
         fig = plots.counts_bar("minhash: documents per near-duplicate cluster", "cluster size", sizes or {1: 0})
         return {"metrics": metrics, "figures": {"plots/cluster_sizes.png": fig}}
 
-    return StagePlan(marked, prev.counts["kept"], extras, prev.stage, prev.manifest_path, prev.manifest["digest"])
+    return StagePlan(docs.map_batches(with_empty_reason, batch_format="pyarrow"), prev.counts["kept"], extras,
+                     prev.stage, prev.manifest_path, prev.manifest["digest"],
+                     side=dups, merge=partial(mark_duplicates, reason=REASON_NEAR))

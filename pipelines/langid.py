@@ -1,0 +1,179 @@
+"""fastText language identification: classify a batch of texts, and train a small LID model.
+
+Works with any supervised fastText LID model: lid.176.bin (labels `__label__en`), GlotLID
+(`__label__eng_Latn`) or one trained with `train_langid_model`. The model is loaded from a local
+path only; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+LANGUAGE_REASON = "language"
+_NEWLINES = re.compile(r"[\r\n\v\f\u2028\u2029\x85]+")
+# udhr2-style file name suffixes that name a script: kept in the label, GlotLID style (azj_Cyrl)
+_SCRIPT_SUFFIXES = {"arab", "cyrl", "latn", "hans", "hant", "mong", "tfng", "tglg"}
+
+
+def normalize_text(text: str) -> str:
+    """One line, as fastText's predict requires (it splits words on whitespace itself)."""
+    return _NEWLINES.sub(" ", text).strip()
+
+
+def _load_fasttext(model_path: str | os.PathLike):
+    # _FastText directly: fasttext.load_model prints a deprecation warning on every load
+    from fasttext.FastText import _FastText
+
+    return _FastText(model_path=str(model_path))
+
+
+class LanguageIdentifier:
+    """Top-1 fastText language per text; a text is dropped ("language") when its language is not
+    in `languages` (if given) or its score is below `min_score`.
+
+    `languages` entries match a label exactly or its part before "_": "eng" matches GlotLID's
+    "eng_Latn". Labels are returned without the `__label__` prefix.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, languages: list[str] | None = None, min_score: float = 0.0):
+        self.model_path = str(model_path)
+        self.languages = frozenset(languages) if languages else None
+        self.min_score = float(min_score)
+        self._model = None
+        self._label_prefix = "__label__"
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = _load_fasttext(self.model_path)
+            self._label_prefix = self._model.f.getArgs().label
+        return self._model
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the fastText model is not picklable: workers reload it from model_path
+        return {**self.__dict__, "_model": None}
+
+    def _accepted(self, lang: str) -> bool:
+        return self.languages is None or lang in self.languages or lang.split("_", 1)[0] in self.languages
+
+    def predict(self, texts: list[str]) -> tuple[list[str], list[float]]:
+        """Top-1 label and probability per text ("" and 0.0 for a text with no words)."""
+        model = self.model
+        lines = [normalize_text(t) for t in texts]
+        try:
+            labels, probs = model.predict(lines, k=1)
+        except UnicodeEncodeError:  # lone surrogates in the input: fastText wants valid UTF-8
+            lines = [t.encode("utf-8", "replace").decode("utf-8") for t in lines]
+            labels, probs = model.predict(lines, k=1)
+        n = len(self._label_prefix)
+        langs, scores = [], []
+        for line, label, prob in zip(lines, labels, probs):
+            if not line or not label:
+                langs.append("")
+                scores.append(0.0)
+            else:
+                langs.append(label[0][n:] if label[0].startswith(self._label_prefix) else label[0])
+                # fastText can return a probability a hair above 1.0 (softmax + epsilon)
+                scores.append(min(float(prob[0]), 1.0))
+        return langs, scores
+
+    def classify(self, texts: list[str]) -> tuple[list[str], list[float], list[str]]:
+        """(langs, scores, reasons); reason "" = kept, "language" = wrong language or low score."""
+        langs, scores = self.predict(texts)
+        reasons = [
+            "" if lang and score >= self.min_score and self._accepted(lang) else LANGUAGE_REASON
+            for lang, score in zip(langs, scores)
+        ]
+        return langs, scores, reasons
+
+
+def label_from_filename(stem: str) -> str:
+    """udhr2-style file stem -> label: "eng" -> "eng", "por_BR"/"deu_1901"/"ron_1953" -> "por"/"deu"/
+    "ron" (regional, orthographic and numbered variants are one language), "azj_cyrl" -> "azj_Cyrl"
+    (a script suffix stays, GlotLID style)."""
+    code, _, suffix = stem.partition("_")
+    if suffix.lower() in _SCRIPT_SUFFIXES:
+        return f"{code}_{suffix.title()}"
+    return code
+
+
+def load_samples_from_folder(
+    folder: str | os.PathLike, label_fn: Callable[[str], str] = label_from_filename, min_chars: int = 1
+) -> dict[str, list[str]]:
+    """One text file per language (udhr2 layout): label -> its non-empty lines, files in name order."""
+    samples: dict[str, list[str]] = {}
+    for path in sorted(Path(folder).glob("*.txt")):
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        samples.setdefault(label_fn(path.stem), []).extend(ln for ln in lines if len(ln) >= min_chars)
+    return samples
+
+
+# small, fast defaults for a LID model: character n-grams carry most of the signal
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dim": 16,
+    "epoch": 20,
+    "lr": 0.8,
+    "minn": 1,
+    "maxn": 4,
+    "wordNgrams": 1,
+    "bucket": 50_000,
+    "loss": "hs",  # hierarchical softmax: fast with hundreds of labels
+    "minCount": 1,
+    "verbose": 0,
+}
+
+
+def train_langid_model(
+    samples: dict[str, list[str]] | str | os.PathLike,
+    out_path: str | os.PathLike,
+    seed: int = 0,
+    **fasttext_args: Any,
+) -> Path:
+    """Train a supervised fastText LID model and save it to out_path; returns out_path.
+
+    samples: label -> texts, or a folder with one <label>.txt per language (see
+    load_samples_from_folder). Deterministic: the examples are shuffled with `seed`, fastText runs
+    with thread=1 and the same seed. fasttext_args override TRAIN_DEFAULTS (dim, epoch, lr, ...).
+    """
+    import fasttext
+
+    if not isinstance(samples, dict):
+        samples = load_samples_from_folder(samples)
+    examples = [
+        f"__label__{label} {line}"
+        for label in sorted(samples)
+        for line in map(normalize_text, samples[label])
+        if line
+    ]
+    if not examples:
+        raise ValueError("no training text")
+    for label in samples:
+        if not label or any(c.isspace() for c in label):
+            raise ValueError(f"labels must be non-empty without whitespace: {label!r}")
+    random.Random(seed).shuffle(examples)  # fastText is SGD: interleave languages
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    train_file = out_path.with_name(out_path.name + ".train.txt")
+    train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
+    try:
+        args = {**TRAIN_DEFAULTS, **fasttext_args, "seed": seed, "thread": 1}
+        model = fasttext.train_supervised(input=str(train_file), **args)
+        model.save_model(str(out_path))
+    finally:
+        train_file.unlink(missing_ok=True)
+    return out_path
+
+
+__all__ = [
+    "LANGUAGE_REASON",
+    "LanguageIdentifier",
+    "label_from_filename",
+    "load_samples_from_folder",
+    "normalize_text",
+    "train_langid_model",
+]

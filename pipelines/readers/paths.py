@@ -1,0 +1,55 @@
+"""Expanding input globs into (absolute path, relpath) pairs; relpaths name documents in ids."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _static_base(pattern: str) -> str:
+    """The directory part of a pattern before its first glob character ("data/**/*.gz" -> "data")."""
+    parts = Path(pattern).parts
+    static = []
+    for part in parts:
+        if _MAGIC.search(part):
+            break
+        static.append(part)
+    else:  # a plain file path: relative to its directory
+        static = static[:-1]
+    return os.path.join(*static) if static else "."
+
+
+def list_inputs(paths: list[str]) -> list[tuple[str, str]]:
+    """Sorted (absolute path, relpath) for every file the patterns match (`**` recurses).
+
+    relpath is relative to the pattern's non-glob base directory, "/"-separated. A pattern that
+    matches no file is an error (a typo must not silently give an empty dataset), and so are two
+    files with the same relpath (their documents would get the same ids).
+    """
+    if isinstance(paths, str):
+        paths = [paths]
+    if not paths:
+        raise ValueError("no input paths given")
+    found: dict[str, str] = {}
+    for pattern in paths:
+        expanded = os.path.expanduser(pattern)
+        base = os.path.abspath(_static_base(expanded))
+        matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
+        if not matches:
+            if os.path.isdir(expanded):
+                hint = expanded.rstrip("/") + "/**/*"
+                raise ValueError(f"input {pattern!r} is a directory: give a glob of its files, e.g. {hint!r}")
+            raise FileNotFoundError(f"input pattern {pattern!r} matches no file (relative to {os.getcwd()})")
+        for match in matches:
+            path = os.path.abspath(match)
+            found.setdefault(path, Path(os.path.relpath(path, base)).as_posix())
+    owners: dict[str, str] = {}
+    for path, rel in found.items():
+        if owners.setdefault(rel, path) != path:
+            raise ValueError(f"inputs {owners[rel]!r} and {path!r} have the same relative path {rel!r}; "
+                             "use one pattern over their common directory")
+    return sorted(found.items())

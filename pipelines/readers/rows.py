@@ -1,0 +1,117 @@
+"""One Row per input record, and how rows become the column batches that read_file yields."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from pipelines.records import REASON, dump_metadata, empty_columns, make_id, quarantine
+
+# Characters of an unusable record's raw content kept in its quarantine row, for inspection.
+QUARANTINE_TEXT_CAP = 10_000
+
+
+@dataclass(slots=True)
+class Row:
+    index: int  # position of the record in its file (line, row, WARC record): the positional id
+    text: str = ""
+    url: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    own_id: str | None = None  # the source's own id (id_field), when it has one
+
+
+def capped(text: str) -> str:
+    return text[:QUARANTINE_TEXT_CAP]
+
+
+def utf8_safe(s: str) -> str:
+    """Arrow strings must be valid UTF-8; JSON escapes can smuggle in lone surrogates (\\ud800)."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
+
+
+def is_utf8_encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def to_json_value(value: Any) -> Any:
+    """Parquet/Arrow values (datetimes, decimals, bytes, nested) as plain JSON values."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"<{len(value)} bytes>"
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, dt.timedelta)):
+        return str(value)
+    return str(value)
+
+
+def record_to_row(
+    index: int, rec: dict[str, Any], text_field: str, id_field: str | None, url_field: str | None
+) -> Row:
+    """A parsed record (JSON object, parquet row) as a Row; every field but the text goes to metadata."""
+    text = rec.pop(text_field, None)
+    url = rec.get(url_field) if url_field else None
+    own = rec.get(id_field) if id_field else None
+    row = Row(index, url=url if isinstance(url, str) else "", meta=rec)
+    if own is not None and own != "":
+        row.own_id = own if isinstance(own, str) else dump_metadata(own)
+    if text is None:
+        row.reason = quarantine("missing_text")
+    elif not isinstance(text, str):
+        row.reason = quarantine("text_not_string")
+        row.text = capped(utf8_safe(dump_metadata(text)))
+    elif not is_utf8_encodable(text):
+        row.reason = quarantine("invalid_utf8")
+        row.text = capped(utf8_safe(text))
+    else:
+        row.text = text
+    return row
+
+
+def batch_rows(rows: Iterable[Row], relpath: str, source: str, batch_size: int) -> Iterator[dict[str, list]]:
+    """Columns (id, text, source, url, metadata, _reason) in batches of at most batch_size rows.
+
+    id: make_id(relpath, index), or f"{source}#{own_id}" when the record carries its own id
+    (namespaced by the input's name so two inputs cannot collide); metadata always keeps the
+    positional index as "record" (and the file as "file" when the id does not name it).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cols = empty_columns()
+    for row in rows:
+        meta = dict(row.meta)
+        meta["record"] = row.index
+        if row.own_id is not None:
+            cols["id"].append(utf8_safe(f"{source}#{row.own_id}"))
+            meta["file"] = relpath
+        else:
+            cols["id"].append(make_id(relpath, row.index))
+        cols["text"].append(row.text)
+        cols["source"].append(source)
+        cols["url"].append(utf8_safe(row.url))
+        cols["metadata"].append(utf8_safe(dump_metadata(meta)))
+        cols[REASON].append(row.reason)
+        if len(cols["id"]) >= batch_size:
+            yield cols
+            cols = empty_columns()
+    if cols["id"]:
+        yield cols

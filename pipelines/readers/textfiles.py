@@ -1,0 +1,47 @@
+"""One document per file: `text` (UTF-8, else quarantined) and `html` (any charset, for extraction).
+
+Files may be compressed (detected from magic bytes, like every reader here).
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Iterator
+
+from pipelines.readers.compression import error_text, is_corrupt_stream_error, open_decompressed
+from pipelines.readers.encoding import decode_html
+from pipelines.readers.rows import Row, capped
+from pipelines.records import quarantine
+
+
+def _read_bytes(path: str) -> bytes | Row:
+    try:
+        with open_decompressed(path) as f:
+            return f.read()
+    except Exception as e:
+        if not is_corrupt_stream_error(e):
+            raise
+        return Row(0, reason=quarantine("corrupt_stream"), meta={"error": error_text(e)})
+
+
+def iter_text(path: str) -> Iterator[Row]:
+    data = _read_bytes(path)
+    if isinstance(data, Row):
+        yield data
+        return
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    meta = {"content_type": "text/plain"}
+    try:
+        yield Row(0, text=data.decode("utf-8"), meta=meta)
+    except UnicodeDecodeError:
+        yield Row(0, text=capped(data.decode("utf-8", "replace")), meta=meta, reason=quarantine("invalid_utf8"))
+
+
+def iter_html(path: str) -> Iterator[Row]:
+    data = _read_bytes(path)
+    if isinstance(data, Row):
+        yield data
+        return
+    text, charset = decode_html(data)
+    yield Row(0, text=text, meta={"content_type": "text/html", "charset": charset})

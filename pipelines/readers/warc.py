@@ -1,0 +1,84 @@
+"""WARC and WET files (warcio): HTML `response` records and WET `conversion` records are documents.
+
+- response, HTML (HTTP Content-Type or WARC-Identified-Payload-Type text/html or xhtml): a row with
+  the decoded HTML as text and metadata content_type, so the extract stage turns it into main text;
+- response, anything else: a row dropped as "non_html" (counted, its body not kept);
+- conversion (WET): a plain-text row (invalid UTF-8 is quarantined);
+- warcinfo, request, metadata, resource, revisit records are not documents and give no row.
+The record's position in the file (over all records) is its index, so ids do not depend on filtering.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+
+from pipelines.readers.compression import error_text, is_corrupt_stream_error, open_decompressed
+from pipelines.readers.encoding import charset_from_content_type, decode_html
+from pipelines.readers.rows import Row, capped
+from pipelines.records import quarantine
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def iter_warc(path: str) -> Iterator[Row]:
+    # Decompressed here rather than by warcio, which ends silently on a truncated gzip member.
+    with open_decompressed(path) as f:
+        index = 0  # the record being read: a failure is charged to it
+        try:
+            for record in ArchiveIterator(f):
+                row = record_row(index, record)
+                if row is not None:
+                    yield row
+                index += 1
+        except Exception as e:
+            if not (isinstance(e, ArchiveLoadFailed) or is_corrupt_stream_error(e)):
+                raise
+            yield Row(index, reason=quarantine("corrupt_stream"), meta={"error": error_text(e)})
+
+
+def record_row(index: int, record) -> Row | None:
+    if record.rec_type not in ("response", "conversion"):
+        return None
+    headers = record.rec_headers
+    meta: dict[str, Any] = {
+        "warc_type": record.rec_type,
+        "warc_record_id": headers.get_header("WARC-Record-ID"),
+        "warc_date": headers.get_header("WARC-Date"),
+    }
+    url = headers.get_header("WARC-Target-URI") or ""
+    if record.rec_type == "conversion":
+        return _conversion_row(index, record, url, meta)
+    return _response_row(index, record, url, meta)
+
+
+def _response_row(index: int, record, url: str, meta: dict[str, Any]) -> Row:
+    http = record.http_headers
+    mime, charset = charset_from_content_type(http.get_header("Content-Type") if http else None)
+    identified = (record.rec_headers.get_header("WARC-Identified-Payload-Type") or "").lower()
+    status = http.get_statuscode() if http else None
+    if status and status.isdigit():
+        meta["http_status"] = int(status)
+    html_type = mime if mime in HTML_TYPES else identified if identified in HTML_TYPES else None
+    if html_type is None:
+        meta["content_type"] = mime or identified
+        return Row(index, url=url, meta=meta, reason="non_html")
+    text, used = decode_html(record.content_stream().read(), charset)
+    meta.update(content_type=html_type, charset=used)
+    return Row(index, text=text, url=url, meta=meta)
+
+
+def _conversion_row(index: int, record, url: str, meta: dict[str, Any]) -> Row:
+    headers = record.rec_headers
+    meta["content_type"] = "text/plain"
+    for header, key in (("WARC-Refers-To", "warc_refers_to"), ("WARC-Identified-Content-Language", "warc_languages")):
+        if value := headers.get_header(header):
+            meta[key] = value
+    body = record.content_stream().read()
+    try:
+        return Row(index, text=body.decode("utf-8"), url=url, meta=meta)
+    except UnicodeDecodeError:
+        return Row(index, text=capped(body.decode("utf-8", "replace")), url=url, meta=meta,
+                   reason=quarantine("invalid_utf8"))

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real corpora, a real local Ray, a real MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+@pytest.fixture(scope="session")
+def corpora() -> Path:
+    if not CORPORA.is_dir():
+        pytest.skip(f"real corpora not found at ../shared/corpora (relative to the repository)")
+    return CORPORA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the session (2 CPUs, like CI)."""
+    import ray
+
+    from orchestration.ray_runtime import init_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store for one test, named the way users name theirs."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)

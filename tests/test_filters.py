@@ -1,0 +1,233 @@
+"""Filter chain: the fast word splitter decides like datatrove's spaCy path, on real documents."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from datatrove.utils.word_tokenizers import WordTokenizer, load_word_tokenizer
+
+from pipelines.filters import FILTER_CLASSES, FastWordTokenizer, FilterChain, fast_tokenizer_for
+
+CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+DOLMA = CORPORA / "dolma_fixtures" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+ALL_FILTERS = {name: {} for name in FILTER_CLASSES}
+MIN_AGREEMENT = 0.99
+
+
+def _need_corpora() -> None:
+    if not CORPORA.is_dir():
+        pytest.skip(f"real corpora not found at {CORPORA} (shared/corpora next to the repository)")
+
+
+def _jsonl_gz(path: Path, limit: int | None = None) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f][:limit]
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    """697 Common Crawl docs + OLMo C4/Guardian docs and 4chan threads + Gutenberg chunks."""
+    _need_corpora()
+    docs = _jsonl_gz(DOLMA)
+    olmo = CORPORA / "olmo_fixtures"
+    for path in sorted(olmo.glob("c4*.gz")):
+        docs += _jsonl_gz(path)
+    docs += _jsonl_gz(olmo / "4chan_00000000.jsonl.gz", limit=60)  # long threads: a sample
+    rnd = random.Random(0)
+    for path in sorted((CORPORA / "gutenberg").glob("*.txt"))[:10]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for _ in range(2):
+            start = rnd.randrange(len(text) - 5000)
+            docs.append(text[start : start + 5000])
+    return docs
+
+
+class MemoTokenizer(WordTokenizer):
+    """datatrove's spaCy tokenizer, memoized per text so each document is spaCy-tokenized once
+    across all the filters compared here (the reference stays datatrove's exact output)."""
+
+    def __init__(self, inner: WordTokenizer):
+        super().__init__(inner.language)
+        self.inner = inner
+        self.words: dict[str, list[str]] = {}
+        self.spans: dict[str, list[tuple[int, int]]] = {}
+
+    def word_tokenize(self, text: str) -> list[str]:
+        if text not in self.words:
+            self.words[text] = self.inner.word_tokenize(text)
+        return self.words[text]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        if text not in self.spans:
+            self.spans[text] = self.inner.span_tokenize(text)
+        return self.spans[text]
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return self.inner.sent_tokenize(text)
+
+
+@pytest.fixture(scope="module")
+def spacy_memo() -> MemoTokenizer:
+    return MemoTokenizer(load_word_tokenizer("en"))
+
+
+def _spacy_cfg(cfg: dict, memo: MemoTokenizer) -> dict:
+    # the "spacy" path, with datatrove's tokenizer passed in memoized
+    out = {"word_splitter": "spacy"}
+    for name, kwargs in cfg.items():
+        out[name] = {**kwargs, "language": memo}
+    return out
+
+
+@pytest.mark.parametrize("name", [*FILTER_CLASSES, "chain"])
+def test_fast_splitter_decides_like_spacy(name: str, corpus: list[str], spacy_memo: MemoTokenizer) -> None:
+    cfg = ALL_FILTERS if name == "chain" else {name: {}}
+    fast = FilterChain({**cfg, "word_splitter": "fast"})
+    ref = FilterChain(_spacy_cfg(cfg, spacy_memo))
+    same_keep = same_reason = same_text = 0
+    for text in corpus:
+        fast_text, fast_reason = fast.apply(text, {})
+        ref_text, ref_reason = ref.apply(text, {})
+        same_keep += (fast_reason == "") == (ref_reason == "")
+        same_reason += fast_reason == ref_reason
+        same_text += fast_text == ref_text
+    n = len(corpus)
+    print(f"\n{name}: {n} docs, keep/drop agreement {same_keep / n:.4f}, same reason {same_reason / n:.4f}, "
+          f"same output text {same_text / n:.4f}")
+    assert same_keep / n >= MIN_AGREEMENT
+    assert same_reason / n >= MIN_AGREEMENT
+    assert same_text / n >= MIN_AGREEMENT
+
+
+def test_fast_tokens_and_sentences_match_spacy(corpus: list[str], spacy_memo: MemoTokenizer) -> None:
+    fast = FastWordTokenizer("en")
+    docs = corpus[:300]
+    same_words = sum(fast.word_tokenize(t) == spacy_memo.word_tokenize(t) for t in docs)
+    same_spans = sum(fast.span_tokenize(t) == spacy_memo.span_tokenize(t) for t in docs)
+    print(f"\nidentical tokens {same_words}/{len(docs)}, identical sentence spans {same_spans}/{len(docs)}")
+    assert same_words / len(docs) >= MIN_AGREEMENT
+    assert same_spans / len(docs) >= MIN_AGREEMENT
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I don't know. Haven't you? It's John's car; we'll see. I'm OK! dont cant gonna",
+        "Mail john.doe@example.com or see https://www.example.com/a?b=1. Also example.com!",
+        "well-known 2018-03-05 and/or 1,000.50 $100 100% 10km e.g. U.S. Mr. Smith etc. a.m.",
+        "Wait... what?! Really!!! -- yes --- no. ''quoted'' x'''''x 07/07/17(Fri)23:54:45 :) C++",
+        "  leading spaces.  Two  spaces. Trailing newline.\n",
+        "no sentence end at all ",
+        "  \n ",
+        "",
+        "Zweite Überschrift: Straße, Größe. Привет, мир! Ελληνικά; العربية؟ हिन्दी।",
+    ],
+)
+def test_fast_tokenizer_matches_spacy_on_edge_cases(text: str) -> None:
+    spacy_tok = load_word_tokenizer("en")
+    fast = FastWordTokenizer("en")
+    assert fast.word_tokenize(text) == spacy_tok.word_tokenize(text)
+    assert fast.span_tokenize(text) == spacy_tok.span_tokenize(text)
+    assert fast.sent_tokenize(text) == spacy_tok.sent_tokenize(text)
+
+
+def test_fast_tokenizer_other_language_uses_its_rules() -> None:
+    text = "L'homme qu'il a vu aujourd'hui n'est pas là. C'est vrai !"
+    assert fast_tokenizer_for("fr").word_tokenize(text) == load_word_tokenizer("fr").word_tokenize(text)
+    # no plain spaCy pipeline in datatrove for these: their own segmenters are kept
+    assert fast_tokenizer_for("th") is None and fast_tokenizer_for("ja") is None
+
+
+# ---- known-bad and known-good text ----
+def test_short_doc_dropped() -> None:
+    chain = FilterChain({"gopher_quality": {}})
+    assert chain.apply("Buy now. Free shipping on all orders!", {})[1] == "gopher_quality:gopher_short_doc"
+
+
+def test_repeated_lines_dropped() -> None:
+    text = "\n".join(["Click here to subscribe to our weekly newsletter and get 10% off."] * 30)
+    assert FilterChain(ALL_FILTERS).apply(text, {})[1] == "gopher_repetition:dup_line_frac"
+
+
+def test_lorem_ipsum_and_code_dropped_by_c4() -> None:
+    chain = FilterChain({"c4": {}})
+    prose = "This sentence is long enough to count. " * 6
+    assert chain.apply(prose + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.", {})[1] == "c4:lorem_ipsum"
+    assert chain.apply(prose + "\nfunction f() { return 1; } is what we wrote.", {})[1] == "c4:curly_bracket"
+
+
+def _wikitext_articles() -> dict[str, str]:
+    raw = (CORPORA / "wikitext2_test" / "wiki.test.raw").read_text(encoding="utf-8")
+    articles = re.split(r"\n(?= = [^=\n]+ = \n)", raw)
+    return {a.strip().split("\n", 1)[0].strip(" ="): a for a in articles}
+
+
+def test_good_wikipedia_article_kept() -> None:
+    _need_corpora()
+    article = _wikitext_articles()["Du Fu"]
+    text, reason = FilterChain(ALL_FILTERS).apply(article, {})
+    assert reason == ""
+    # C4 drops lines without terminal punctuation (the section headings) and strips the others
+    assert " = = Life = = " in article and "= = Life = =" not in text
+    assert 0.8 * len(article) < len(text) < len(article)
+
+
+def test_dolma_reasons_are_prefixed(corpus: list[str]) -> None:
+    chain = FilterChain(ALL_FILTERS)
+    reasons = {chain.apply(text, {})[1] for text in corpus[:200]}
+    assert "" in reasons and len(reasons) > 3
+    assert all(r == "" or r.split(":", 1)[0] in FILTER_CLASSES and r.split(":", 1)[1] for r in reasons)
+
+
+# ---- configuration ----
+def test_config_selects_and_orders_filters() -> None:
+    chain = FilterChain({"fineweb": {}, "gopher_quality": {"min_doc_words": 10}, "c4": None})
+    assert chain.names == ["gopher_quality", "fineweb"]
+    chain = FilterChain({"fineweb": True, "gopher_quality": {}, "order": ["fineweb", "gopher_quality"]})
+    assert chain.names == ["fineweb", "gopher_quality"]
+    assert FilterChain({}).apply("anything", {}) == ("anything", "")
+
+
+def test_thresholds_come_from_config() -> None:
+    text = "The cat sat on the mat and looked at the dog with the hat. " * 3
+    assert FilterChain({"gopher_quality": {}}).apply(text, {})[1] == "gopher_quality:gopher_short_doc"
+    assert FilterChain({"gopher_quality": {"min_doc_words": 10}}).apply(text, {})[1] == ""
+
+
+def test_bad_config_rejected() -> None:
+    with pytest.raises(ValueError):
+        FilterChain({"word_splitter": "nltk"})
+    with pytest.raises(ValueError):
+        FilterChain({"c4_badwords": {}})
+    with pytest.raises(ValueError):
+        FilterChain({"order": ["gopher"]})
+
+
+def test_empty_text_does_not_crash() -> None:
+    for text in ("", "   \n  "):
+        assert FilterChain(ALL_FILTERS).apply(text, {})[1] != ""
+        assert FilterChain({"fineweb": {}}).apply(text, {})[1] == "fineweb:empty"
+
+
+def test_metadata_untouched_by_these_filters() -> None:
+    meta = {"language": "en", "score": 0.5}
+    FilterChain(ALL_FILTERS).apply("Some text. " * 100, meta)
+    assert meta == {"language": "en", "score": 0.5}
+
+
+def test_nothing_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datatrove.io
+    import datatrove.pipeline.filters.c4_filters as c4_filters
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a filter tried to download an asset")
+
+    monkeypatch.setattr(datatrove.io, "cached_asset_path_or_download", no_download)
+    monkeypatch.setattr(c4_filters, "cached_asset_path_or_download", no_download)
+    chain = FilterChain(ALL_FILTERS)
+    chain.apply("A normal sentence with enough words in it to pass. " * 20, {})

@@ -1,0 +1,135 @@
+"""The whole corpus chain on a real local Ray with a real SQLite MLflow store, on real data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+
+from orchestration.pipeline import run_pipeline
+from orchestration.pipeline_config import load_pipeline_config
+from orchestration.tracking import OUTPUT_DIGEST_TAG
+from pipelines.manifest import load_manifest, mlflow_digest, verify_files
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+STAGES = ["ingest", "extract", "filter", "exact_dedup", "minhash"]
+
+
+def _malformed_jsonl(path: Path) -> dict[str, int]:
+    """Good lines from a real crawl file, and bad lines of each kind between them."""
+    good = []
+    with gzip.open(REPO.parent / "shared" / "corpora" / DOLMA_CRAWL, "rt") as f:
+        for _ in range(12):
+            good.append(f.readline().rstrip("\n"))
+    bad = [b'{"text": "unterminated', b'{"id": "x", "no_text": 1}', b'{"text": 42}', b'{"text": "caf\xe9 latin-1"}']
+    with open(path, "wb") as f:
+        for i, line in enumerate(good):
+            f.write(line.encode() + b"\n")
+            if i < len(bad):
+                f.write(bad[i] + b"\n")
+    return {"good": len(good), "bad": len(bad)}
+
+
+def _config(tmp_path: Path, corpora: Path, langid_model: Path, extra: list[str] = ()):
+    bad = tmp_path / "bad" / "malformed.jsonl"
+    bad.parent.mkdir()
+    _malformed_jsonl(bad)
+    overrides = [
+        f'inputs=[{{name: crawl, format: jsonl, paths: ["{corpora / DOLMA_CRAWL}"]}},'
+        f' {{name: warc, format: warc, paths: ["{corpora}/dolma_fixtures/*.warc.gz"]}},'
+        f' {{name: bad, format: jsonl, paths: ["{bad}"]}}]',
+        f"filter.language.model_path={langid_model}",
+        "filter.language.languages=[eng]",
+        "filter.language.min_score=0.3",
+        "mlflow.experiment=integration",
+        *extra,
+    ]
+    return load_pipeline_config(REPO / "configs" / "quickstart.yaml", overrides)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, corpora, ray_local, langid_model):
+    import os
+
+    tmp = tmp_path_factory.mktemp("chain")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        cfg = _config(tmp, corpora, langid_model)
+        summary = run_pipeline(cfg, tmp / "work")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    mlflow.set_tracking_uri(uri)
+    yield summary, tmp / "work", uri
+    mlflow.set_tracking_uri(None)
+
+
+def test_accounting_holds_and_bad_lines_are_quarantined(pipeline_run):
+    summary, workdir, _ = pipeline_run
+    assert [s["stage"] for s in summary["stages"]] == STAGES
+    for s in summary["stages"]:
+        assert s["docs_in"] == s["kept"] + sum(s["dropped"].values()) + sum(s["quarantined"].values())
+    ingest = summary["stages"][0]
+    assert ingest["docs_in"] == 697 + 37 + 12 + 4  # crawl docs + WARC HTML responses + good + bad lines
+    assert sum(ingest["quarantined"].values()) == 4
+    # each stage consumes exactly what the previous one kept
+    for prev, cur in zip(summary["stages"], summary["stages"][1:]):
+        assert cur["docs_in"] == prev["kept"]
+    assert json.loads((workdir / "summary.json").read_text())["stages"] == summary["stages"]
+
+
+def test_outputs_verify_and_load_with_datasets(pipeline_run):
+    import datasets
+
+    summary, workdir, _ = pipeline_run
+    for s in summary["stages"]:
+        manifest = load_manifest(Path(s["manifest"]))
+        verify_files(manifest, Path(s["manifest"]).parent)
+        assert manifest["digest"] == s["output_digest"]
+    final = Path(summary["final_manifest"]).parent
+    files = sorted(str(p) for p in (final / "kept").glob("*.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert len(ds) == summary["stages"][-1]["kept"]
+    assert set(ds.column_names) == {"id", "text", "source", "url", "metadata"}
+    dropped = pq.read_table(sorted((Path(summary["stages"][0]["manifest"]).parent / "dropped").glob("*.parquet")))
+    reasons = set(dropped.column("reason").to_pylist())
+    assert {"quarantine:bad_json", "quarantine:missing_text"} <= reasons
+
+
+def test_mlflow_run_tree_params_metrics_and_digest_chain(pipeline_run):
+    summary, _, uri = pipeline_run
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(summary["mlflow_run_id"])
+    exp = parent.info.experiment_id
+    children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    by_stage = {r.data.tags["tokenmill.stage"]: r for r in children}
+    assert sorted(by_stage) == sorted(STAGES)
+    for i, stage in enumerate(STAGES):
+        run = by_stage[stage]
+        assert run.info.status == "FINISHED"
+        s = summary["stages"][i]
+        assert run.data.metrics["docs_in"] == s["docs_in"] and run.data.metrics["docs_kept"] == s["kept"]
+        assert run.data.metrics["docs_per_second"] > 0 and run.data.metrics["wall_seconds"] > 0
+        assert run.data.tags[OUTPUT_DIGEST_TAG] == mlflow_digest(s["output_digest"])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "manifest.json" in artifacts
+        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert "plots/length_histogram.png" in plots and "plots/reasons.png" in plots
+        inputs = run.inputs.dataset_inputs
+        assert len(inputs) == 1
+        if i > 0:
+            # the input digest finds the run that produced it
+            digest = inputs[0].dataset.digest
+            assert digest == mlflow_digest(summary["stages"][i - 1]["output_digest"])
+            producers = client.search_runs([exp], f"tags.`{OUTPUT_DIGEST_TAG}` = '{digest}'")
+            assert [r.info.run_id for r in producers] == [by_stage[STAGES[i - 1]].info.run_id]
+    assert by_stage["filter"].data.params["language.languages"] == '["eng"]'
+    assert by_stage["minhash"].data.params["bands"] == "14"
+    assert "plots/cluster_sizes.png" in {a.path for a in client.list_artifacts(by_stage["minhash"].info.run_id, "plots")}
+    assert "plots/language_scores.png" in {a.path for a in client.list_artifacts(by_stage["filter"].info.run_id, "plots")}
