@@ -57,7 +57,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
                          lambda p=prev: filter_stage.plan(p, cfg.filter, cfg.ray))
         if cfg.exact_dedup.enabled:
             prev = stage("exact_dedup", dataclasses.asdict(cfg.exact_dedup),
-                         lambda p=prev: exact_dedup.plan(p, cfg.exact_dedup.normalize, batch))
+                         lambda p=prev: exact_dedup.plan(p, cfg.exact_dedup.normalize, cfg.ray))
         if cfg.minhash.enabled:
             prev = stage("minhash", dataclasses.asdict(cfg.minhash),
                          lambda p=prev: minhash.plan(p, cfg.minhash, cfg.ray))

@@ -53,10 +53,11 @@ class RayConfig:
     read_block_docs: int = 1000  # documents per block out of the readers
     actors: int = 1  # actor pool size for model-holding stages (language ID)
     actor_num_cpus: float = 0.5  # fractional, so actors never starve the read tasks
+    shuffle_partitions: int = 8  # partitions of the dedup groupbys (raise on a cluster: ~ 2-4 x CPUs)
 
     def validate(self, key: str) -> None:
-        if self.batch_size < 1 or self.read_block_docs < 1 or self.actors < 1:
-            raise ConfigError(f"{key}: batch_size, read_block_docs and actors must be >= 1")
+        if min(self.batch_size, self.read_block_docs, self.actors, self.shuffle_partitions) < 1:
+            raise ConfigError(f"{key}: batch_size, read_block_docs, actors and shuffle_partitions must be >= 1")
 
 
 @dataclass

@@ -68,7 +68,7 @@ def write_stage(
     if side is not None:
         ds = ds.map_batches(_tag_docs, batch_format="pyarrow").union(side.map_batches(_tag_side, batch_format="pyarrow"))
     ds = ds.map_batches(_add_shard, batch_format="pyarrow", fn_kwargs={"shards": shards}, zero_copy_batch=True)
-    results = ds.groupby(SHARD_COL).map_groups(
+    results = ds.groupby(SHARD_COL, num_partitions=shards).map_groups(
         _write_group,
         batch_format="pyarrow",
         fn_kwargs={"out_dir": str(out_dir), "shards": shards, "fmt": fmt, "merge": merge},

@@ -7,9 +7,12 @@ path only; nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -112,6 +115,27 @@ def load_samples_from_folder(
     return samples
 
 
+# fastText keeps state between trainings in one process: after training a model with loss "hs",
+# the next training in the same process can diverge (NaN) where a fresh process does not (seen with
+# fasttext-numpy2-wheel 0.9.2). Each training therefore runs in its own interpreter.
+_TRAIN_SCRIPT = """
+import json, sys
+import fasttext
+args = json.loads(sys.argv[1])
+out = args.pop("output_path")
+fasttext.train_supervised(**args).save_model(out)
+"""
+
+
+def _train_in_subprocess(train_file: Path, out_path: Path, args: dict[str, Any]) -> str | None:
+    """Train and save; returns None on success, else the error text."""
+    payload = json.dumps({**args, "input": str(train_file), "output_path": str(out_path)})
+    proc = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, payload], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+
+
 # small, fast defaults for a LID model: character n-grams carry most of the signal
 TRAIN_DEFAULTS: dict[str, Any] = {
     "dim": 16,
@@ -137,12 +161,14 @@ def train_langid_model(
 
     samples: label -> texts, or a folder with one <label>.txt per language (see
     load_samples_from_folder). Deterministic: the examples are shuffled with `seed`, fastText runs
-    with thread=1 and the same seed. fasttext_args override TRAIN_DEFAULTS (dim, epoch, lr, ...).
+    with thread=1 and the same seed. fasttext_args override TRAIN_DEFAULTS (dim, epoch, lr, ...);
+    if training diverges (NaN) the lr is halved and training restarts, up to 3 times.
     """
-    import fasttext
-
     if not isinstance(samples, dict):
         samples = load_samples_from_folder(samples)
+    for label in samples:
+        if not label or any(c.isspace() for c in label):
+            raise ValueError(f"labels must be non-empty without whitespace: {label!r}")
     examples = [
         f"__label__{label} {line}"
         for label in sorted(samples)
@@ -151,9 +177,6 @@ def train_langid_model(
     ]
     if not examples:
         raise ValueError("no training text")
-    for label in samples:
-        if not label or any(c.isspace() for c in label):
-            raise ValueError(f"labels must be non-empty without whitespace: {label!r}")
     random.Random(seed).shuffle(examples)  # fastText is SGD: interleave languages
 
     out_path = Path(out_path)
@@ -162,8 +185,14 @@ def train_langid_model(
     train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
     try:
         args = {**TRAIN_DEFAULTS, **fasttext_args, "seed": seed, "thread": 1}
-        model = fasttext.train_supervised(input=str(train_file), **args)
-        model.save_model(str(out_path))
+        for attempt in range(4):
+            error = _train_in_subprocess(train_file, out_path, args)
+            if error is None:
+                break
+            # SGD diverges on tiny corpora at a high lr: retry with half of it (still deterministic)
+            if "NaN" not in error or attempt == 3:
+                raise RuntimeError(f"fastText training failed: {error}")
+            args["lr"] /= 2
     finally:
         train_file.unlink(missing_ok=True)
     return out_path

@@ -9,6 +9,7 @@ import pyarrow as pa
 from ray.data.aggregate import Count
 
 from orchestration import plots
+from orchestration.pipeline_config import RayConfig
 from orchestration.stage_output import read_stage
 from orchestration.stage_runner import StagePlan, StageResult
 from pipelines.duplicates import mark_duplicates, survivors_of_group, with_empty_reason
@@ -28,18 +29,19 @@ def _group_survivors(group: pa.Table) -> pa.Table:
                      "value": pa.array([s for _, s in pairs], pa.string())})
 
 
-def plan(prev: StageResult, normalize: str, batch_docs: int) -> StagePlan:
-    docs = read_stage(prev.kept_files, batch_docs)
+def plan(prev: StageResult, normalize: str, ray_cfg: RayConfig) -> StagePlan:
+    docs = read_stage(prev.kept_files, ray_cfg.read_block_docs)
     hashes = docs.map_batches(_hash, batch_format="pyarrow", fn_kwargs={"mode": normalize})
     # only duplicates leave the groupby: small next to the corpus, so keep it for the statistics
-    dups = hashes.groupby(HASH_COL).map_groups(_group_survivors, batch_format="pyarrow").materialize()
+    by_hash = hashes.groupby(HASH_COL, num_partitions=ray_cfg.shuffle_partitions)
+    dups = by_hash.map_groups(_group_survivors, batch_format="pyarrow").materialize()
 
     def extras(out_files) -> dict:
         # sizes of groups of equal texts (survivor + its duplicates), counted on the cluster
         dist = {}
         if dups.count():
-            per_survivor = dups.groupby("value").count()
-            sizes = per_survivor.groupby("count()").aggregate(Count(alias_name="n")).take_all()
+            per_survivor = dups.groupby("value", num_partitions=ray_cfg.shuffle_partitions).count()
+            sizes = per_survivor.groupby("count()", num_partitions=1).aggregate(Count(alias_name="n")).take_all()
             dist = {r["count()"] + 1: r["n"] for r in sizes}
         return {
             "metrics": {"duplicate_groups": sum(n for s, n in dist.items() if s > 1)},
