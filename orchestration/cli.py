@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tokenmill: config error: {exc}", file=sys.stderr)
         return 2
+    except FileNotFoundError as exc:  # an input glob matched nothing, a model path is wrong, ...
+        print(f"tokenmill: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import mlflow
 from orchestration import tracking
 from orchestration.pipeline_config import PipelineConfig
 from orchestration.ray_runtime import init_ray
-from orchestration.stage_runner import StageResult, run_stage
+from orchestration.stage_runner import StagePlan, StageResult, run_stage
 from orchestration.stages import exact_dedup, extract, filter as filter_stage, ingest, minhash
 from orchestration.summary import format_table, summarize, write_summary
 
@@ -30,6 +30,9 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
 
     def stage(name: str, params: dict, plan_fn) -> StageResult:
         echo(f"tokenmill: stage {len(results)} {name} ...")
+        if results and results[-1].counts["kept"] == 0:  # nothing left: record an empty stage, run nothing
+            p = results[-1]
+            plan_fn = lambda: StagePlan(None, 0, None, p.stage, p.manifest_path, p.manifest["digest"])  # noqa: E731
         r = run_stage(name, len(results), workdir, params, plan_fn, out.shards, out.format)
         c = r.counts
         echo(f"tokenmill:   {c['in']} in, {c['kept']} kept, {sum(c['dropped'].values())} dropped, "

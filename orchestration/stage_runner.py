@@ -21,7 +21,7 @@ class AccountingError(RuntimeError):
 
 @dataclass
 class StagePlan:
-    dataset: ray.data.Dataset  # records + _reason, one row per input document
+    dataset: ray.data.Dataset | None  # records + _reason, one row per input document; None: no input
     docs_in: int | None  # None for ingest: every record read becomes exactly one row
     # Called after the write with the written files; returns {"metrics": {...}, "figures": {"x.png": fig}}
     extras: Callable[[list[Path]], dict[str, Any]] | None = None
@@ -81,7 +81,8 @@ def run_stage(
         plan = plan_fn()
         if plan.input_manifest is not None:
             tracking.log_input_manifest(plan.input_name or stage, plan.input_manifest, plan.input_digest)
-        merged = merge_results(write_stage(plan.dataset, out_dir, shards, fmt, plan.side, plan.merge))
+        written = [] if plan.dataset is None else write_stage(plan.dataset, out_dir, shards, fmt, plan.side, plan.merge)
+        merged = merge_results(written)
         extras = plan.extras([out_dir / f["path"] for f in merged["files"]]) if plan.extras else {}
         seconds = time.perf_counter() - start
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from langid_fixture import trained_langid_model  # noqa: F401  (a session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -41,3 +42,9 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def langid_model(trained_langid_model) -> Path:
+    """A small fastText language-ID model trained on udhr2 (nothing is downloaded)."""
+    return trained_langid_model
