@@ -14,12 +14,16 @@ from orchestration.pipeline_config import PipelineConfig
 from orchestration.ray_runtime import init_ray
 from orchestration.stage_runner import StagePlan, StageResult, run_stage
 from orchestration.stages import exact_dedup, extract, filter as filter_stage, ingest, minhash
+from pipelines.readers import list_inputs
 from orchestration.summary import format_table, summarize, write_summary
 
 
 def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    for inp in cfg.inputs:  # a wrong path fails here, before Ray and MLflow start
+        if inp.format != "hf":
+            list_inputs(inp.paths)
     resources = init_ray(cfg.ray.num_cpus)
     uri = tracking.setup(cfg.mlflow.experiment)
     echo(f"tokenmill: Ray with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}")

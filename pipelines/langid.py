@@ -65,11 +65,13 @@ class LanguageIdentifier:
 
     def predict(self, texts: list[str]) -> tuple[list[str], list[float]]:
         """Top-1 label and probability per text ("" and 0.0 for a text with no words)."""
+        if not texts:
+            return [], []
         model = self.model
         lines = [normalize_text(t) for t in texts]
         try:
             labels, probs = model.predict(lines, k=1)
-        except UnicodeEncodeError:  # lone surrogates in the input: fastText wants valid UTF-8
+        except (TypeError, UnicodeEncodeError):  # lone surrogates: the binding rejects non-UTF-8 str
             lines = [t.encode("utf-8", "replace").decode("utf-8") for t in lines]
             labels, probs = model.predict(lines, k=1)
         n = len(self._label_prefix)
@@ -136,16 +138,19 @@ def _train_in_subprocess(train_file: Path, out_path: Path, args: dict[str, Any])
     return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
 
 
-# small, fast defaults for a LID model: character n-grams carry most of the signal
+# small, fast defaults for a LID model: character n-grams carry most of the signal. Measured on
+# udhr2 (train on half of each file, ~370 labels): softmax generalizes to other text (Gutenberg
+# chunks: 0.92 English identified) far better than hierarchical softmax (0.39) at equal accuracy
+# on held-out udhr2 lines (0.92).
 TRAIN_DEFAULTS: dict[str, Any] = {
     "dim": 16,
     "epoch": 20,
-    "lr": 0.8,
-    "minn": 1,
+    "lr": 0.5,
+    "minn": 2,
     "maxn": 4,
     "wordNgrams": 1,
     "bucket": 50_000,
-    "loss": "hs",  # hierarchical softmax: fast with hundreds of labels
+    "loss": "softmax",
     "minCount": 1,
     "verbose": 0,
 }

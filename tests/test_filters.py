@@ -221,6 +221,17 @@ def test_metadata_untouched_by_these_filters() -> None:
     assert meta == {"language": "en", "score": 0.5}
 
 
+def test_chain_pickles() -> None:
+    # e.g. shipped to Ray workers; the fast tokenizer travels as its language only
+    import pickle
+
+    chain = FilterChain(ALL_FILTERS)
+    text = "This is a perfectly ordinary sentence about the weather today. " * 20
+    result = chain.apply(text, {})
+    clone = pickle.loads(pickle.dumps(chain))
+    assert clone.names == chain.names and clone.apply(text, {}) == result
+
+
 def test_nothing_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     import datatrove.io
     import datatrove.pipeline.filters.c4_filters as c4_filters

@@ -4,7 +4,8 @@ The heuristics are datatrove's (GopherQualityFilter, GopherRepetitionFilter, C4Q
 FineWebQualityFilter), instantiated with the thresholds from the config and called through their
 `filter(doc)` method. The only thing changed is the word splitter they use (see words.py): datatrove
 resolves it with `load_word_tokenizer(self.language)`, which returns a `WordTokenizer` instance
-unchanged ("for custom tokenizers"), so passing our tokenizer as `language=` is the hook.
+unchanged ("for custom tokenizers"), so passing our tokenizer as `language=` is the hook (the
+filters use `language` for nothing else).
 
 Nothing here downloads: C4BadWordsFilter (which fetches word lists) is deliberately not offered.
 """
@@ -22,7 +23,7 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 
-from pipelines.filters.words import fast_tokenizer
+from pipelines.filters.words import fast_tokenizer_for
 
 # canonical order = FineWeb's recipe (repetition, quality, C4, FineWeb); cfg["order"] overrides it
 FILTER_CLASSES: dict[str, type[BaseFilter]] = {
@@ -32,16 +33,14 @@ FILTER_CLASSES: dict[str, type[BaseFilter]] = {
     "fineweb": FineWebQualityFilter,
 }
 WORD_SPLITTERS = ("fast", "spacy")
-# languages whose words are not separated by spaces: the regex splitter cannot segment them, so
-# datatrove's own tokenizer (jieba, pythainlp, ...) is kept even with word_splitter: fast
-NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo"})
 
 
 class FilterChain:
     """Run the enabled datatrove filters in order; the first one that fails decides the drop reason.
 
     cfg keys:
-      word_splitter: "fast" (default, regex splitter) or "spacy" (datatrove's default tokenizer)
+      word_splitter: "fast" (default, words.py: spaCy's tokens without spaCy's Doc machinery) or
+          "spacy" (datatrove's own tokenizer, unchanged)
       gopher_repetition / gopher_quality / c4 / fineweb: a dict of the datatrove class's keyword
           arguments ({} or true = datatrove defaults); absent, null or false = filter disabled.
           A "language" kwarg (default "en") picks datatrove's tokenizer for that language.
@@ -69,9 +68,11 @@ class FilterChain:
                 continue
             kwargs = {} if kwargs is True else dict(kwargs)
             kwargs.pop("exclusion_writer", None)  # the stage writer handles dropped rows
-            language = kwargs.get("language", "en")
-            if splitter == "fast" and language not in NO_SPACE_LANGUAGES:
-                kwargs["language"] = fast_tokenizer(language)
+            if splitter == "fast":
+                # None where datatrove uses no plain spaCy tokenizer (zh, ja, th, ...): keep its own
+                fast = fast_tokenizer_for(kwargs.get("language", "en"))
+                if fast is not None:
+                    kwargs["language"] = fast
             self._filters.append(FILTER_CLASSES[name](**kwargs))
             self.names.append(name)
 
