@@ -22,7 +22,8 @@ def _run_cli(workdir: Path, corpora: Path, langid_model: Path, ray_overrides: li
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}.mlflow.db"}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "orchestration.cli", "pipeline", str(REPO / "configs" / "quickstart.yaml"),
-           "--workdir", str(workdir), inputs, f"filter.language.model_path={langid_model}", *ray_overrides]
+           "--workdir", str(workdir), inputs, f"filter.language.model_path={langid_model}",
+           "filter.language.min_score=0.3", *ray_overrides]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((workdir / "summary.json").read_text())

@@ -61,6 +61,13 @@ def _score_hist(batch: pa.Table) -> dict:
     return {"hist": [np.histogram(scores, bins=SCORE_BINS)[0].tolist()]}
 
 
+def actor_cpus(ray_cfg: RayConfig) -> float:
+    """CPUs per actor, leaving a whole CPU for the read tasks that feed the pool: a pool that holds the
+    CPUs a read task needs waits forever, silently ("backpressured"), e.g. on a 1-CPU Ray."""
+    spare = ray.cluster_resources().get("CPU", 1.0) - 1.0
+    return max(0.0, min(ray_cfg.actor_num_cpus, spare / ray_cfg.actors))
+
+
 def plan(prev: StageResult, cfg: FilterConfig, ray_cfg: RayConfig) -> StagePlan:
     ds = read_stage(prev.kept_files, ray_cfg.read_block_docs).map_batches(
         FilterActor,
@@ -68,7 +75,7 @@ def plan(prev: StageResult, cfg: FilterConfig, ray_cfg: RayConfig) -> StagePlan:
         batch_size=ray_cfg.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=ray_cfg.actors),
-        num_cpus=ray_cfg.actor_num_cpus,
+        num_cpus=actor_cpus(ray_cfg),
     )
     def extras(out_files) -> dict:
         if not cfg.language.model_path:
