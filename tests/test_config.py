@@ -72,3 +72,9 @@ def test_cli_help_explains_itself():
         out = subprocess.run([sys.executable, "-m", "orchestration.cli", *argv], capture_output=True, text=True, cwd=REPO)
         assert out.returncode == 0 and "usage: tokenmill" in out.stdout
     assert "RAY_ADDRESS" in out.stdout and "MLFLOW_TRACKING_URI" in out.stdout
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    cfg = load_pipeline_config(path)
+    assert cfg.inputs and cfg.name
