@@ -27,6 +27,13 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quality_train(args: argparse.Namespace) -> int:
+    from orchestration.quality_train import run_quality_train
+
+    run_quality_train(args.config, args.overrides)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokenmill",
@@ -51,6 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value",
                    help="override any config key; the value is read as YAML (e.g. ray.num_cpus=2)")
     p.set_defaults(func=_pipeline)
+
+    q = sub.add_parser("quality", help="quality classifier commands (train)")
+    qsub = q.add_subparsers(dest="quality_command", required=True, metavar="SUBCOMMAND")
+    qt = qsub.add_parser(
+        "train",
+        help="train a fastText quality classifier from positive and negative sources (DCLM-style)",
+        description="Train a fastText quality classifier from the positive (reference) and negative sources "
+        "of a YAML job, balanced and deterministic given the seed; logs precision, recall, F1 and ROC AUC on "
+        "a validation split and the model (with its sha256) to an MLflow run. Use the model in a pipeline "
+        "with quality.model_path.",
+        epilog=EPILOG + "\nExample:\n  tokenmill quality train configs/quality_dev.yaml train.seed=1\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    qt.add_argument("config", help="quality training YAML (see configs/quality_dev.yaml)")
+    qt.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any config key")
+    qt.set_defaults(func=_quality_train)
     return parser
 
 

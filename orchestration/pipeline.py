@@ -13,7 +13,8 @@ from orchestration import tracking
 from orchestration.pipeline_config import PipelineConfig
 from orchestration.ray_runtime import init_ray
 from orchestration.stage_runner import StagePlan, StageResult, run_stage
-from orchestration.stages import exact_dedup, extract, filter as filter_stage, ingest, minhash
+from orchestration.stages import exact_dedup, extract, filter as filter_stage, ingest, minhash, quality
+from orchestration.stages import tokenize, tokenizer_train
 from pipelines.readers import list_inputs
 from orchestration.summary import format_table, summarize, write_summary
 
@@ -68,6 +69,20 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
         if cfg.minhash.enabled:
             prev = stage("minhash", dataclasses.asdict(cfg.minhash),
                          lambda p=prev: minhash.plan(p, cfg.minhash, cfg.ray))
+        if cfg.quality.enabled:
+            prev = stage("quality", dataclasses.asdict(cfg.quality),
+                         lambda p=prev: quality.plan(p, cfg.quality, cfg.ray))
+        extra = {}
+        if cfg.tokenizer.enabled or cfg.tokenizer.model_path:
+            echo("tokenmill: tokenizer ...")
+            tok = tokenizer_train.run(prev, cfg.tokenizer, cfg.ray, workdir)
+            extra["tokenizer"] = {k: tok[k] for k in ("model_path", "sha256", "vocab_size", "run_id")}
+            if cfg.tokenize.enabled:
+                echo("tokenmill: tokenize ...")
+                extra["tokens"] = tokenize.run(prev, tok, cfg.tokenize, cfg.ray, workdir)
+                t = extra["tokens"]
+                echo(f"tokenmill:   {t['documents']} documents, {t['tokens']} tokens in {t['shards']} shards, "
+                     f"{t['tokens_per_second']:.0f} tokens/s, {t['mb_per_second']:.2f} MB/s")
         total = time.perf_counter() - start
         summary = summarize(results, {
             "pipeline": cfg.name,
@@ -78,6 +93,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
             "final_manifest": str(prev.manifest_path),
             "final_digest": prev.manifest["digest"],
             "seconds": round(total, 2),
+            **extra,
         })
         write_summary(summary, workdir / "summary.json")
         mlflow.log_artifact(str(workdir / "summary.json"))

@@ -121,6 +121,42 @@ class MinHashStageConfig:
 
 
 @dataclass
+class QualityConfig:
+    enabled: bool = False
+    model_path: str | None = None  # a fastText classifier (trained by `tokenmill quality train`, or DCLM's)
+    positive_label: str = "hq"
+    threshold: float | None = None  # keep documents scoring >= threshold ...
+    keep_fraction: float | None = None  # ... or keep this global top fraction (cut-off over the whole corpus)
+
+    def validate(self, key: str) -> None:
+        if self.enabled and not self.model_path:
+            raise ConfigError(f"{key}.model_path: required when quality is enabled")
+        if self.enabled and (self.threshold is None) == (self.keep_fraction is None):
+            raise ConfigError(f"{key}: give exactly one of threshold and keep_fraction")
+        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
+            raise ConfigError(f"{key}.keep_fraction: must be in (0, 1], got {self.keep_fraction}")
+
+
+@dataclass
+class TokenizerStageConfig:
+    enabled: bool = False
+    vocab_size: int = 8000
+    sample_docs: int = 20000  # documents sampled (deterministically, by id hash) to train on
+    seed: int = 0
+    model_path: str | None = None  # use this SentencePiece model instead of training one
+
+    def validate(self, key: str) -> None:
+        if self.vocab_size < 300:
+            raise ConfigError(f"{key}.vocab_size: must be >= 300, got {self.vocab_size}")
+
+
+@dataclass
+class TokenizeConfig:
+    enabled: bool = False
+    target_shard_tokens: int = 50_000_000  # shards hold about this many tokens (a document is never split)
+
+
+@dataclass
 class MlflowConfig:
     experiment: str = "tokenmill"
 
@@ -135,11 +171,16 @@ class PipelineConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     minhash: MinHashStageConfig = field(default_factory=MinHashStageConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    tokenizer: TokenizerStageConfig = field(default_factory=TokenizerStageConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def validate(self, key: str) -> None:
         if not self.inputs:
             raise ConfigError("inputs: at least one input is required")
+        if self.tokenize.enabled and not (self.tokenizer.enabled or self.tokenizer.model_path):
+            raise ConfigError("tokenize: needs a tokenizer (tokenizer.enabled or tokenizer.model_path)")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must be unique, got {names}")

@@ -48,3 +48,13 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
 def langid_model(trained_langid_model) -> Path:
     """A small fastText language-ID model trained on udhr2 (nothing is downloaded)."""
     return trained_langid_model
+
+
+@pytest.fixture(scope="session")
+def quality_model(tmp_path_factory, corpora) -> Path:
+    """A fastText quality classifier trained on the dev recipe (reference text vs crawl/spam/4chan)."""
+    from pipelines.quality import DEV_RECIPE_TRAIN_CONFIG, dev_recipe_sources, train_quality_classifier
+
+    positives, negatives = dev_recipe_sources(corpora)
+    out = tmp_path_factory.mktemp("quality") / "quality.bin"
+    return Path(train_quality_classifier(positives, negatives, out, DEV_RECIPE_TRAIN_CONFIG)["model_path"])
