@@ -142,6 +142,7 @@ class TokenizerStageConfig:
     enabled: bool = False
     vocab_size: int = 8000
     sample_docs: int = 20000  # documents sampled (deterministically, by id hash) to train on
+    character_coverage: float = 0.9995  # lower it for many scripts with a small vocabulary (rare chars -> bytes)
     seed: int = 0
     model_path: str | None = None  # use this SentencePiece model instead of training one
 

@@ -43,7 +43,8 @@ def _train(refs: list, out_prefix: str, cfg: TokenizerConfig, order: list[str]) 
 def run(prev: StageResult, cfg: TokenizerStageConfig, ray_cfg: RayConfig, workdir: Path) -> dict:
     out_dir = workdir / "tokenizer"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok_cfg = TokenizerConfig(vocab_size=cfg.vocab_size, sample_docs=cfg.sample_docs, seed=cfg.seed)
+    tok_cfg = TokenizerConfig(vocab_size=cfg.vocab_size, sample_docs=cfg.sample_docs, seed=cfg.seed,
+                              character_coverage=cfg.character_coverage)
     with tracking.stage_run("tokenizer", {**tok_cfg.__dict__, "model_path": cfg.model_path}) as run:
         start = time.perf_counter()
         tracking.log_input_manifest(prev.stage, prev.manifest_path, prev.manifest["digest"])
