@@ -18,7 +18,6 @@ negatives.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import math
 import random
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.langid import _load_fasttext, _train_in_subprocess
+from pipelines.stage_files import sha256_file
 
 
 @dataclass(frozen=True)
@@ -140,14 +140,6 @@ def _dedupe(lines: list[str]) -> list[str]:
     return out
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
     if labels.size == 0:
         return {"precision": math.nan, "recall": math.nan, "f1": math.nan, "roc_auc": math.nan}
@@ -232,7 +224,7 @@ def train_quality_classifier(
     val_labels = np.array([label == cfg.positive_label for label, _ in validation], dtype=bool)
     return {
         "model_path": str(out_path),
-        "sha256": _file_sha256(out_path),
+        "sha256": sha256_file(out_path),
         "train_docs": train_docs,
         "validation_docs": validation_docs,
         **_binary_metrics(val_labels, val_scores, threshold),
