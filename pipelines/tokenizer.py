@@ -13,9 +13,10 @@ Choices (the same for every tokenizer tokenmill trains):
 - Training reads each document as its lines (split on "\\n"), so no learned piece contains "\\n".
   `Tokenizer.encode_batch` relies on this: it encodes the lines of every document as one batch and
   joins them with the newline's byte piece, which gives exactly the ids of encoding the whole
-  document (checked when the model is loaded, see `_lines_are_independent`) and is several times
-  faster: SentencePiece's BPE encoder slows down as one input string grows (about 5 MB/s on a 10 kB
-  string, under 2 MB/s on a 3 MB book), while the lines of a book encode at a steady ~10 MB/s.
+  document (checked when the model is loaded, see `_lines_are_independent`) and is about 3x faster
+  on one core: SentencePiece's BPE encoder slows down as one input string grows (about 5 MB/s on a
+  10 kB string, under 2 MB/s on a 3 MB book), while short lines keep it fast (tests/benchmarks/
+  bench_tokenize.py: 1.8 MB/s whole books vs 5.3 MB/s line-wise on the 61 MB of Gutenberg).
 - Training uses one thread and never samples inside SentencePiece (every sentence given is used),
   so the same texts give a byte-identical .model file; the sample of documents is chosen by
   `sample_for_training`, from document ids alone.
