@@ -12,7 +12,7 @@ import ray
 
 from orchestration import plots, tracking
 from orchestration.stage_output import merge_results, write_stage
-from pipelines.manifest import build_manifest, write_manifest
+from pipelines.manifest import build_manifest, kept_files, write_manifest
 
 
 class AccountingError(RuntimeError):
@@ -45,7 +45,7 @@ class StageResult:
 
     @property
     def kept_files(self) -> list[Path]:
-        return [self.out_dir / f["path"] for f in self.manifest["files"] if f["kind"] == "kept"]
+        return kept_files(self.manifest, self.out_dir)
 
     @property
     def counts(self) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from orchestration.pipeline import run_pipeline
 from orchestration.pipeline_config import load_pipeline_config
-from orchestration.tracking import OUTPUT_DIGEST_TAG
+from orchestration.tracking import OUTPUT_DIGEST_TAG, producer_of
 from pipelines.manifest import load_manifest, mlflow_digest, verify_files
 
 pytestmark = pytest.mark.slow
@@ -129,7 +129,7 @@ def test_mlflow_run_tree_params_metrics_and_digest_chain(pipeline_run):
             # the input digest finds the run that produced it
             digest = inputs[0].dataset.digest
             assert digest == mlflow_digest(summary["stages"][i - 1]["output_digest"])
-            producers = client.search_runs([exp], f"tags.`{OUTPUT_DIGEST_TAG}` = '{digest}'")
+            producers = producer_of(digest, [exp])
             assert [r.info.run_id for r in producers] == [by_stage[STAGES[i - 1]].info.run_id]
     assert by_stage["filter"].data.params["language.languages"] == '["eng"]'
     assert by_stage["minhash"].data.params["bands"] == "14"
