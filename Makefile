@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(VENV)/bin/tokenmill pipeline configs/quickstart.yaml --workdir work/quickstart
+	$(VENV)/bin/tokenmill run configs/quickstart.yaml --workdir work/quickstart
 
 test: install
 	$(PY) -m pytest -q tests

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from orchestration.config_schema import ConfigError
+from pipelines.shard_reader import ShardIntegrityError
 
 EPILOG = """Environment:
   RAY_ADDRESS          run on this Ray cluster instead of a local Ray started for the run
@@ -34,10 +35,44 @@ def _quality_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from orchestration.train_config import load_train_config
+
+    cfg = load_train_config(args.config, args.overrides)
+    if args.check:
+        print(f"{args.config}: valid")
+        return 0
+    from orchestration.train_job import run_train
+
+    run_train(cfg, Path(args.workdir))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from orchestration.chain import load_chain, run_chain
+
+    pipeline_cfg, train_cfg = load_chain(args.config, args.overrides)
+    if args.check:
+        print(f"{args.config}: valid")
+        return 0
+    run_chain(pipeline_cfg, train_cfg, Path(args.workdir or f"work/{pipeline_cfg.name}"))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from orchestration.sampling import sample_from
+
+    for text in sample_from(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
+                            args.seed, args.tokenizer):
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokenmill",
-        description="Turn raw text into pretraining data on Ray Data, every stage recorded in MLflow.",
+        description="Turn raw text into pretraining data on Ray Data and pretrain a decoder on it with Ray Train, "
+        "every stage recorded in MLflow.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -74,6 +109,54 @@ def build_parser() -> argparse.ArgumentParser:
     qt.add_argument("config", help="quality training YAML (see configs/quality_dev.yaml)")
     qt.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any config key")
     qt.set_defaults(func=_quality_train)
+
+    t = sub.add_parser(
+        "train",
+        help="pretrain a decoder on token shards with Ray Train (FSDP2 workers), recorded in MLflow",
+        description="Pretrain the configured decoder on verified token shards: Ray Train TorchTrainer, FSDP2 "
+        "over N workers (gloo on CPU, NCCL + bf16 on GPU), sharded checkpoints every K steps. Re-running a job "
+        "with the same name and workdir resumes from its last checkpoint. Ends with a safetensors export in "
+        "WORKDIR/model and text samples.",
+        epilog=EPILOG + "\nExample:\n  tokenmill train configs/train/tiny_shakespeare.yaml --workdir work/tiny "
+        "data.manifest=work/shakespeare/tokens/manifest.json data.tokenizer=work/shakespeare/tokenizer/tokenizer.model\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("config", help="training job YAML (see configs/train/)")
+    t.add_argument("--workdir", required=True, help="output folder (Ray Train storage, export, train_summary.json)")
+    t.add_argument("--check", action="store_true", help="only validate the config (with overrides) and exit")
+    t.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any config key")
+    t.set_defaults(func=_train)
+
+    r = sub.add_parser(
+        "run",
+        help="the whole chain: the pipeline of a config, then training on its token shards",
+        description="Run the pipeline of CONFIG (which must tokenize), then the training job its `train` key "
+        "names, on the shards and tokenizer the pipeline produced; prints text samples at the end. Overrides "
+        "prefixed with `train.` go to the training job (e.g. train.train.steps=50).",
+        epilog=EPILOG + "\nExample:\n  tokenmill run configs/quickstart.yaml\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("config", help="pipeline YAML with a `train:` job (see configs/quickstart.yaml)")
+    r.add_argument("--workdir", help="output folder (default work/<name>)")
+    r.add_argument("--check", action="store_true", help="only validate both configs (with overrides) and exit")
+    r.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any config key")
+    r.set_defaults(func=_run)
+
+    g = sub.add_parser(
+        "generate",
+        help="sample text from a trained model (an export folder or a Ray Train checkpoint)",
+        description="Generate text from CHECKPOINT: a safetensors export (WORKDIR/model) or a sharded Ray Train "
+        "checkpoint folder (WORKDIR/ray/<job>/checkpoint_step...), with a KV cache.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g.add_argument("checkpoint", help="export folder or Ray Train checkpoint folder")
+    g.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=40)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--tokenizer", help="SentencePiece model (default: the one saved with the export)")
+    g.set_defaults(func=_generate)
     return parser
 
 
@@ -94,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tokenmill: config error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:  # an input glob matched nothing, a model path is wrong, ...
+        print(f"tokenmill: error: {exc}", file=sys.stderr)
+        return 2
+    except ShardIntegrityError as exc:  # training refuses shards that do not verify
         print(f"tokenmill: error: {exc}", file=sys.stderr)
         return 2
 

@@ -176,6 +176,7 @@ class PipelineConfig:
     tokenizer: TokenizerStageConfig = field(default_factory=TokenizerStageConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    train: str | None = None  # training job YAML (relative to this file) that `tokenmill run` runs afterwards
 
     def validate(self, key: str) -> None:
         if not self.inputs:

@@ -65,3 +65,18 @@ def counts_bar(title: str, xlabel: str, counts: dict[int, int]):
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def loss_curve(train: list[tuple[int, float]], val: list[tuple[int, float]], title: str):
+    """Training loss per step and validation loss at its evaluation steps."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    if train:
+        ax.plot(*zip(*sorted(train)), label="train loss", linewidth=1)
+    if val:
+        ax.plot(*zip(*sorted(val)), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

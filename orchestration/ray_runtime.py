@@ -21,7 +21,10 @@ def init_ray(num_cpus: int | None = None) -> dict:
     if ray.is_initialized():
         return ray.cluster_resources()
     address = os.environ.get("RAY_ADDRESS")
-    common = dict(log_to_driver=True, logging_level=logging.WARNING)
+    # ray library logs in workers at ERROR: Ray Train's placement-group cleaner otherwise warns every second
+    # that the state API (which needs the dashboard, not started here) is unavailable
+    common = dict(log_to_driver=True, logging_level=logging.WARNING,
+                  logging_config=ray.LoggingConfig(log_level="ERROR"))
     if address:
         ray.init(address=address, runtime_env={"py_modules": [pipelines, orchestration, model]}, **common)
     else:

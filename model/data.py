@@ -1,0 +1,162 @@
+"""The training data loader: fixed-length windows over the verified token shards, in a seeded global order.
+
+- The corpus is the shards' token stream (each document followed by eos, so windows cross document
+  boundaries at an eos, as in GPT pretraining). Documents are assigned to train or validation by a hash of
+  (seed, document id): the validation set is held apart by document, independent of sharding.
+- Each split's stream is cut into windows of seq_len + 1 tokens (input = window[:-1], target = window[1:]),
+  stride seq_len. Training windows are visited in a seeded order, a fresh permutation per epoch.
+- The state is one number, the global sample position: the number of windows the whole job has consumed.
+  A global batch of B windows at position p is windows p..p+B-1 of the order; rank r of W takes the
+  contiguous slice r*B/W..(r+1)*B/W, which it may cut into micro-batches of any size. Restoring the position
+  makes a resumed job see exactly the batches an uninterrupted one would, whatever the micro-batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from model.permutation import Permutation
+
+
+def document_split_key(doc_id: str, seed: int) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}\0{doc_id}".encode(), digest_size=8).digest(), "little")
+
+
+class TokenStream:
+    """One split's tokens as a list of contiguous ranges of the shards (runs of consecutive documents)."""
+
+    def __init__(self, shards, runs: list[tuple[int, int, int]]):
+        self.shards = shards
+        self.seg_shard = np.array([r[0] for r in runs], dtype=np.int64)
+        self.seg_start = np.array([r[1] for r in runs], dtype=np.int64)
+        lengths = np.array([r[2] for r in runs], dtype=np.int64)
+        self.seg_begin = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.num_tokens = int(self.seg_begin[-1])
+
+    def read(self, pos: int, n: int) -> np.ndarray:
+        if not 0 <= pos <= pos + n <= self.num_tokens:
+            raise IndexError(f"tokens [{pos}, {pos + n}) outside the stream of {self.num_tokens}")
+        out = np.empty(n, dtype=np.int64)
+        seg = int(np.searchsorted(self.seg_begin, pos, side="right")) - 1
+        done = 0
+        while done < n:
+            offset = pos + done - int(self.seg_begin[seg])
+            take = min(n - done, int(self.seg_begin[seg + 1]) - (pos + done))
+            start = int(self.seg_start[seg]) + offset
+            out[done : done + take] = self.shards.shard(int(self.seg_shard[seg]))[start : start + take]
+            done += take
+            seg += 1
+        return out
+
+
+def split_streams(shards, seed: int, val_fraction: float) -> tuple[TokenStream, TokenStream, dict]:
+    """Train and validation streams. The validation documents are the ceil(val_fraction * documents) with
+    the smallest hash(seed, id)."""
+    keys, where = [], []
+    for i in range(shards.num_shards):
+        idx = shards.index(i)
+        for doc_id, off, n in zip(idx["doc_id"], idx["offset"].tolist(), idx["n_tokens"].tolist()):
+            keys.append(document_split_key(doc_id, seed))
+            where.append((i, off, n + 1))  # with its eos
+    # exact decimal arithmetic: 0.07 * 100 is 7.000000000000001 in floating point, whose ceil is 8
+    n_val = math.ceil(Fraction(str(val_fraction)) * len(keys))
+    if n_val >= len(keys):
+        raise ValueError(f"val_fraction {val_fraction} leaves no training documents (of {len(keys)})")
+    is_val = np.zeros(len(keys), dtype=bool)
+    if n_val:
+        is_val[np.argsort(np.array(keys, dtype=np.uint64), kind="stable")[:n_val]] = True
+    runs: dict[bool, list[list[int]]] = {False: [], True: []}
+    for (shard, off, n), v in zip(where, is_val.tolist()):
+        r = runs[v]
+        if r and r[-1][0] == shard and r[-1][1] + r[-1][2] == off:
+            r[-1][2] += n  # extend the run of consecutive documents
+        else:
+            r.append([shard, off, n])
+    info = {"train_documents": int((~is_val).sum()), "val_documents": int(n_val)}
+    train, val = TokenStream(shards, runs[False]), TokenStream(shards, runs[True])
+    info.update(train_tokens=train.num_tokens, val_tokens=val.num_tokens)
+    return train, val, info
+
+
+class WindowLoader:
+    """Windows of one split. `shuffle=True` visits them in a seeded permutation per epoch (training);
+    False in stream order (validation)."""
+
+    def __init__(self, stream: TokenStream, seq_len: int, seed: int, shuffle: bool):
+        self.stream, self.seq_len, self.seed, self.shuffle = stream, seq_len, seed, shuffle
+        self.num_windows = (stream.num_tokens - 1) // seq_len if stream.num_tokens > 1 else 0
+        self._perms: dict[int, Permutation] = {}
+
+    def window_index(self, sample: np.ndarray) -> np.ndarray:
+        """Global sample positions -> window indices (epoch e = position // num_windows)."""
+        if self.num_windows == 0:
+            raise ValueError(f"the stream of {self.stream.num_tokens} tokens holds no window of {self.seq_len + 1}")
+        sample = np.asarray(sample, dtype=np.int64)
+        if not self.shuffle:
+            return sample % self.num_windows
+        epoch, within = np.divmod(sample, self.num_windows)
+        out = np.empty_like(sample)
+        for e in np.unique(epoch).tolist():
+            if e not in self._perms:
+                self._perms = {e: Permutation(self.num_windows, self.seed * 1_000_003 + e)}
+            sel = epoch == e
+            out[sel] = self._perms[e](within[sel])
+        return out
+
+    def windows(self, first_sample: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), each (count, seq_len) int64, for global sample positions first..first+count-1."""
+        idx = self.window_index(np.arange(first_sample, first_sample + count))
+        rows = np.stack([self.stream.read(int(w) * self.seq_len, self.seq_len + 1) for w in idx])
+        t = torch.from_numpy(rows)
+        return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+
+class TrainingData:
+    """The job's data: train and validation windows over verified shards, and the resumable position."""
+
+    def __init__(self, shards, seq_len: int, seed: int, val_fraction: float):
+        self.shards, self.seq_len, self.seed, self.val_fraction = shards, seq_len, seed, val_fraction
+        train, val, self.info = split_streams(shards, seed, val_fraction)
+        self.train = WindowLoader(train, seq_len, seed, shuffle=True)
+        self.val = WindowLoader(val, seq_len, seed, shuffle=False)
+        if self.train.num_windows == 0:
+            raise ValueError(f"training split has {train.num_tokens} tokens: not one window of {seq_len + 1}")
+        self.info.update(train_windows=self.train.num_windows, val_windows=self.val.num_windows)
+        self.position = 0  # global samples consumed
+
+    def rank_batch(self, global_batch: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the next global batch (does not advance the position)."""
+        if global_batch % world:
+            raise ValueError(f"global batch of {global_batch} sequences does not split over {world} ranks")
+        per_rank = global_batch // world
+        return self.train.windows(self.position + rank * per_rank, per_rank)
+
+    def advance(self, global_batch: int) -> None:
+        self.position += global_batch
+
+    def val_batches(self, max_windows: int, batch: int, rank: int, world: int):
+        """This rank's validation windows (a strided share of the first max_windows), in batches."""
+        n = min(max_windows, self.val.num_windows)
+        mine = list(range(rank, n, world))
+        for i in range(0, len(mine), batch):
+            chunk = mine[i : i + batch]
+            rows = np.stack([self.val.stream.read(w * self.seq_len, self.seq_len + 1) for w in chunk])
+            t = torch.from_numpy(rows)
+            yield t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "seed": self.seed, "seq_len": self.seq_len,
+                "val_fraction": self.val_fraction, "manifest_digest": self.shards.manifest["digest"]}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        for key in ("seed", "seq_len", "val_fraction", "manifest_digest"):
+            if state.get(key) != mine[key]:
+                raise ValueError(f"checkpoint's data {key} {state.get(key)!r} differs from this job's {mine[key]!r}: "
+                                 "resuming would not continue the same sequence of batches")
+        self.position = int(state["position"])

@@ -1,0 +1,37 @@
+"""Gradient accumulation over micro-batches, and recognising out-of-memory errors."""
+
+from __future__ import annotations
+
+import torch
+
+from model.transformer import IGNORE_INDEX
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def run_accumulated(model, x: torch.Tensor, y: torch.Tensor, micro: int) -> tuple[float, int]:
+    """Forward/backward of this rank's share of the batch in micro-batches of `micro` sequences.
+
+    Each micro-batch's loss is its token-loss sum divided by the rank's total target tokens, so the
+    accumulated gradient is that of the mean over the whole share, whatever `micro` is. (FSDP then
+    averages over ranks, whose shares hold the same number of tokens.) Gradient reduction across ranks
+    happens only on the last micro-batch. Returns (loss sum, target tokens) of the share.
+    """
+    n = x.shape[0]
+    if micro < 1 or n % micro:
+        raise ValueError(f"micro-batch {micro} does not divide the {n} sequences of this rank")
+    n_tok = int((y != IGNORE_INDEX).sum())
+    total = 0.0
+    chunks = range(0, n, micro)
+    sync = getattr(model, "set_requires_gradient_sync", None)
+    for i, start in enumerate(chunks):
+        last = i == len(chunks) - 1
+        if sync is not None:
+            sync(last)
+        loss_sum = model(x[start : start + micro], y[start : start + micro], reduction="sum")
+        (loss_sum / n_tok).backward()
+        total += float(loss_sum.detach())
+    return total, n_tok

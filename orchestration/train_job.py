@@ -1,0 +1,208 @@
+"""`tokenmill train`: the Ray Train job (TorchTrainer, FSDP2 workers) and its MLflow run, on the driver.
+
+The driver verifies the shards (every byte), opens the job's MLflow run (params, the shard manifest as
+input, the tokenizer hash) and starts the TorchTrainer; rank 0 logs step metrics into that run. After the
+fit: checkpoint paths and hashes, the consolidated safetensors export, the logged model, the loss curve and
+text samples. A job re-run with the same name and storage continues from its last checkpoint (Ray Train
+restores it) in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from model.export import WEIGHTS, load_export
+from model.flops import flops_per_token, param_counts
+from model.layers import KVCache
+from orchestration import plots, tracking
+from orchestration.config_schema import ConfigError
+from orchestration.ray_runtime import init_ray
+from orchestration.sampling import complete
+from orchestration.train_config import TrainConfig
+from orchestration.train_worker import train_loop
+from pipelines.shard_reader import ShardSet
+from pipelines.stage_files import sha256_file
+from pipelines.tokenizer import Tokenizer
+
+RUN_RECORD = "train_run.json"  # in the workdir: the MLflow run id of each job name, for resumption
+CHECKPOINT_TAG = "tokenmill.checkpoint"
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Workers run in other folders: a relative sqlite path must become absolute."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10).stdout
+            return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "tokenmill " + version("tokenmill")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def checkpoint_digest(path: Path) -> str:
+    """sha256 over (relative path, sha256) of every file of a checkpoint folder."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
+    if not cfg.data.manifest or not cfg.data.tokenizer:
+        raise ConfigError("data.manifest and data.tokenizer: both required (or use `tokenmill run`)")
+    manifest, tokenizer = Path(cfg.data.manifest).resolve(), Path(cfg.data.tokenizer).resolve()
+    for key, p in (("data.manifest", manifest), ("data.tokenizer", tokenizer)):
+        if not p.is_file():
+            raise FileNotFoundError(f"{key}: no such file {p}")
+    return manifest, tokenizer
+
+
+def _previous_run_id(workdir: Path, name: str, storage: Path) -> str | None:
+    record = workdir / RUN_RECORD
+    if not record.is_file() or not any((storage / name).glob("checkpoint_step*")):
+        return None
+    return json.loads(record.read_text()).get(name)
+
+
+def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    manifest_path, tokenizer_path = _resolve_data(cfg)
+    echo(f"tokenmill: verifying token shards {manifest_path} ...")
+    shards = ShardSet(manifest_path, tokenizer_path=str(tokenizer_path), verify=True)
+    mcfg = cfg.model_config(shards.vocab_size)
+    if cfg.data.seq_len > mcfg.max_seq_len:
+        raise ConfigError(f"data.seq_len: {cfg.data.seq_len} exceeds model.max_seq_len {mcfg.max_seq_len}")
+    storage = Path(cfg.checkpoint.storage_path or workdir / "ray").resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    export_dir = workdir / "model"
+
+    resources = init_ray(cfg.ray.num_cpus)
+    uri = absolute_tracking_uri(tracking.setup(cfg.mlflow_experiment))
+    mlflow.set_tracking_uri(uri)
+    counts = param_counts(mcfg)
+    fpt = flops_per_token(mcfg, cfg.data.seq_len)
+    echo(f"tokenmill: Ray with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}")
+    echo(f"tokenmill: model {counts['total'] / 1e6:.2f}M parameters ({counts['non_embedding'] / 1e6:.2f}M without "
+         f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {shards.total_tokens:,} tokens in {shards.num_shards} shards")
+
+    previous = _previous_run_id(workdir, cfg.name, storage)
+    start = time.perf_counter()
+    with mlflow.start_run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
+                          tags={tracking.KIND_TAG: "train"}) as run:
+        run_id = run.info.run_id
+        records = json.loads((workdir / RUN_RECORD).read_text()) if (workdir / RUN_RECORD).is_file() else {}
+        (workdir / RUN_RECORD).write_text(json.dumps({**records, cfg.name: run_id}, indent=1))
+        if previous:
+            echo(f"tokenmill: resuming job {cfg.name!r} in MLflow run {run_id}")
+        else:
+            raw = dataclasses.asdict(cfg)
+            raw.pop("base_dir")
+            tracking.log_params({**raw, "model": mcfg.to_dict(), "world_size": cfg.ray.num_workers,
+                                 "code_version": code_version(), "params_total": counts["total"],
+                                 "params_non_embedding": counts["non_embedding"], "flops_per_token": fpt,
+                                 "global_batch_seqs": cfg.global_batch_seqs})
+            mlflow.log_dict(raw, "train_config.json")
+            tracking.log_input_manifest("tokens", manifest_path, shards.manifest["digest"], context="training")
+            mlflow.set_tags({"tokenmill.tokenizer_sha256": shards.tokenizer_sha256,
+                             "tokenmill.manifest_sha256": shards.manifest["digest"],
+                             "tokenmill.data_run_id": shards.manifest.get("mlflow_run_id") or "",
+                             "tokenmill.job": cfg.name})
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "job": dataclasses.asdict(cfg) | {"data": dataclasses.asdict(cfg.data) | {
+                    "manifest": str(manifest_path), "tokenizer": str(tokenizer_path)}},
+                "model": mcfg.to_dict(),
+                "global_batch_seqs": cfg.global_batch_seqs,
+                "mlflow": {"tracking_uri": uri, "run_id": run_id},
+                "storage_path": str(storage),
+                "export_dir": str(export_dir),
+            },
+            scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                         resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
+            torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+            run_config=RunConfig(name=cfg.name, storage_path=str(storage),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+                                 failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
+        )
+        result = trainer.fit()
+        seconds = time.perf_counter() - start
+        summary = _record_outcome(cfg, run_id, result, storage, export_dir, tokenizer_path, mcfg, echo)
+        summary.update(seconds=seconds, run_id=run_id, manifest_digest=shards.manifest["digest"])
+        mlflow.log_metric("wall_seconds", seconds)
+    (workdir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export_dir: Path, tokenizer_path: Path,
+                    mcfg, echo) -> dict:
+    checkpoints = []
+    for ckpt_dir in sorted((storage / cfg.name).glob("checkpoint_step*")):
+        checkpoints.append({"path": str(ckpt_dir), "sha256": checkpoint_digest(ckpt_dir)})
+    if checkpoints:
+        mlflow.log_dict({"checkpoints": checkpoints}, "checkpoints.json")
+        mlflow.set_tags({f"{CHECKPOINT_TAG}.latest": checkpoints[-1]["path"],
+                         f"{CHECKPOINT_TAG}.latest_sha256": checkpoints[-1]["sha256"]})
+    worker_out = result.return_value or {}
+    weights = export_dir / WEIGHTS
+    export_sha = sha256_file(weights)
+    mlflow.set_tags({"tokenmill.export": str(export_dir), "tokenmill.export_sha256": export_sha})
+    mlflow.log_artifacts(str(export_dir), "export")
+    model, _ = load_export(export_dir)
+    _log_model(model)
+
+    client = mlflow.MlflowClient()
+    train = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
+    val = [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")]
+    fig = plots.loss_curve(train, val, f"{cfg.name}: loss")
+    mlflow.log_figure(fig, "loss_curve.png")
+    plots.plt.close(fig)
+
+    tok = Tokenizer(tokenizer_path)
+    kv_bytes = KVCache.bytes_per_token(mcfg)
+    mlflow.log_metric("kv_cache_bytes_per_token", kv_bytes)
+    sc = cfg.sample
+    samples = [{"prompt": p, "completion": complete(model, tok, p, sc.max_new_tokens, sc.temperature, sc.top_k, sc.seed)}
+               for p in sc.prompts]
+    mlflow.log_text("\n\n".join(f"{s['prompt']!r} -> {s['completion']!r}" for s in samples), "samples.txt")
+    echo(f"tokenmill: trained to step {worker_out.get('step')}, loss {worker_out.get('loss', float('nan')):.4f}; "
+         f"export {export_dir} (sha256 {export_sha[:12]}...)")
+    echo(f"tokenmill: KV cache {kv_bytes} bytes per token ({mcfg.n_kv_heads} of {mcfg.n_heads} heads cached, fp32)")
+    for s in samples:
+        echo(f"tokenmill: sample  {s['prompt']}|{s['completion']}")
+    return {"step": worker_out.get("step"), "loss": worker_out.get("loss"), "data": worker_out.get("data"),
+            "checkpoints": checkpoints, "export": str(export_dir), "export_sha256": export_sha, "samples": samples,
+            "kv_cache_bytes_per_token": kv_bytes}
+
+
+def _log_model(model) -> None:
+    """The final model as an MLflow logged model (PyTorch flavour, with this package's model code)."""
+    import model as model_pkg
+
+    mlflow.pytorch.log_model(model, name="model", code_paths=[str(Path(model_pkg.__file__).parent)],
+                             serialization_format="pickle", pip_requirements=["torch", "safetensors"])

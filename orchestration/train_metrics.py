@@ -1,0 +1,51 @@
+"""What a training worker records: per-step metrics into the job's MLflow run, and a peak-FLOPs probe for MFU."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+
+class MetricsSink:
+    """Rank 0 logs its step metrics straight into the job's MLflow run (the driver opened it), and samples
+    its node's system metrics (CPU, memory, GPU) into the same run."""
+
+    def __init__(self, mlflow_cfg: dict, rank: int):
+        self.client = MlflowClient(tracking_uri=mlflow_cfg["tracking_uri"])
+        self.run_id = mlflow_cfg["run_id"]
+        self.monitor = None
+        if mlflow_cfg.get("system_metrics", True):
+            try:
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+                self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=5, samples_before_logging=1,
+                                                    resume_logging=True, node_id=f"rank{rank}",
+                                                    tracking_uri=mlflow_cfg["tracking_uri"])
+                self.monitor.start()
+            except Exception as exc:  # psutil missing or the store refuses: training goes on without them
+                print(f"[train] system metrics off: {exc}", flush=True)
+                self.monitor = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+
+
+def cpu_peak_flops(threads: int, size: int = 512, seconds: float = 0.3) -> float:
+    """FLOP/s of a float32 matmul on this worker's threads: the CPU's practical peak, the MFU denominator
+    (CPUs have no single datasheet number as GPUs do)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2.0 * size**3 * n / (time.perf_counter() - t0)

@@ -1,0 +1,229 @@
+"""The per-worker training loop that Ray Train runs on every rank (TorchTrainer's train_loop_per_worker).
+
+FSDP2: each block, then the root, is `fully_shard`ed over a 1-D device mesh of all ranks (gloo on CPU,
+NCCL on GPU). Checkpoints are torch.distributed.checkpoint (DCP) shards: every rank writes its piece into a
+local folder and reports it; Ray Train merges the pieces into one checkpoint folder in storage. A checkpoint
+holds the model and optimizer shards, the loader position, the step and every rank's RNG state, so a
+resumed job continues the exact sequence of batches and updates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_state_dict)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from model.config import ModelConfig
+from model.data import TrainingData
+from model.export import save_export
+from model.flops import flops_per_token, gpu_peak_flops
+from model.optim import build_optimizer, lr_at
+from model.transformer import Decoder
+from orchestration.micro_batch import is_out_of_memory, run_accumulated
+from orchestration.sampling import STATE_FILE
+from orchestration.train_metrics import MetricsSink, cpu_peak_flops
+from pipelines.shard_reader import ShardSet
+
+
+
+def say(message: str) -> None:
+    """One line to the driver's console. (Ray Train patches print() into its logger, which the console then
+    shows twice.)"""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def build_sharded_model(mcfg: ModelConfig, device: torch.device, world: int, bf16: bool, compile_blocks: bool,
+                        seed: int) -> Decoder:
+    torch.manual_seed(seed)  # every rank builds the same initial weights before sharding
+    model = Decoder(mcfg).to(device)
+    mesh = init_device_mesh(device.type, (world,))
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    for block in model.layers:
+        if compile_blocks:
+            block.compile()
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
+
+
+def _save_checkpoint(model, optimizer, data: TrainingData, step: int, rank: int, metrics: dict, about: dict) -> None:
+    msd, osd = get_state_dict(model, optimizer)
+    with tempfile.TemporaryDirectory(prefix="tokenmill-ckpt-") as tmp:
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
+        torch.save(_rng_state(), Path(tmp) / f"rng_rank{rank:05d}.pt")
+        if rank == 0:
+            (Path(tmp) / STATE_FILE).write_text(json.dumps({"step": step, "data": data.state_dict(), **about}, indent=1))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"checkpoint_step{step:08d}")
+
+
+def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int) -> int:
+    msd, osd = get_state_dict(model, optimizer)
+    state = {"model": msd, "optim": osd}
+    dcp.load(state, checkpoint_id=path)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    meta = json.loads((Path(path) / STATE_FILE).read_text())
+    data.load_state_dict(meta["data"])
+    rng = Path(path) / f"rng_rank{rank:05d}.pt"
+    if rng.is_file():  # absent when the world size changed; the data order does not depend on it
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return int(meta["step"])
+
+
+@torch.no_grad()
+def evaluate(model, data: TrainingData, max_windows: int, batch: int, rank: int, world: int, device) -> float | None:
+    """Mean loss over the first (max_windows rounded down to a multiple of world) validation windows."""
+    n = (min(max_windows, data.val.num_windows) // world) * world
+    if n == 0:
+        return None
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    for x, y in data.val_batches(n, batch, rank, world):
+        x, y = x.to(device), y.to(device)
+        totals[0] += model(x, y, reduction="sum").double()
+        totals[1] += y.numel()
+    model.train()
+    dist.all_reduce(totals)
+    return float(totals[0] / totals[1])
+
+
+def train_loop(config: dict) -> dict:
+    job = config["job"]
+    data_cfg, loop, optim_cfg = job["data"], job["train"], job["optim"]
+    torch.set_num_threads(loop["threads_per_worker"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    bf16 = loop["precision"] == "bf16" or (loop["precision"] == "auto" and device.type == "cuda")
+
+    # the driver verified every byte; each worker re-checks the manifest digest, sizes and tokenizer
+    shards = ShardSet(data_cfg["manifest"], tokenizer_path=data_cfg["tokenizer"], verify=False)
+    data = TrainingData(shards, data_cfg["seq_len"], data_cfg["seed"], data_cfg["val_fraction"])
+    mcfg = ModelConfig.from_dict(config["model"])
+    model = build_sharded_model(mcfg, device, world, bf16, loop["compile"] and device.type == "cuda", loop["seed"])
+    optimizer = build_optimizer(model, optim_cfg["lr"], optim_cfg["weight_decay"], tuple(optim_cfg["betas"]),
+                                optim_cfg["eps"], fused=device.type == "cuda")
+
+    step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            step = _load_checkpoint(ckpt_dir, model, optimizer, data, rank)
+        if rank == 0:
+            say(f"[train] resumed from {checkpoint.path} at step {step} (sample position {data.position})")
+
+    seq_len, total_steps = data_cfg["seq_len"], loop["steps"]
+    global_batch = config["global_batch_seqs"]
+    per_rank = global_batch // world
+    micro = loop["micro_batch_size"] or per_rank
+    step_tokens = global_batch * seq_len
+    fpt = flops_per_token(mcfg, seq_len)
+    peak = loop["peak_flops"] or (gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda"
+                                  else cpu_peak_flops(loop["threads_per_worker"]))
+    sink = MetricsSink(config["mlflow"], rank) if rank == 0 else None
+    if sink:
+        sink.log({"peak_flops_per_worker": peak or 0.0, "flops_per_token": fpt}, step)
+    fault = job["fault"]
+    # what `tokenmill generate` needs to read a checkpoint without this job's config
+    about = {"model": mcfg.to_dict(), "tokenizer": data_cfg["tokenizer"], "tokenizer_sha256": shards.tokenizer_sha256}
+    model.train()
+    last_loss = float("nan")
+    while step < total_steps:
+        t0 = time.perf_counter()
+        lr = lr_at(step, optim_cfg["lr"], optim_cfg["warmup_steps"], total_steps, optim_cfg["min_lr_ratio"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = data.rank_batch(global_batch, rank, world)
+        while True:
+            try:
+                loss_sum, n_tok = run_accumulated(model, x.to(device), y.to(device), micro)
+                break
+            except Exception as exc:  # halve the micro-batch and redo this step; the global batch is unchanged
+                if not is_out_of_memory(exc) or micro == 1:
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                micro //= 2
+                say(f"[train] rank {rank}: out of memory at step {step}; micro-batch -> {micro}")
+        grad_norm = torch.tensor(0.0)
+        if optim_cfg["grad_clip"] > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg["grad_clip"])
+            if isinstance(grad_norm, DTensor):
+                grad_norm = grad_norm.full_tensor()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        data.advance(global_batch)
+        step += 1
+        stats = torch.tensor([loss_sum, n_tok], dtype=torch.float64, device=device)
+        dist.all_reduce(stats)
+        last_loss = float(stats[0] / stats[1])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        tps = step_tokens / dt
+        metrics = {"loss": last_loss, "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
+                   "tokens_per_s_per_worker": tps / world, "step_time_s": dt, "micro_batch": micro,
+                   "mfu": (tps / world) * fpt / peak if peak else 0.0}
+        if step % loop["eval_every"] == 0 or step == total_steps:
+            val = evaluate(model, data, loop["eval_windows"], micro, rank, world, device)
+            if val is not None:
+                metrics["val_loss"] = val
+        if sink and (step % loop["log_every"] == 0 or step == total_steps or step == 1 or "val_loss" in metrics):
+            sink.log(metrics, step)
+            val_part = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
+            say(f"[train] step {step}/{total_steps} loss {last_loss:.4f}{val_part} lr {lr:.2e} "
+                  f"|g| {metrics['grad_norm']:.3f} {tps:,.0f} tok/s ({tps / world:,.0f}/worker) "
+                  f"mfu {metrics['mfu']:.1%}")
+        stop_here = step == loop["stop_after"]
+        if step % job["checkpoint"]["every"] == 0 or step == total_steps or stop_here:
+            _save_checkpoint(model, optimizer, data, step, rank, {"step": step, "loss": last_loss, **(
+                {"val_loss": metrics["val_loss"]} if "val_loss" in metrics else {})}, about)
+        if fault["kill_at_step"] == step and rank == fault["kill_rank"]:
+            marker = Path(config["storage_path"]) / f".fault_injected_step{step}"
+            if not marker.exists():
+                marker.write_text(f"rank {rank} killed itself after step {step}\n")
+                say(f"[train] fault injection: rank {rank} kills its process after step {step}")
+                os.kill(os.getpid(), signal.SIGKILL)
+        if stop_here:
+            break
+
+    # consolidated export: a full state dict gathered to CPU (collective), written by rank 0
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank == 0:
+        save_export(Path(config["export_dir"]), full, mcfg, data_cfg["tokenizer"],
+                    extra={"step": step, "manifest_digest": shards.manifest["digest"],
+                           "tokenizer_sha256": shards.tokenizer_sha256, "data": data.info})
+        if sink:
+            sink.close()
+    dist.barrier()
+    return {"step": step, "loss": last_loss, "data": data.info}
