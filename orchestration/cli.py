@@ -65,7 +65,11 @@ def _generate(args: argparse.Namespace) -> int:
     for text in sample_from(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
                             args.seed, args.tokenizer):
         print(text)
+        print(SAMPLE_SEPARATOR)
     return 0
+
+
+SAMPLE_SEPARATOR = "-" * 40  # between samples, which span lines
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,3 +35,18 @@ def run_accumulated(model, x: torch.Tensor, y: torch.Tensor, micro: int) -> tupl
         (loss_sum / n_tok).backward()
         total += float(loss_sum.detach())
     return total, n_tok
+
+
+def accumulate_fitting_memory(model, x: torch.Tensor, y: torch.Tensor, micro: int, on_retry) -> tuple[float, int, int]:
+    """run_accumulated, halving the micro-batch on out-of-memory (so accumulation steps double and the
+    global batch stays). `on_retry(new_micro)` clears the partial gradients. Returns (loss sum, tokens,
+    the micro-batch that fit). Under FSDP all ranks have the same shapes and so run out of memory alike."""
+    while True:
+        try:
+            loss_sum, n_tok = run_accumulated(model, x, y, micro)
+            return loss_sum, n_tok, micro
+        except Exception as exc:
+            if not is_out_of_memory(exc) or micro == 1:
+                raise
+            micro //= 2
+            on_retry(micro)

@@ -152,11 +152,12 @@ def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
         )
         result = trainer.fit()
         seconds = time.perf_counter() - start
-        summary = _record_outcome(cfg, run_id, result, storage, export_dir, tokenizer_path, mcfg, echo)
+        summary, worker_out = _record_outcome(cfg, run_id, result, storage, export_dir, tokenizer_path, mcfg, echo)
         summary.update(seconds=seconds, run_id=run_id, manifest_digest=shards.manifest["digest"])
         mlflow.log_metric("wall_seconds", seconds)
     (workdir / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    # not in the JSON: the sharded model's logits on one window (what the export must reproduce)
+    return {**summary, "probe_tokens": worker_out.get("probe_tokens"), "probe_logits": worker_out.get("probe_logits")}
 
 
 def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export_dir: Path, tokenizer_path: Path,
@@ -197,7 +198,7 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export
         echo(f"tokenmill: sample  {s['prompt']}|{s['completion']}")
     return {"step": worker_out.get("step"), "loss": worker_out.get("loss"), "data": worker_out.get("data"),
             "checkpoints": checkpoints, "export": str(export_dir), "export_sha256": export_sha, "samples": samples,
-            "kv_cache_bytes_per_token": kv_bytes}
+            "kv_cache_bytes_per_token": kv_bytes}, worker_out
 
 
 def _log_model(model) -> None:

@@ -34,7 +34,7 @@ from model.export import save_export
 from model.flops import flops_per_token, gpu_peak_flops
 from model.optim import build_optimizer, lr_at
 from model.transformer import Decoder
-from orchestration.micro_batch import is_out_of_memory, run_accumulated
+from orchestration.micro_batch import accumulate_fitting_memory
 from orchestration.sampling import STATE_FILE
 from orchestration.train_metrics import MetricsSink, cpu_peak_flops
 from pipelines.shard_reader import ShardSet
@@ -163,18 +163,15 @@ def train_loop(config: dict) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = data.rank_batch(global_batch, rank, world)
-        while True:
-            try:
-                loss_sum, n_tok = run_accumulated(model, x.to(device), y.to(device), micro)
-                break
-            except Exception as exc:  # halve the micro-batch and redo this step; the global batch is unchanged
-                if not is_out_of_memory(exc) or micro == 1:
-                    raise
-                optimizer.zero_grad(set_to_none=True)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                micro //= 2
-                say(f"[train] rank {rank}: out of memory at step {step}; micro-batch -> {micro}")
+        x, y = x.to(device), y.to(device)
+
+        def on_retry(new_micro: int) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            say(f"[train] rank {rank}: out of memory at step {step + 1}; micro-batch -> {new_micro}")
+
+        loss_sum, n_tok, micro = accumulate_fitting_memory(model, x, y, micro, on_retry)
         grad_norm = torch.tensor(0.0)
         if optim_cfg["grad_clip"] > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim_cfg["grad_clip"])
@@ -217,6 +214,11 @@ def train_loop(config: dict) -> dict:
         if stop_here:
             break
 
+    # the sharded model's logits on one window, for checking the export against (a collective forward)
+    model.eval()
+    with torch.no_grad():
+        probe = data.train.windows(0, 1)[0]
+        probe_logits = model(probe.to(device)).float().cpu()
     # consolidated export: a full state dict gathered to CPU (collective), written by rank 0
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
@@ -226,4 +228,4 @@ def train_loop(config: dict) -> dict:
         if sink:
             sink.close()
     dist.barrier()
-    return {"step": step, "loss": last_loss, "data": data.info}
+    return {"step": step, "loss": last_loss, "data": data.info, "probe_tokens": probe.numpy(), "probe_logits": probe_logits.numpy()}

@@ -1,0 +1,177 @@
+"""Pretraining through a real local Ray Train (2 CPU workers, FSDP2 over gloo) and a real MLflow store."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from model.data import TrainingData
+from model.export import load_export
+from orchestration.cli import SAMPLE_SEPARATOR
+from orchestration.sampling import load_dcp_checkpoint
+from orchestration.train_config import train_config_from_dict
+from orchestration.train_job import run_train
+from pipelines.manifest import mlflow_digest
+from pipelines.shard_reader import ShardIntegrityError, ShardSet
+from train_fixture import REPO, build_shakespeare_shards, train_job
+
+pytestmark = pytest.mark.slow
+STEPS, STOP = 60, 30
+PRESETS = REPO / "configs" / "train"
+
+
+@pytest.fixture(scope="module")
+def shards(corpora, tmp_path_factory):
+    return build_shakespeare_shards(corpora, tmp_path_factory.mktemp("shakespeare"))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite MLflow store for the module's jobs."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+    mlflow.set_tracking_uri(None)
+
+
+def train(raw: dict, workdir):
+    return run_train(train_config_from_dict(raw, PRESETS), workdir, echo=lambda *_: None)
+
+
+def history(run_id: str, key: str) -> dict[int, float]:
+    """Metric per step; the last value logged for a step (a restarted job logs replayed steps again)."""
+    out = {}
+    for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, key), key=lambda m: m.timestamp):
+        out[m.step] = m.value
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight(ray_local, store, shards, tmp_path_factory):
+    """The uninterrupted reference job."""
+    workdir = tmp_path_factory.mktemp("straight")
+    return train(train_job("straight", shards, STEPS), workdir), workdir
+
+
+def unigram_entropy(shards) -> float:
+    data = TrainingData(ShardSet(shards["manifest"], verify=False), 64, 0, 0.05)
+    counts = np.bincount(data.train.stream.read(0, data.train.stream.num_tokens))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def test_training_drives_the_loss_down_below_the_unigram_entropy(straight, shards):
+    summary, _ = straight
+    loss = history(summary["run_id"], "loss")
+    val = history(summary["run_id"], "val_loss")
+    assert sorted(loss) == list(range(1, STEPS + 1))
+    first, last = loss[1], loss[STEPS]
+    assert first > 0.9 * math.log(512)  # starts near uniform over the vocabulary
+    assert last < 0.7 * first, (first, last)
+    entropy = unigram_entropy(shards)
+    assert val[STEPS] < entropy - 0.3, (val, entropy)  # the model uses context, not just token frequencies
+
+
+def test_training_run_records_lineage_in_mlflow(straight, shards):
+    summary, workdir = straight
+    run = mlflow.get_run(summary["run_id"])
+    manifest = ShardSet(shards["manifest"], verify=False).manifest
+    (inp,) = run.inputs.dataset_inputs
+    assert inp.dataset.digest == mlflow_digest(manifest["digest"])
+    assert run.data.tags["tokenmill.tokenizer_sha256"] == manifest["tokenizer_sha256"]
+    assert run.data.params["world_size"] == "2" and run.data.params["model.n_kv_heads"] == "2"
+    assert run.data.params["code_version"]
+    for key in ("lr", "grad_norm", "tokens_per_s", "mfu"):
+        assert len(history(summary["run_id"], key)) == STEPS, key
+    assert any(k.startswith("system/") for k in run.data.metrics)
+    latest = run.data.tags["tokenmill.checkpoint.latest"]
+    assert latest.endswith(f"checkpoint_step{STEPS:08d}")
+    assert [c["path"] for c in summary["checkpoints"]][-1] == latest
+    assert len(summary["checkpoints"]) == 2  # keep: 2
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(summary["run_id"])}
+    assert {"loss_curve.png", "samples.txt", "checkpoints.json", "export"} <= artifacts
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert any(m.source_run_id == summary["run_id"] for m in models)
+    assert summary["samples"][0]["completion"]
+
+
+def test_export_and_checkpoint_reproduce_the_fsdp_logits(straight):
+    summary, workdir = straight
+    model, meta = load_export(workdir / "model")
+    tokens = torch.tensor(summary["probe_tokens"])
+    with torch.no_grad():
+        logits = model(tokens)
+    torch.testing.assert_close(logits, torch.tensor(summary["probe_logits"]), rtol=1e-5, atol=1e-5)
+    # the sharded checkpoint, read in one process without Ray or a process group, is the same model
+    ckpt_model, _ = load_dcp_checkpoint(workdir / "ray" / "straight" / f"checkpoint_step{STEPS:08d}")
+    with torch.no_grad():
+        torch.testing.assert_close(ckpt_model(tokens), logits, rtol=0, atol=0)
+
+
+def test_generate_cli_on_the_export(straight):
+    _, workdir = straight
+    out = subprocess.run([sys.executable, "-m", "orchestration.cli", "generate", str(workdir / "model"),
+                          "--prompt", "ROMEO:", "--prompt", "First Citizen:", "--max-new-tokens", "20"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    samples = out.stdout.split(SAMPLE_SEPARATOR + "\n")
+    assert len(samples) == 3 and samples[2] == ""
+    assert samples[0].startswith("ROMEO:") and len(samples[0].strip()) > len("ROMEO:") + 10
+    assert samples[1].startswith("First Citizen:")
+
+
+def test_resume_is_exact(ray_local, store, shards, straight, tmp_path):
+    summary, _ = straight
+    job = train_job("resumed", shards, STEPS)
+    first = train({**job, "train": {**job["train"], "stop_after": STOP}}, tmp_path)
+    assert first["step"] == STOP
+    second = train(job, tmp_path)  # same name and workdir: continues from the step-STOP checkpoint
+    assert second["run_id"] == first["run_id"] and second["step"] == STEPS
+    resumed = history(second["run_id"], "loss")
+    reference = history(summary["run_id"], "loss")
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert [resumed[s] for s in range(1, STEPS + 1)] == [reference[s] for s in range(1, STEPS + 1)]
+
+
+def test_killed_worker_restarts_from_the_last_checkpoint(ray_local, store, shards, straight, tmp_path):
+    summary, _ = straight
+    job = train_job("killed", shards, STEPS, fault={"kill_at_step": 25, "kill_rank": 1})
+    result = train(job, tmp_path)
+    assert (tmp_path / "ray" / ".fault_injected_step25").is_file()  # the worker did die
+    assert result["step"] == STEPS
+    assert result["loss"] == summary["loss"]
+    replayed = [m.step for m in mlflow.MlflowClient().get_metric_history(result["run_id"], "loss")]
+    assert replayed.count(21) == 2 and replayed.count(26) == 1  # steps 21-25 ran twice: restarted from step 20
+
+
+def test_training_refuses_shards_that_do_not_verify(store, shards, tmp_path):
+    copy = tmp_path / "tokens"
+    shutil.copytree(shards["manifest"].parent, copy)
+    job = train_job("tampered", shards, 2)
+    job["data"]["manifest"] = str(copy / "manifest.json")
+    shard0 = copy / "shard_00000.bin"
+    raw = bytearray(shard0.read_bytes())
+    raw[100] ^= 1
+    shard0.write_bytes(bytes(raw))
+    with pytest.raises(ShardIntegrityError, match="shard_00000.bin"):
+        train(job, tmp_path / "w1")
+    other_tok = tmp_path / "other.model"
+    other_tok.write_bytes(shards["tokenizer"].read_bytes() + b"\0")
+    job = train_job("wrong-tokenizer", shards, 2)
+    job["data"]["tokenizer"] = str(other_tok)
+    with pytest.raises(ShardIntegrityError, match="not the tokenizer"):
+        train(job, tmp_path / "w2")
