@@ -60,11 +60,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from orchestration.sampling import sample_from
+    from model.layers import KVCache
+    from orchestration.sampling import complete, load_for_sampling
 
-    for text in sample_from(args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k,
-                            args.seed, args.tokenizer):
-        print(text)
+    model, tok = load_for_sampling(args.checkpoint, args.tokenizer)
+    cfg = model.cfg
+    print(f"tokenmill: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; KV cache "
+          f"{KVCache.bytes_per_token(cfg)} bytes per token ({cfg.n_kv_heads} key/value heads for {cfg.n_heads} query "
+          f"heads, {cfg.n_layers} layers, fp32)", file=sys.stderr)
+    for prompt in args.prompt:
+        print(prompt + complete(model, tok, prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
         print(SAMPLE_SEPARATOR)
     return 0
 

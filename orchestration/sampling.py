@@ -58,8 +58,3 @@ def complete(model: Decoder, tok: Tokenizer, prompt: str, max_new_tokens: int, t
     ids = [int(i) for i in tok.encode(prompt)] or [tok.eos_id]
     return tok.decode(generate(model, ids, max_new_tokens, temperature, top_k, eos_id=tok.eos_id, seed=seed))
 
-
-def sample_from(checkpoint, prompts: list[str], max_new_tokens: int, temperature: float, top_k: int, seed: int,
-                tokenizer: str | None = None) -> list[str]:
-    model, tok = load_for_sampling(checkpoint, tokenizer)
-    return [prompt + complete(model, tok, prompt, max_new_tokens, temperature, top_k, seed) for prompt in prompts]

@@ -132,6 +132,8 @@ def test_generate_cli_on_the_export(straight):
     assert len(samples) == 3 and samples[2] == ""
     assert samples[0].startswith("ROMEO:") and len(samples[0].strip()) > len("ROMEO:") + 10
     assert samples[1].startswith("First Citizen:")
+    # tiny preset: 4 layers x 2 kv heads x head dim 32 x (k, v) x 4 bytes
+    assert "KV cache 2048 bytes per token (2 key/value heads for 4 query heads" in out.stderr
 
 
 def test_resume_is_exact(ray_local, store, shards, straight, tmp_path):
