@@ -23,19 +23,21 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
     env.pop("RAY_ADDRESS", None)
     out = subprocess.run(
         [sys.executable, "-m", "orchestration.cli", "run", "configs/quickstart.yaml", "--workdir", str(tmp_path / "qs"),
-         "ray.num_cpus=2", "train.train.steps=12", "train.train.eval_every=6", "train.checkpoint.every=6"],
+         # the filters and dedup stages are covered elsewhere (test_pipeline_integration); here: the chain
+         "ray.num_cpus=2", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
+         "train.train.steps=6", "train.train.eval_every=3", "train.checkpoint.every=3"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("tokenmill: sample ") == 3  # the config's three prompts
     summary = json.loads((tmp_path / "qs" / "train" / "train_summary.json").read_text())
-    assert summary["step"] == 12
+    assert summary["step"] == 6
     tokens = json.loads((tmp_path / "qs" / "summary.json").read_text())["tokens"]
 
     # lineage: checkpoint -> training run -> token manifest -> tokenize stage run -> ... -> raw files
     mlflow.set_tracking_uri(uri)
     try:
         train_run = mlflow.get_run(summary["run_id"])
-        assert train_run.data.tags["tokenmill.checkpoint.latest"].endswith("checkpoint_step00000012")
+        assert train_run.data.tags["tokenmill.checkpoint.latest"].endswith("checkpoint_step00000006")
         digest = train_run.inputs.dataset_inputs[0].dataset.digest
         (tokenize_run,) = producer_of(digest)
         assert tokenize_run.info.run_id == tokens["run_id"]
@@ -48,7 +50,7 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
             if not producers:
                 break
             run = producers[0]
-        assert stages[-1] == "ingest" and "minhash" in stages
+        assert stages == ["tokenize", "extract", "ingest"]
         assert any(t.value == "raw_input" for i in run.inputs.dataset_inputs for t in i.tags)
     finally:
         mlflow.set_tracking_uri(None)

@@ -136,28 +136,26 @@ def test_generate_cli_on_the_export(straight):
     assert "KV cache 2048 bytes per token (2 key/value heads for 4 query heads" in out.stderr
 
 
-def test_resume_is_exact(ray_local, store, shards, straight, tmp_path):
+def test_resume_is_exact_and_a_killed_worker_restarts_from_the_last_checkpoint(ray_local, store, shards, straight,
+                                                                            tmp_path):
+    """K steps, stop; resume to 2K with a worker killing itself on the way: the job restarts from the last
+    checkpoint and every step's loss equals the uninterrupted run's, bit for bit."""
     summary, _ = straight
+    kill_at = 45  # checkpoints every 20: the restart replays steps 41-45
     job = train_job("resumed", shards, STEPS)
     first = train({**job, "train": {**job["train"], "stop_after": STOP}}, tmp_path)
     assert first["step"] == STOP
-    second = train(job, tmp_path)  # same name and workdir: continues from the step-STOP checkpoint
+    # same name and workdir: continues from the step-STOP checkpoint, in the same MLflow run
+    second = train({**job, "fault": {"kill_at_step": kill_at, "kill_rank": 1}}, tmp_path)
+    assert (tmp_path / "ray" / f".fault_injected_step{kill_at}").is_file()  # the worker did die
     assert second["run_id"] == first["run_id"] and second["step"] == STEPS
+    assert second["loss"] == summary["loss"]
+    steps = [m.step for m in mlflow.MlflowClient().get_metric_history(second["run_id"], "loss")]
+    assert steps.count(STOP) == 1 and steps.count(41) == 2 and steps.count(kill_at) == 2 and steps.count(46) == 1
     resumed = history(second["run_id"], "loss")
     reference = history(summary["run_id"], "loss")
     assert sorted(resumed) == list(range(1, STEPS + 1))
     assert [resumed[s] for s in range(1, STEPS + 1)] == [reference[s] for s in range(1, STEPS + 1)]
-
-
-def test_killed_worker_restarts_from_the_last_checkpoint(ray_local, store, shards, straight, tmp_path):
-    summary, _ = straight
-    job = train_job("killed", shards, STEPS, fault={"kill_at_step": 25, "kill_rank": 1})
-    result = train(job, tmp_path)
-    assert (tmp_path / "ray" / ".fault_injected_step25").is_file()  # the worker did die
-    assert result["step"] == STEPS
-    assert result["loss"] == summary["loss"]
-    replayed = [m.step for m in mlflow.MlflowClient().get_metric_history(result["run_id"], "loss")]
-    assert replayed.count(21) == 2 and replayed.count(26) == 1  # steps 21-25 ran twice: restarted from step 20
 
 
 def test_training_refuses_shards_that_do_not_verify(store, shards, tmp_path):
