@@ -81,12 +81,13 @@ def _save_checkpoint(model, optimizer, data: TrainingData, step: int, rank: int,
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
         torch.save(_rng_state(), Path(tmp) / f"rng_rank{rank:05d}.pt")
         if rank == 0:
-            (Path(tmp) / STATE_FILE).write_text(json.dumps({"step": step, "data": data.state_dict(), **about}, indent=1))
+            (Path(tmp) / STATE_FILE).write_text(json.dumps({"step": step, "loss": metrics["loss"], "data": data.state_dict(), **about},
+                                                               indent=1))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"checkpoint_step{step:08d}")
 
 
-def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int) -> int:
+def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int) -> tuple[int, float]:
     msd, osd = get_state_dict(model, optimizer)
     state = {"model": msd, "optim": osd}
     dcp.load(state, checkpoint_id=path)
@@ -96,7 +97,7 @@ def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int)
     rng = Path(path) / f"rng_rank{rank:05d}.pt"
     if rng.is_file():  # absent when the world size changed; the data order does not depend on it
         _set_rng_state(torch.load(rng, weights_only=False))
-    return int(meta["step"])
+    return int(meta["step"]), float(meta.get("loss", "nan"))
 
 
 @torch.no_grad()
@@ -133,13 +134,14 @@ def train_loop(config: dict) -> dict:
     optimizer = build_optimizer(model, optim_cfg["lr"], optim_cfg["weight_decay"], tuple(optim_cfg["betas"]),
                                 optim_cfg["eps"], fused=device.type == "cuda")
 
-    step = 0
+    step, last_loss = 0, float("nan")
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
-            step = _load_checkpoint(ckpt_dir, model, optimizer, data, rank)
+            step, last_loss = _load_checkpoint(ckpt_dir, model, optimizer, data, rank)
         if rank == 0:
-            say(f"[train] resumed from {checkpoint.path} at step {step} (sample position {data.position})")
+            say(f"[train] resumed from {checkpoint.path} at step {step} (sample position {data.position})"
+                + ("; the job is complete" if step >= loop["steps"] else ""))
 
     seq_len, total_steps = data_cfg["seq_len"], loop["steps"]
     global_batch = config["global_batch_seqs"]
@@ -154,9 +156,10 @@ def train_loop(config: dict) -> dict:
         sink.log({"peak_flops_per_worker": peak or 0.0, "flops_per_token": fpt}, step)
     fault = job["fault"]
     # what `tokenmill generate` needs to read a checkpoint without this job's config
-    about = {"model": mcfg.to_dict(), "tokenizer": data_cfg["tokenizer"], "tokenizer_sha256": shards.tokenizer_sha256}
+    # and the lineage: checkpoint -> MLflow run -> shard manifest
+    about = {"model": mcfg.to_dict(), "tokenizer": data_cfg["tokenizer"], "tokenizer_sha256": shards.tokenizer_sha256,
+             "mlflow_run_id": config["mlflow"]["run_id"], "manifest_digest": shards.manifest["digest"]}
     model.train()
-    last_loss = float("nan")
     while step < total_steps:
         t0 = time.perf_counter()
         lr = lr_at(step, optim_cfg["lr"], optim_cfg["warmup_steps"], total_steps, optim_cfg["min_lr_ratio"])
@@ -228,4 +231,5 @@ def train_loop(config: dict) -> dict:
         if sink:
             sink.close()
     dist.barrier()
-    return {"step": step, "loss": last_loss, "data": data.info, "probe_tokens": probe.numpy(), "probe_logits": probe_logits.numpy()}
+    return {"step": step, "loss": last_loss, "data": data.info,
+            "probe_tokens": probe.numpy(), "probe_logits": probe_logits.numpy()}

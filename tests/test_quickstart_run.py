@@ -37,7 +37,10 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
     mlflow.set_tracking_uri(uri)
     try:
         train_run = mlflow.get_run(summary["run_id"])
-        assert train_run.data.tags["tokenmill.checkpoint.latest"].endswith("checkpoint_step00000006")
+        checkpoint = Path(train_run.data.tags["tokenmill.checkpoint.latest"])
+        assert checkpoint.name == "checkpoint_step00000006"
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        assert state["mlflow_run_id"] == summary["run_id"] and state["step"] == 6
         digest = train_run.inputs.dataset_inputs[0].dataset.digest
         (tokenize_run,) = producer_of(digest)
         assert tokenize_run.info.run_id == tokens["run_id"]

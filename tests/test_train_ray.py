@@ -156,6 +156,10 @@ def test_resume_is_exact_and_a_killed_worker_restarts_from_the_last_checkpoint(r
     reference = history(summary["run_id"], "loss")
     assert sorted(resumed) == list(range(1, STEPS + 1))
     assert [resumed[s] for s in range(1, STEPS + 1)] == [reference[s] for s in range(1, STEPS + 1)]
+    # a complete job run again (e.g. `make run` twice) trains nothing and reports its final state
+    third = train(job, tmp_path)
+    assert third["step"] == STEPS and third["loss"] == summary["loss"] and third["run_id"] == first["run_id"]
+    assert len(mlflow.MlflowClient().get_metric_history(second["run_id"], "loss")) == len(steps)
 
 
 def test_training_refuses_shards_that_do_not_verify(store, shards, tmp_path):
