@@ -83,6 +83,13 @@ def split_streams(shards, seed: int, val_fraction: float) -> tuple[TokenStream, 
     return train, val, info
 
 
+def window_pairs(stream: TokenStream, windows, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets), each (len(windows), seq_len) int64: window w is stream tokens [w*seq_len, (w+1)*seq_len]."""
+    rows = np.stack([stream.read(int(w) * seq_len, seq_len + 1) for w in windows])
+    t = torch.from_numpy(rows)
+    return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+
 class WindowLoader:
     """Windows of one split. `shuffle=True` visits them in a seeded permutation per epoch (training);
     False in stream order (validation)."""
@@ -110,10 +117,7 @@ class WindowLoader:
 
     def windows(self, first_sample: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets), each (count, seq_len) int64, for global sample positions first..first+count-1."""
-        idx = self.window_index(np.arange(first_sample, first_sample + count))
-        rows = np.stack([self.stream.read(int(w) * self.seq_len, self.seq_len + 1) for w in idx])
-        t = torch.from_numpy(rows)
-        return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+        return window_pairs(self.stream, self.window_index(np.arange(first_sample, first_sample + count)), self.seq_len)
 
 
 class TrainingData:
@@ -144,10 +148,7 @@ class TrainingData:
         n = min(max_windows, self.val.num_windows)
         mine = list(range(rank, n, world))
         for i in range(0, len(mine), batch):
-            chunk = mine[i : i + batch]
-            rows = np.stack([self.val.stream.read(w * self.seq_len, self.seq_len + 1) for w in chunk])
-            t = torch.from_numpy(rows)
-            yield t[:, :-1].contiguous(), t[:, 1:].contiguous()
+            yield window_pairs(self.val.stream, mine[i : i + batch], self.seq_len)
 
     def state_dict(self) -> dict:
         return {"position": self.position, "seed": self.seed, "seq_len": self.seq_len,

@@ -45,11 +45,6 @@ class Decoder(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
-    def rope_to(self, device) -> None:
-        """Recompute the rotary tables on `device` (after building the model on the meta device)."""
-        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_theta, device=device)
-        self.rope_cos, self.rope_sin = cos, sin
-
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
                 reduction: str = "mean") -> torch.Tensor:
         """Logits (batch, seq, vocab) when targets is None; else the cross-entropy over target positions that

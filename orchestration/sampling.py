@@ -26,9 +26,7 @@ def load_dcp_checkpoint(path: Path) -> tuple[Decoder, dict]:
     saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
     state = {k: v for k, v in model.state_dict().items() if f"model.{k}" in saved}
     dcp.load({"model": state}, checkpoint_id=str(path))
-    model.load_state_dict(state, strict=False)
-    if model.cfg.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight
+    model.load_state_dict(state, strict=False)  # copies in place: a tied output projection stays tied
     return model.eval(), meta
 
 

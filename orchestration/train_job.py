@@ -81,11 +81,10 @@ def _resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
     return manifest, tokenizer
 
 
-def _previous_run_id(workdir: Path, name: str, storage: Path) -> str | None:
+def _run_records(workdir: Path) -> dict[str, str]:
+    """Job name -> MLflow run id of the jobs trained in this workdir."""
     record = workdir / RUN_RECORD
-    if not record.is_file() or not any((storage / name).glob("checkpoint_step*")):
-        return None
-    return json.loads(record.read_text()).get(name)
+    return json.loads(record.read_text()) if record.is_file() else {}
 
 
 def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
@@ -110,12 +109,13 @@ def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
     echo(f"tokenmill: model {counts['total'] / 1e6:.2f}M parameters ({counts['non_embedding'] / 1e6:.2f}M without "
          f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {shards.total_tokens:,} tokens in {shards.num_shards} shards")
 
-    previous = _previous_run_id(workdir, cfg.name, storage)
+    records = _run_records(workdir)
+    # a job with checkpoints continues in its MLflow run
+    previous = records.get(cfg.name) if any((storage / cfg.name).glob("checkpoint_step*")) else None
     start = time.perf_counter()
     with mlflow.start_run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
                           tags={tracking.KIND_TAG: "train"}) as run:
         run_id = run.info.run_id
-        records = json.loads((workdir / RUN_RECORD).read_text()) if (workdir / RUN_RECORD).is_file() else {}
         (workdir / RUN_RECORD).write_text(json.dumps({**records, cfg.name: run_id}, indent=1))
         if previous:
             echo(f"tokenmill: resuming job {cfg.name!r} in MLflow run {run_id}")

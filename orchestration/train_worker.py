@@ -33,7 +33,7 @@ from model.data import TrainingData
 from model.export import save_export
 from model.flops import flops_per_token, gpu_peak_flops
 from model.optim import build_optimizer, lr_at
-from model.transformer import Decoder
+from model.transformer import IGNORE_INDEX, Decoder
 from orchestration.micro_batch import accumulate_fitting_memory
 from orchestration.sampling import STATE_FILE
 from orchestration.train_metrics import MetricsSink, cpu_peak_flops
@@ -111,7 +111,7 @@ def evaluate(model, data: TrainingData, max_windows: int, batch: int, rank: int,
     for x, y in data.val_batches(n, batch, rank, world):
         x, y = x.to(device), y.to(device)
         totals[0] += model(x, y, reduction="sum").double()
-        totals[1] += y.numel()
+        totals[1] += (y != IGNORE_INDEX).sum()
     model.train()
     dist.all_reduce(totals)
     return float(totals[0] / totals[1])
@@ -149,9 +149,11 @@ def train_loop(config: dict) -> dict:
     micro = loop["micro_batch_size"] or per_rank
     step_tokens = global_batch * seq_len
     fpt = flops_per_token(mcfg, seq_len)
-    peak = loop["peak_flops"] or (gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda"
-                                  else cpu_peak_flops(loop["threads_per_worker"]))
     sink = MetricsSink(config["mlflow"], rank) if rank == 0 else None
+    peak = None  # MFU is logged by rank 0 only: only it probes the CPU's matmul peak
+    if sink:
+        peak = loop["peak_flops"] or (gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda"
+                                      else cpu_peak_flops(loop["threads_per_worker"]))
     if sink:
         sink.log({"peak_flops_per_worker": peak or 0.0, "flops_per_token": fpt}, step)
     fault = job["fault"]
