@@ -1,104 +1,152 @@
-"""The corpus pipeline: ingest -> extract -> filter -> exact dedup -> MinHash, each stage an MLflow run."""
+"""The corpus pipeline: the enabled stages (pipelines.stages.build), run as shard passes with the global
+steps between them, then recorded: one manifest, accounting check and MLflow child run per stage.
+
+    pass 0: ingest -> extract -> filter            [collect exact + MinHash keys]   one task per raw file
+    global: exact dedup, MinHash components        (keys only)
+    pass 1: exact dedup -> MinHash -> quality      [collect tokenizer sample]       one task per shard
+    global: tokenizer
+    pass 2: tokenize                                                                one task per shard
+
+A re-run on the same workdir skips every task and global step whose completion record matches; a
+re-run of a finished pipeline returns its summary without starting Ray.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
-import mlflow
-
-from orchestration import tracking
+from orchestration.passes import DONE, digest, pass_spec, plan_passes, run_pass
 from orchestration.pipeline_config import PipelineConfig
-from orchestration.ray_runtime import init_ray
-from orchestration.stage_runner import StagePlan, StageResult, run_stage
-from orchestration.stages import exact_dedup, extract, filter as filter_stage, ingest, minhash, quality
-from orchestration.stages import tokenize, tokenizer_train
 from pipelines.readers import list_inputs
-from orchestration.summary import format_table, summarize, write_summary
+from pipelines.stage_files import sha256_file
+from pipelines.stages import build
+
+
+def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
+    """(path, bytes, sha256) of every raw file and the digest of that list. Hashes are cached by
+    (path, size, mtime), so a re-run does not read the raw corpus again."""
+    cache_path = workdir / DONE / "raw_hashes.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    files, todo = [], []
+    for inp in cfg.inputs:
+        if inp.format == "hf":
+            files.append({"path": f"{inp.name}/hf:{inp.hf_dataset}:{inp.hf_split}", "bytes": 0, "sha256": "",
+                          "input": inp.name})
+            continue
+        for path, rel in list_inputs(inp.paths):
+            st = os.stat(path)
+            stamp = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+            entry = {"path": f"{inp.name}/{rel}", "bytes": st.st_size, "sha256": cache.get(stamp), "input": inp.name,
+                     "local": str(path), "relpath": rel, "stamp": stamp}
+            files.append(entry)
+            if entry["sha256"] is None:
+                todo.append(entry)
+    if todo:
+        hashes = _hash_files([e["local"] for e in todo])
+        for e, h in zip(todo, hashes):
+            e["sha256"] = cache[e["stamp"]] = h
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_text(json.dumps(cache))
+    files.sort(key=lambda f: f["path"])
+    public = [{k: f[k] for k in ("path", "bytes", "sha256")} for f in files]
+    return files, digest(public)
+
+
+def _hash_files(paths: list[str]) -> list[str]:
+    if len(paths) < 64:  # a Ray round trip costs more than hashing a few files here
+        return [sha256_file(Path(p)) for p in paths]
+    import ray
+
+    remote = ray.remote(num_cpus=1)(lambda ps: [sha256_file(Path(p)) for p in ps])
+    chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
+    return [h for part in ray.get([remote.remote(c) for c in chunks]) for h in part]
+
+
+def _source_tasks(cfg: PipelineConfig, files: list[dict]) -> list[dict]:
+    inputs = {i.name: dataclasses.asdict(i) for i in cfg.inputs}
+    tasks = []
+    for f in files:
+        inp = inputs[f["input"]]
+        if inp["format"] == "hf":
+            from pipelines.hf_source import open_dataset
+
+            n = len(open_dataset(inp["hf_dataset"], inp["hf_split"]))
+            step = 50_000
+            for s in range(0, n, step):
+                tasks.append({"kind": "hf", "id": f"{f['path']}:{s}", "input": inp, "start": s, "stop": min(n, s + step),
+                              "prefix": f"{inp['name']}/{inp['hf_split']}/{s:012d}", "sha256": f"{inp['hf_dataset']}:{n}"})
+        else:
+            tasks.append({"kind": "raw", "id": f["path"], "input": inp, "path": f["local"], "relpath": f["relpath"],
+                          "prefix": f["path"], "sha256": f["sha256"]})
+    return tasks
+
+
+def _shard_tasks(results: list[dict]) -> list[dict]:
+    return [{"kind": "shard", "id": r["shard"], "shard": r["shard"], "path": r["docs_file"]["path"],
+             "sha256": r["docs_file"]["sha256"]}
+            for task in results for r in task["shards"] if r["docs_file"]]
+
+
+def config_key(cfg: PipelineConfig, raw_digest: str) -> str:
+    """What decides a pipeline's outputs: every stage setting and the raw files (not Ray or MLflow)."""
+    body = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("ray", "mlflow", "train", "name")}
+    body["ray"] = {"shuffle_partitions": cfg.ray.shuffle_partitions}  # key file layout; outputs do not depend on it
+    return digest({"config": body, "raw": raw_digest})[:16]
 
 
 def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    for inp in cfg.inputs:  # a wrong path fails here, before Ray and MLflow start
-        if inp.format != "hf":
-            list_inputs(inp.paths)
+    start = time.perf_counter()
+    files, raw_digest = raw_files(cfg, workdir)  # a wrong path fails here, before Ray and MLflow start
+    done_path = workdir / DONE / f"pipeline-{config_key(cfg, raw_digest)}.json"
+    if done_path.is_file():
+        summary = json.loads(done_path.read_text())
+        if Path(summary["final_manifest"]).is_file():
+            echo(f"tokenmill: pipeline already complete in {workdir} (MLflow run {summary['mlflow_run_id']}); "
+                 f"nothing to do (outputs unchanged: {summary['final_digest'][:12]}...)")
+            return {**summary, "already_complete": True}
+
+    from orchestration import global_steps, tracking
+    from orchestration.ray_runtime import init_ray
+    from orchestration.stage_records import record_stages
+
     resources = init_ray(cfg.ray.num_cpus)
     uri = tracking.setup(cfg.mlflow.experiment)
-    echo(f"tokenmill: Ray with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}")
-    raw = dataclasses.asdict(cfg)
-    out, batch = cfg.output, cfg.ray.read_block_docs
-    results: list[StageResult] = []
-    start = time.perf_counter()
-
-    def stage(name: str, params: dict, plan_fn) -> StageResult:
-        echo(f"tokenmill: stage {len(results)} {name} ...")
-        if results and results[-1].counts["kept"] == 0:  # nothing left: record an empty stage, run nothing
-            p = results[-1]
-            plan_fn = lambda: StagePlan(None, 0, None, p.stage, p.manifest_path, p.manifest["digest"])  # noqa: E731
-        r = run_stage(name, len(results), workdir, params, plan_fn, out.shards, out.format)
-        c = r.counts
-        echo(f"tokenmill:   {c['in']} in, {c['kept']} kept, {sum(c['dropped'].values())} dropped, "
-             f"{sum(c['quarantined'].values())} quarantined in {r.seconds:.1f}s")
-        results.append(r)
-        return r
-
-    with tracking.parent_run(cfg.name, raw, {"tokenmill.workdir": str(workdir)}) as parent:
-        raw_files, raw_digest = ingest.raw_files_manifest(cfg.inputs)
-        raw_path = workdir / "raw_files.json"
-        raw_path.write_text(json.dumps({"digest": raw_digest, "files": raw_files}, indent=1))
-        mlflow.log_artifact(str(raw_path))
-
-        def ingest_plan():
-            tracking.log_raw_input("raw:" + ",".join(i.name for i in cfg.inputs), str(raw_path), raw_digest)
-            return ingest.plan(cfg.inputs, batch)
-
-        prev = stage("ingest", {"inputs": [dataclasses.asdict(i) for i in cfg.inputs], "raw_digest": raw_digest},
-                     ingest_plan)
-        if cfg.extract.enabled:
-            prev = stage("extract", dataclasses.asdict(cfg.extract),
-                         lambda p=prev: extract.plan(p, cfg.extract, cfg.ray))
-        if cfg.filter.enabled:
-            prev = stage("filter", dataclasses.asdict(cfg.filter),
-                         lambda p=prev: filter_stage.plan(p, cfg.filter, cfg.ray))
-        if cfg.exact_dedup.enabled:
-            prev = stage("exact_dedup", dataclasses.asdict(cfg.exact_dedup),
-                         lambda p=prev: exact_dedup.plan(p, cfg.exact_dedup.normalize, cfg.ray))
-        if cfg.minhash.enabled:
-            prev = stage("minhash", dataclasses.asdict(cfg.minhash),
-                         lambda p=prev: minhash.plan(p, cfg.minhash, cfg.ray))
-        if cfg.quality.enabled:
-            prev = stage("quality", dataclasses.asdict(cfg.quality),
-                         lambda p=prev: quality.plan(p, cfg.quality, cfg.ray))
-        extra = {}
-        if cfg.tokenizer.enabled or cfg.tokenizer.model_path:
-            echo("tokenmill: tokenizer ...")
-            tok = tokenizer_train.run(prev, cfg.tokenizer, cfg.ray, workdir)
-            extra["tokenizer"] = {k: tok[k] for k in ("model_path", "sha256", "vocab_size", "run_id")}
-            if cfg.tokenize.enabled:
-                echo("tokenmill: tokenize ...")
-                extra["tokens"] = tokenize.run(prev, tok, cfg.tokenize, cfg.ray, workdir)
-                t = extra["tokens"]
-                echo(f"tokenmill:   {t['documents']} documents, {t['tokens']} tokens in {t['shards']} shards, "
-                     f"{t['tokens_per_second']:.0f} tokens/s, {t['mb_per_second']:.2f} MB/s")
-        total = time.perf_counter() - start
-        summary = summarize(results, {
-            "pipeline": cfg.name,
-            "workdir": str(workdir),
-            "mlflow_tracking_uri": uri,
-            "mlflow_run_id": parent.info.run_id,
-            "raw_files_digest": raw_digest,
-            "final_manifest": str(prev.manifest_path),
-            "final_digest": prev.manifest["digest"],
-            "seconds": round(total, 2),
-            **extra,
-        })
-        write_summary(summary, workdir / "summary.json")
-        mlflow.log_artifact(str(workdir / "summary.json"))
-        mlflow.log_metric("wall_seconds", total)
-        mlflow.set_tags({"tokenmill.final_digest": prev.manifest["digest"]})
-    echo(format_table(summary))
-    echo(f"tokenmill: wrote {workdir / 'summary.json'} in {total:.1f}s; MLflow run {summary['mlflow_run_id']}")
+    cpus = resources.get("CPU", 1.0)
+    echo(f"tokenmill: Ray with {cpus:g} CPUs; MLflow store {uri}")
+    stages = build(cfg)
+    passes = plan_passes(stages)
+    raw_path = workdir / "raw_files.json"
+    raw_path.write_text(json.dumps({"digest": raw_digest,
+                                    "files": [{k: f[k] for k in ("path", "bytes", "sha256")} for f in files]}, indent=1))
+    state: dict = {}
+    steps: dict = {}
+    runs: list[dict] = []
+    results: list[dict] = []
+    for p in passes:
+        tasks = _source_tasks(cfg, files) if p.index == 0 else _shard_tasks(results)
+        spec = pass_spec(p, state, workdir, cfg.output, cfg.ray, p is passes[-1])
+        t0 = time.perf_counter()
+        results = run_pass(spec, tasks, cpus) if tasks else []
+        skipped = sum(r["skipped"] for r in results)
+        wall = time.perf_counter() - t0
+        names = " -> ".join(s.name for s in p.apply)
+        echo(f"tokenmill: pass {p.index} [{names}]: {len(tasks)} tasks ({skipped} already done) in {wall:.1f}s")
+        runs.append({"pass": p, "results": results, "wall": wall, "skipped": skipped, "tasks": len(tasks)})
+        for st in p.collect:
+            t1 = time.perf_counter()
+            out = global_steps.GLOBAL_STEPS[st.name](workdir, results, state, cfg)
+            steps[st.name] = {"skipped": out.pop("skipped", False), "seconds": time.perf_counter() - t1}
+            state[st.name] = out  # part of the next pass's resume key: nothing here may vary between runs
+            echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
+                 + (" (already done)" if steps[st.name]["skipped"] else ""))
+    summary = record_stages(cfg, workdir, runs, state, steps, raw_path, raw_digest, uri, start, echo)
+    done_path.parent.mkdir(parents=True, exist_ok=True)
+    done_path.write_text(json.dumps(summary))
     return summary
+

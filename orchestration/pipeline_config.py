@@ -37,13 +37,16 @@ class InputConfig:
 @dataclass
 class OutputConfig:
     format: str = "parquet"  # or "jsonl.zst"
-    shards: int = 4  # files per stage output (kept, and dropped), documents hash-partitioned by id
+    # ingest cuts each raw file into shards of about this much text; every later stage keeps the shards
+    # (one task per shard: the unit of parallelism, of resume and of memory is a batch within it)
+    shard_mb: float = 64.0
+    write_intermediate: bool = False  # also write every fused stage's kept documents (debugging)
 
     def validate(self, key: str) -> None:
         if self.format not in ("parquet", "jsonl.zst"):
             raise ConfigError(f"{key}.format: must be 'parquet' or 'jsonl.zst', got {self.format!r}")
-        if self.shards < 1:
-            raise ConfigError(f"{key}.shards: must be >= 1")
+        if not self.shard_mb > 0:
+            raise ConfigError(f"{key}.shard_mb: must be > 0, got {self.shard_mb}")
 
 
 @dataclass
@@ -51,13 +54,11 @@ class RayConfig:
     num_cpus: int | None = None  # local Ray only; default: this machine's CPUs
     batch_size: int = 256  # documents per map batch
     read_block_docs: int = 1000  # documents per block out of the readers
-    actors: int = 1  # actor pool size for model-holding stages (language ID)
-    actor_num_cpus: float = 0.5  # fractional, so actors never starve the read tasks
-    shuffle_partitions: int = 8  # partitions of the dedup groupbys (raise on a cluster: ~ 2-4 x CPUs)
+    shuffle_partitions: int = 8  # key partitions of the dedup steps: memory per task ~ keys / partitions
 
     def validate(self, key: str) -> None:
-        if min(self.batch_size, self.read_block_docs, self.actors, self.shuffle_partitions) < 1:
-            raise ConfigError(f"{key}: batch_size, read_block_docs, actors and shuffle_partitions must be >= 1")
+        if min(self.batch_size, self.read_block_docs, self.shuffle_partitions) < 1:
+            raise ConfigError(f"{key}: batch_size, read_block_docs and shuffle_partitions must be >= 1")
 
 
 @dataclass
@@ -183,6 +184,8 @@ class PipelineConfig:
             raise ConfigError("inputs: at least one input is required")
         if self.tokenize.enabled and not (self.tokenizer.enabled or self.tokenizer.model_path):
             raise ConfigError("tokenize: needs a tokenizer (tokenizer.enabled or tokenizer.model_path)")
+        if self.tokenizer.enabled and not self.tokenize.enabled:
+            raise ConfigError("tokenizer.enabled: the tokenizer is trained for the tokenize stage; enable tokenize too")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must be unique, got {names}")

@@ -5,32 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestration.stage_runner import StageResult
-
-
-def summarize(results: list[StageResult], extra: dict) -> dict:
-    stages = []
-    for r in results:
-        c = r.counts
-        stages.append(
-            {
-                "stage": r.stage,
-                "docs_in": c["in"],
-                "kept": c["kept"],
-                "dropped": c["dropped"],
-                "quarantined": c["quarantined"],
-                "mb_out": round(sum(f["bytes"] for f in r.manifest["files"]) / 1e6, 3),
-                "mb_text_kept": round(r.metrics["text_bytes_kept"] / 1e6, 3),
-                "seconds": round(r.seconds, 2),
-                "docs_per_second": round(r.metrics["docs_per_second"], 1),
-                "output_digest": r.manifest["digest"],
-                "manifest": str(r.manifest_path),
-                "run_id": r.run_id,
-            }
-        )
-    return {**extra, "stages": stages}
-
-
 def format_table(summary: dict) -> str:
     head = ["stage", "docs in", "kept", "dropped", "quarantined", "MB text", "seconds", "docs/s"]
     rows = []

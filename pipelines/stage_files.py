@@ -126,3 +126,65 @@ def read_shard(path: Path, batch_docs: int = 1000) -> Iterator[pa.Table]:
                 yield pa.Table.from_pylist(rows)
     else:
         raise ValueError(f"{path}: not a tokenmill shard (.parquet or .jsonl.zst)")
+
+
+class RecordWriter:
+    """One output file written while batches stream in, with bytes that depend only on the rows: rows
+    are buffered and written in groups of exactly `group_rows` (parquet row groups, or jsonl.zst chunks),
+    whatever the sizes of the incoming batches. Written to `path.tmp`, renamed on close; a writer that
+    got no rows leaves no file (and removes a stale one from an earlier run)."""
+
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema, group_rows: int = 1024):
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown output format {fmt!r}")
+        self.path, self.fmt, self.schema, self.group_rows = Path(path), fmt, schema, group_rows
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.rows = 0
+        self._buf: list[pa.Table] = []
+        self._buffered = 0
+        self._out = None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.fmt == "parquet":
+            self._out = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        else:
+            self._raw = open(self.tmp, "wb")
+            self._out = zstandard.ZstdCompressor(level=3).stream_writer(self._raw)
+
+    def _emit(self, table: pa.Table) -> None:
+        if self._out is None:
+            self._open()
+        if self.fmt == "parquet":
+            self._out.write_table(table, row_group_size=self.group_rows)
+        else:
+            lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in table.to_pylist()]
+            self._out.write("".join(lines).encode("utf-8"))
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._buf.append(table.select(self.schema.names).cast(self.schema))
+        self._buffered += table.num_rows
+        self.rows += table.num_rows
+        if self._buffered >= self.group_rows:
+            data = pa.concat_tables(self._buf)
+            n = (data.num_rows // self.group_rows) * self.group_rows
+            self._emit(data.slice(0, n).combine_chunks())
+            rest = data.slice(n)
+            self._buf, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def close(self, root: Path) -> dict | None:
+        """Finish the file; its entry (path relative to root, docs, bytes, sha256), or None if empty."""
+        if self._buffered:
+            self._emit(pa.concat_tables(self._buf).combine_chunks())
+        self._buf, self._buffered = [], 0
+        if self._out is None:
+            self.path.unlink(missing_ok=True)
+            return None
+        self._out.close()
+        if self.fmt != "parquet":
+            self._raw.close()
+        self.tmp.replace(self.path)
+        return {"path": str(self.path.relative_to(root)), "docs": self.rows,
+                "bytes": self.path.stat().st_size, "sha256": sha256_file(self.path)}

@@ -185,3 +185,76 @@ def write_token_manifest(manifest: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     _atomic_write(path, lambda p: p.write_text(text))
+
+
+class TokenShardWriter:
+    """Token shards written while documents stream in, in their arrival order (no sort, so memory is a
+    batch and one file's index, never a whole shard): files `{prefix}.{j:04d}.bin` / `.idx.parquet`, cut
+    at `target_tokens` exactly as `plan_shards` cuts (never inside a document). The index adds `doc_key`
+    (uint64, xxh64 of the id), so a training job splits train/validation without hashing any string.
+    `close()` returns the manifest entries, without the global `shard` number the manifest assigns.
+    """
+
+    def __init__(self, out_dir: Path, prefix: str, target_tokens: int, eos_id: int, dtype):
+        if target_tokens <= 0:
+            raise ValueError(f"target_tokens must be positive, got {target_tokens}")
+        self.out_dir, self.prefix, self.target = Path(out_dir), prefix, target_tokens
+        self.dt = storage_dtype(dtype)
+        self.eos = np.array([eos_id], dtype=self.dt)
+        self.entries: list[dict] = []
+        self._file = None
+
+    def _open(self) -> None:
+        j = len(self.entries)
+        self._bin = f"{self.prefix}.{j:04d}.bin"
+        self._idx = f"{self.prefix}.{j:04d}.idx.parquet"
+        path = self.out_dir / self._bin
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path.with_name(path.name + ".tmp"), "wb")
+        self._sha = hashlib.sha256()
+        self._ids: list[str] = []
+        self._n: list[int] = []
+        self._tokens = 0
+
+    def _close_file(self) -> None:
+        import xxhash
+
+        self._file.close()
+        path = self.out_dir / self._bin
+        path.with_name(path.name + ".tmp").replace(path)
+        n = np.array(self._n, dtype=np.int64)
+        offsets = np.zeros(len(n), dtype=np.int64)
+        np.cumsum(n[:-1] + 1, out=offsets[1:])
+        keys = np.fromiter((xxhash.xxh64_intdigest(i.encode("utf-8")) for i in self._ids), np.uint64, len(self._ids))
+        index = pa.table({"doc_id": pa.array(self._ids, pa.string()), "offset": offsets, "n_tokens": n,
+                          "doc_key": pa.array(keys, pa.uint64())})
+        _atomic_write(self.out_dir / self._idx, lambda p: pq.write_table(index, p, compression="zstd"))
+        self.entries.append({
+            "path": self._bin, "index_path": self._idx, "tokens": self._tokens, "documents": len(self._ids),
+            "sha256": self._sha.hexdigest(), "index_sha256": sha256_file(self.out_dir / self._idx),
+            "bytes": self._tokens * self.dt.itemsize,
+        })
+        self._file = None
+
+    def add(self, doc_ids: list[str], token_arrays: list[np.ndarray]) -> None:
+        limit = np.iinfo(self.dt).max
+        for doc_id, a in zip(doc_ids, token_arrays):
+            a = np.asarray(a)
+            n = int(a.size) + 1
+            if self._file is not None and self._tokens and self._tokens + n > self.target:
+                self._close_file()
+            if self._file is None:
+                self._open()
+            if a.size and a.dtype != self.dt and (int(a.min()) < 0 or int(a.max()) > limit):
+                raise ValueError(f"document {doc_id!r}: token id out of range for {self.dt.name}")
+            data = a.astype(self.dt, copy=False).tobytes() + self.eos.tobytes()
+            self._file.write(data)
+            self._sha.update(data)
+            self._ids.append(doc_id)
+            self._n.append(n - 1)
+            self._tokens += n
+
+    def close(self) -> list[dict]:
+        if self._file is not None:
+            self._close_file()
+        return self.entries

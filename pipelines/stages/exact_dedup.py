@@ -1,0 +1,28 @@
+"""Exact dedup: collect (hash of normalized text, id, shard) rows partitioned by hash; the global step
+groups each partition by hash and drops all but the smallest id of each group; apply marks them."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from pipelines.exact_dedup import REASON_EXACT, text_hashes
+from pipelines.stages.base import ShardContext, Stage
+from pipelines.stages.dedup_common import PART_COL, DropListStage, partition_of
+
+
+class ExactDedupStage(DropListStage, Stage):
+    name = "exact_dedup"
+    needs_global = True
+    reason = REASON_EXACT
+
+    def __init__(self, cfg, partitions: int = 8):
+        Stage.__init__(self, cfg)
+        self.partitions = partitions
+
+    def collect(self, batch: pa.Table, ctx: ShardContext) -> dict[str, pa.Table]:
+        hashes = text_hashes(batch.column("text").to_pylist(), self.cfg.normalize).tolist()
+        return {"keys": pa.table({
+            "hash": pa.array(hashes, pa.string()), "id": batch.column("id"),
+            "shard": pa.array([ctx.shard] * batch.num_rows, pa.string()),
+            PART_COL: pa.array(partition_of(hashes, self.partitions)),
+        })}

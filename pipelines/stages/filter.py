@@ -1,0 +1,67 @@
+"""Language ID, then the heuristic filter chain, then PII masking, in that order, on each document.
+
+Language ID runs first because it is the cheapest way to drop a document; PII masking runs last so that
+only kept documents are rewritten. The first failing check names the drop reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.filters import FilterChain
+from pipelines.langid import LanguageIdentifier
+from pipelines.pii import mask_pii
+from pipelines.records import REASON, dump_metadata, load_metadata
+from pipelines.stages.base import ShardContext, Stage, set_column
+
+SCORE_BINS = np.linspace(0.0, 1.0, 41)  # language ID score histogram (for the stage's plot)
+CHAIN_KEYS = ("word_splitter", "gopher_quality", "gopher_repetition", "c4", "fineweb")
+
+
+@lru_cache(maxsize=2)
+def _langid(model_path: str, languages: tuple | None, min_score: float) -> LanguageIdentifier:
+    return LanguageIdentifier(model_path, list(languages) if languages else None, min_score)
+
+
+class FilterStage(Stage):
+    name = "filter"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        d = dataclasses.asdict(cfg)
+        self.chain = FilterChain({k: d[k] for k in CHAIN_KEYS})
+
+    def open_shard(self, ctx: ShardContext) -> None:
+        self._hist = np.zeros(len(SCORE_BINS) - 1, dtype=np.int64)
+
+    def apply(self, batch: pa.Table, ctx: ShardContext) -> pa.Table:
+        lang, pii = self.cfg.language, self.cfg.pii
+        texts = batch.column("text").to_pylist()
+        metas = [load_metadata(m) for m in batch.column("metadata").to_pylist()]
+        reasons = batch.column(REASON).to_pylist()
+        if lang.model_path:
+            langid = _langid(lang.model_path, tuple(lang.languages) if lang.languages else None, lang.min_score)
+            labels, scores, lang_reasons = langid.classify(texts)
+            for i, (label, score, reason) in enumerate(zip(labels, scores, lang_reasons)):
+                metas[i]["language"], metas[i]["language_score"] = label, round(float(score), 4)
+                reasons[i] = reason
+            self._hist += np.histogram(np.asarray(scores, dtype=float), bins=SCORE_BINS)[0]
+        for i, text in enumerate(texts):
+            if reasons[i]:
+                continue
+            text, reasons[i] = self.chain.apply(text, metas[i])
+            if not reasons[i] and (pii.emails or pii.ips):
+                text, counts = mask_pii(text, emails=pii.emails, ips=pii.ips)
+                if any(counts.values()):
+                    metas[i]["pii_masked"] = counts
+            texts[i] = text
+        batch = set_column(batch, "text", texts)
+        batch = set_column(batch, "metadata", [dump_metadata(m) for m in metas])
+        return set_column(batch, REASON, reasons)
+
+    def close_shard(self, ctx: ShardContext) -> dict:
+        return {"language_score_hist": self._hist.tolist()} if self.cfg.language.model_path else {}

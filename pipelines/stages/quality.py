@@ -1,0 +1,79 @@
+"""Quality scoring with a fastText classifier: keep documents scoring at or above a cut-off.
+
+With `threshold` the stage is one-to-one. With `keep_fraction` the cut-off is global: collect() adds each
+shard's scores to a fine histogram (1/65536 of the score range), the global step picks the lowest bin
+edge that keeps at least that fraction of the corpus, and apply() scores again and cuts there (scoring
+twice costs less than a pass that writes every score beside the documents).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.quality import QualityScorer
+from pipelines.records import REASON, dump_metadata, load_metadata
+from pipelines.stages.base import ShardContext, Stage, set_column
+
+REASON_QUALITY = "quality"
+FINE_BINS = 1 << 16
+
+
+@lru_cache(maxsize=2)
+def _scorer(model_path: str, positive_label: str) -> QualityScorer:
+    return QualityScorer(model_path, positive_label=positive_label)
+
+
+def score_bins(scores: np.ndarray) -> np.ndarray:
+    return np.minimum((scores.astype(np.float64) * FINE_BINS).astype(np.int64), FINE_BINS - 1)
+
+
+def cutoff_from_histogram(hist: np.ndarray, keep_fraction: float) -> float:
+    """Lowest bin edge such that the bins from it upwards hold at least keep_fraction of the documents."""
+    need = int(np.ceil(keep_fraction * hist.sum()))
+    from_top = np.cumsum(hist[::-1])
+    k = int(np.searchsorted(from_top, need))
+    return (FINE_BINS - 1 - k) / FINE_BINS
+
+
+class QualityStage(Stage):
+    name = "quality"
+
+    def global_needed(self) -> bool:
+        return self.cfg.keep_fraction is not None
+
+    def open_shard(self, ctx: ShardContext) -> None:
+        self._bins: Counter = Counter()
+
+    def _scores(self, batch: pa.Table) -> np.ndarray:
+        return _scorer(self.cfg.model_path, self.cfg.positive_label).score(batch.column("text").to_pylist())
+
+    def collect(self, batch: pa.Table, ctx: ShardContext) -> dict:
+        self._bins.update(score_bins(self._scores(batch)).tolist())
+        return {}
+
+    def close_shard(self, ctx: ShardContext) -> dict:
+        return {"score_bins": {str(k): v for k, v in sorted(self._bins.items())}} if self._bins else {}
+
+    def cutoff(self, ctx: ShardContext) -> float:
+        if self.cfg.threshold is not None:
+            return float(self.cfg.threshold)
+        return float(ctx.state["quality"]["cutoff"])
+
+    def apply(self, batch: pa.Table, ctx: ShardContext) -> pa.Table:
+        scores = self._scores(batch)
+        metas = []
+        for meta_s, score in zip(batch.column("metadata").to_pylist(), scores.tolist()):
+            meta = load_metadata(meta_s)
+            meta["quality_score"] = round(float(score), 6)
+            metas.append(dump_metadata(meta))
+        # float64 compare: a float32 score s is in a bin >= b exactly when s >= b / 2**16 (powers of two)
+        keep = pc.greater_equal(pa.array(scores.astype(np.float64)), pa.scalar(self.cutoff(ctx), pa.float64()))
+        batch = set_column(batch, "metadata", metas)
+        if not self.global_needed():  # a fixed threshold: the histogram is collected while applying
+            self._bins.update(score_bins(scores).tolist())
+        return set_column(batch, REASON, pc.if_else(keep, "", REASON_QUALITY))

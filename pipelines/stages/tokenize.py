@@ -1,0 +1,82 @@
+"""Tokenization into token shards, per input shard: the surviving documents of each shard are encoded a
+batch at a time and appended to that shard's own token files (`TokenShardWriter`), so no task ever holds
+more than a batch, and the bytes depend only on the shard's documents.
+
+When the tokenizer is trained here, collect() gathers, per shard, the `sample_docs` documents with the
+smallest `sample_key(id, seed)`; the global step keeps the smallest of those (the global sample is among
+every shard's local one) and trains SentencePiece on their texts in key order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.stages.base import ShardContext, Stage
+from pipelines.token_shards import TokenShardWriter
+from pipelines.tokenizer import Tokenizer, sample_key
+
+TOKENS_PER_DOC_BINS = np.array([0] + [2**k for k in range(2, 24)], dtype=np.int64)
+
+
+@lru_cache(maxsize=2)
+def _tokenizer(model_path: str) -> Tokenizer:
+    return Tokenizer(model_path)
+
+
+class TokenizeStage(Stage):
+    name = "tokenize"
+    sink = True
+
+    def __init__(self, cfg, tokenizer_cfg):
+        super().__init__(cfg)
+        self.tokenizer_cfg = tokenizer_cfg
+
+    def params(self) -> dict:
+        return {"target_shard_tokens": self.cfg.target_shard_tokens}
+
+    def global_needed(self) -> bool:
+        return True  # the tokenizer (trained on a sample, or given) must be known before encoding
+
+    def open_shard(self, ctx: ShardContext) -> None:
+        self._heap: list[tuple[int, str]] = []  # max-heap by negated key: the n smallest keys seen
+        self._writer = None
+        self._hist = np.zeros(len(TOKENS_PER_DOC_BINS), dtype=np.int64)
+        self._text_bytes = 0
+
+    def collect(self, batch: pa.Table, ctx: ShardContext) -> dict:
+        n, seed = self.tokenizer_cfg.sample_docs, self.tokenizer_cfg.seed
+        for doc_id in batch.column("id").to_pylist():
+            item = (-sample_key(doc_id, seed), doc_id)
+            if len(self._heap) < n:
+                heapq.heappush(self._heap, item)
+            elif item > self._heap[0]:
+                heapq.heapreplace(self._heap, item)
+        return {}
+
+    def apply(self, batch: pa.Table, ctx: ShardContext) -> pa.Table:
+        state = ctx.state["tokenize"]
+        tok = _tokenizer(state["model_path"])
+        if self._writer is None:
+            self._writer = TokenShardWriter(state["out_dir"], ctx.shard, self.cfg.target_shard_tokens,
+                                            tok.eos_id, tok.dtype)
+        texts = batch.column("text").to_pylist()
+        arrays = tok.encode_batch(texts)
+        self._writer.add(batch.column("id").to_pylist(), arrays)
+        n = np.fromiter((a.size + 1 for a in arrays), np.int64, len(arrays))
+        self._hist += np.bincount(np.searchsorted(TOKENS_PER_DOC_BINS, n, side="right") - 1,
+                                  minlength=len(TOKENS_PER_DOC_BINS))
+        self._text_bytes += sum(len(t.encode("utf-8")) for t in texts)
+        return batch
+
+    def close_shard(self, ctx: ShardContext) -> dict:
+        out = {}
+        if self._heap:
+            out["sample"] = sorted((-k, i) for k, i in self._heap)
+        if self._writer is not None:
+            out.update(token_files=self._writer.close(), tokens_per_doc_hist=self._hist.tolist(),
+                       text_bytes=self._text_bytes)
+        return out
