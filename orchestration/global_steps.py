@@ -101,15 +101,16 @@ def exact_dedup(workdir: Path, results: list[dict]) -> dict:
 def _bucket_edges(files: list[str], root: str, out: str) -> dict:
     t = _read(files, root, ["key", "id", "shard"]).sort_by([("key", "ascending"), ("id", "ascending")])
     keys, ids, shards = t.column("key").to_numpy(), t.column("id").to_pylist(), t.column("shard").to_pylist()
-    a, b, sb = [], [], []
+    a, b, sa, sb = [], [], [], []
     bounds = np.flatnonzero(np.diff(keys)) + 1 if len(keys) else np.array([], dtype=np.int64)
     for lo, hi in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [len(keys)]]).tolist()):
         if hi - lo < 2:
             continue
         shard_of = dict(zip(ids[lo:hi], shards[lo:hi]))
         for x, y in edges_from_bucket(ids[lo:hi]):
-            a.append(x), b.append(y), sb.append(shard_of[y])
-    edges = pa.table({"a": pa.array(a, pa.string()), "b": pa.array(b, pa.string()), "shard_b": pa.array(sb, pa.string())})
+            a.append(x), b.append(y), sa.append(shard_of[x]), sb.append(shard_of[y])
+    edges = pa.table({"a": pa.array(a, pa.string()), "b": pa.array(b, pa.string()),
+                      "shard_a": pa.array(sa, pa.string()), "shard_b": pa.array(sb, pa.string())})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(edges, out, compression="zstd")
     return {"path": out, "edges": len(a)}
@@ -117,18 +118,17 @@ def _bucket_edges(files: list[str], root: str, out: str) -> dict:
 
 @ray.remote(num_cpus=1, max_retries=3)
 def _components(edge_files: list[str], exact_drop_files: list[str], out_dir: str, partitions: int) -> dict:
-    tables = [pq.read_table(f, columns=["a", "b", "shard_b"]) for f in edge_files]
-    edges = pa.concat_tables(tables) if tables else pa.table({"a": [], "b": [], "shard_b": []},
-                                                             schema=pa.schema([("a", pa.string()), ("b", pa.string()),
-                                                                               ("shard_b", pa.string())]))
+    cols = ["a", "b", "shard_a", "shard_b"]
+    tables = [pq.read_table(f, columns=cols) for f in edge_files]
+    edges = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in cols})
     exact = set()
     for f in exact_drop_files:
         exact.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    a, b, sb = edges.column("a").to_pylist(), edges.column("b").to_pylist(), edges.column("shard_b").to_pylist()
+    a, b, sa, sb = (edges.column(c).to_pylist() for c in cols)
     # exact duplicates share every bucket with their survivor (see pipelines/stages/minhash.py): drop them
     keep = [i for i in range(len(a)) if a[i] not in exact and b[i] not in exact]
-    a, b, sb = [a[i] for i in keep], [b[i] for i in keep], [sb[i] for i in keep]
-    shard_of = dict(zip(b, sb))
+    a, b = [a[i] for i in keep], [b[i] for i in keep]
+    shard_of = {**dict(zip(a, (sa[i] for i in keep))), **dict(zip(b, (sb[i] for i in keep)))}
     survivor = connected_components(a, b)
     dup = sorted(i for i, s in survivor.items() if i != s)
     sizes = Counter(Counter(survivor.values()).values())
@@ -145,8 +145,8 @@ def _components(edge_files: list[str], exact_drop_files: list[str], out_dir: str
 
 
 def minhash(workdir: Path, results: list[dict], exact_state: dict | None, partitions: int) -> dict:
-    """Every non-smallest member of a band bucket gets an edge from the bucket's smallest id; the shard
-    of every edge's target travels with it (a dropped document is always some edge's target)."""
+    """Every non-smallest member of a band bucket gets an edge from the bucket's smallest id; the shards
+    of both ends travel with the edge, so every dropped id's shard is known to the components task."""
     parts = key_files(results, "minhash")
     exact_files = (exact_state or {}).get("drop_files", [])
     stamps = {"keys": {p: [sha256_file(workdir / f) for f in fs] for p, fs in parts.items()},

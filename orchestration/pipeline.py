@@ -80,7 +80,7 @@ def _source_tasks(cfg: PipelineConfig, files: list[dict]) -> list[dict]:
                 tasks.append({"kind": "hf", "id": f"{f['path']}:{s}", "input": inp, "start": s, "stop": min(n, s + step),
                               "prefix": f"{inp['name']}/{inp['hf_split']}/{s:012d}", "sha256": f"{inp['hf_dataset']}:{n}"})
         else:
-            tasks.append({"kind": "raw", "id": f["path"], "input": inp, "path": f["local"], "relpath": f["relpath"],
+            tasks.append({"kind": "raw", "id": f["path"], "input": inp, "path": f["local"], "relpath": f["path"],
                           "prefix": f["path"], "sha256": f["sha256"]})
     return tasks
 

@@ -52,13 +52,12 @@ class OutputConfig:
 @dataclass
 class RayConfig:
     num_cpus: int | None = None  # local Ray only; default: this machine's CPUs
-    batch_size: int = 256  # documents per map batch
-    read_block_docs: int = 1000  # documents per block out of the readers
+    batch_size: int = 256  # documents per batch through a shard task's stages (its memory: a batch, not a shard)
     shuffle_partitions: int = 8  # key partitions of the dedup steps: memory per task ~ keys / partitions
 
     def validate(self, key: str) -> None:
-        if min(self.batch_size, self.read_block_docs, self.shuffle_partitions) < 1:
-            raise ConfigError(f"{key}: batch_size, read_block_docs and shuffle_partitions must be >= 1")
+        if min(self.batch_size, self.shuffle_partitions) < 1:
+            raise ConfigError(f"{key}: batch_size and shuffle_partitions must be >= 1")
 
 
 @dataclass

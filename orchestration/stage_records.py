@@ -96,8 +96,10 @@ def _figures(stage: str, m: dict, state: dict) -> tuple[dict, dict]:
 
 
 def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path: Path, prev: dict | None,
-               extra_metrics: dict, figs: dict, wall: float) -> str:
+               raw: tuple | None, extra_metrics: dict, figs: dict, wall: float) -> str:
     with tracking.stage_run(stage, params) as run:
+        if raw is not None:
+            tracking.log_raw_input(*raw)
         if prev is not None:
             tracking.log_input_manifest(prev["stage"], prev["manifest"], prev["output_digest"])
         metrics = {
@@ -209,10 +211,9 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
                 manifest = build_manifest(st.name, files, counts, params)
                 path = out_dir / "manifest.json"  # its file paths are relative to the workdir
                 write_manifest(manifest, path)
-                if st.name == "ingest":
-                    tracking.log_raw_input("raw:" + ",".join(i.name for i in cfg.inputs), str(raw_path), raw_digest)
+                raw = ("raw:" + ",".join(i.name for i in cfg.inputs), str(raw_path), raw_digest) if prev is None else None
                 metrics, figs = _figures(st.name, m, state.get(st.name, {}))
-                run_id = _log_stage(st.name, m["params"], m, manifest, path, prev, metrics, figs, run["wall"])
+                run_id = _log_stage(st.name, m["params"], m, manifest, path, prev, raw, metrics, figs, run["wall"])
                 entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
                          "quarantined": m["quarantined"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
                          "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),

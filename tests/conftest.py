@@ -58,3 +58,20 @@ def quality_model(tmp_path_factory, corpora) -> Path:
     positives, negatives = dev_recipe_sources(corpora)
     out = tmp_path_factory.mktemp("quality") / "quality.bin"
     return Path(train_quality_classifier(positives, negatives, out, DEV_RECIPE_TRAIN_CONFIG)["model_path"])
+
+
+def stage_table(stage: dict, kind: str):
+    """All of a stage's `kind` ("kept" or "dropped") documents, from its manifest (paths relative to the
+    workdir, which holds stages/NAME/manifest.json)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest_path = Path(stage["manifest"])
+    workdir = manifest_path.parents[2]
+    files = [workdir / f["path"] for f in json.loads(manifest_path.read_text())["files"] if f["kind"] == kind]
+    if not files:
+        return pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string()),
+                         "metadata": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+    return pa.concat_tables([pq.read_table(f) for f in sorted(files)])

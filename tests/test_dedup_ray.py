@@ -1,4 +1,4 @@
-"""Exact and MinHash dedup as Ray Data stages on real corpora, against in-process references."""
+"""Exact and MinHash dedup on Ray (keys shuffled, drop lists applied per shard) on real corpora, against in-process references."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from conftest import stage_table
 
 from orchestration.pipeline import run_pipeline
 from orchestration.pipeline_config import load_pipeline_config
@@ -26,12 +26,11 @@ def _run(tmp_path: Path, inputs: str, overrides: list[str]) -> dict:
 
 
 def _dropped(stage: dict) -> pa.Table:
-    files = sorted((Path(stage["manifest"]).parent / "dropped").glob("*.parquet"))
-    return pq.read_table(files) if files else pa.table({"id": [], "reason": [], "metadata": [], "text": []})
+    return stage_table(stage, "dropped")
 
 
 def _kept_texts(stage: dict) -> dict[str, str]:
-    table = pq.read_table(sorted((Path(stage["manifest"]).parent / "kept").glob("*.parquet")))
+    table = stage_table(stage, "kept")
     return dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
 
 

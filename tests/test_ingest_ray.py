@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import stage_table
 import zstandard
 
 from orchestration.pipeline import run_pipeline
@@ -44,7 +45,7 @@ def test_ingest_reads_zstd_parquet_hf_and_warc(tmp_path, corpora, ray_local, mlf
     cfg = load_pipeline_config(REPO / "configs" / "quickstart.yaml", [f"inputs={inputs}", *INGEST_ONLY])
     summary = run_pipeline(cfg, tmp_path / "work", echo=lambda *_: None)
     (ingest,) = summary["stages"]
-    kept = pq.read_table(sorted((Path(ingest["manifest"]).parent / "kept").glob("*.parquet")))
+    kept = stage_table(ingest, "kept")
     ids = kept.column("id").to_pylist()
     by_source = {s: sum(1 for x in kept.column("source").to_pylist() if x == s) for s in ("zst", "pq", "hf", "warc")}
     assert by_source == {"zst": 100, "pq": 100, "hf": 50, "warc": 37}

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 import mlflow
-import pyarrow.parquet as pq
 import pytest
+from conftest import stage_table
 
 from orchestration.pipeline import run_pipeline
 from orchestration.pipeline_config import load_pipeline_config
@@ -45,7 +45,7 @@ def chain(tmp_path_factory, corpora, ray_local, quality_model):
 
 
 def _kept(stage: dict):
-    return pq.read_table(sorted((Path(stage["manifest"]).parent / "kept").glob("*.parquet")))
+    return stage_table(stage, "kept")
 
 
 def test_quality_keeps_the_global_top_fraction_and_ray_scores_equal_plain_python(chain, quality_model):
@@ -57,7 +57,7 @@ def test_quality_keeps_the_global_top_fraction_and_ray_scores_equal_plain_python
     ray_scores = [json.loads(m)["quality_score"] for m in kept.column("metadata").to_pylist()]
     plain = QualityScorer(str(quality_model)).score(kept.column("text").to_pylist())
     assert ray_scores == [round(float(s), 6) for s in plain]
-    dropped = pq.read_table(sorted((Path(quality["manifest"]).parent / "dropped").glob("*.parquet")))
+    dropped = stage_table(quality, "dropped")
     assert max(json.loads(m)["quality_score"] for m in dropped.column("metadata").to_pylist()) <= min(ray_scores)
 
 
@@ -86,7 +86,7 @@ def test_mlflow_records_quality_tokenizer_and_tokenize_runs(chain):
     assert runs["tokenizer"].data.tags["tokenmill.tokenizer_sha256"] == summary["tokenizer"]["sha256"]
     assert "tokenizer/tokenizer.model" in {a.path for a in client.list_artifacts(runs["tokenizer"].info.run_id, "tokenizer")}
     tok_run = runs["tokenize"]
-    assert tok_run.data.metrics["tokens"] == summary["tokens"]["tokens"] and tok_run.data.metrics["tokens_per_second"] > 0
+    assert tok_run.data.metrics["tokens"] == summary["tokens"]["tokens"] and tok_run.data.metrics["tokens_per_cpu_second"] > 0
     assert tok_run.data.tags[OUTPUT_DIGEST_TAG] == mlflow_digest(summary["tokens"]["digest"])
     assert "plots/tokens_per_document.png" in {a.path for a in client.list_artifacts(tok_run.info.run_id, "plots")}
     assert "plots/quality_scores.png" in {a.path for a in client.list_artifacts(runs["quality"].info.run_id, "plots")}
