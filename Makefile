@@ -1,9 +1,11 @@
-# make run: set up and run the quickstart; make test: set up and run the tests.
+# make run: set up and run the quickstart; make test: set up and run the tests (what CI runs).
+# make test-fast: the unit tests that start neither Ray nor MLflow (~1 min); make bench: the benchmarks.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokenmill-installed
+BENCH_STAMP := $(VENV)/.tokenmill-bench-installed
 
-.PHONY: install run test clean
+.PHONY: install run test test-fast bench clean
 
 install: $(STAMP)
 
@@ -12,11 +14,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $(STAMP)
 
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
 run: install
 	$(VENV)/bin/tokenmill run configs/quickstart.yaml --workdir work/quickstart
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf work

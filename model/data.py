@@ -2,7 +2,7 @@
 
 - The corpus is the shards' token stream (each document followed by eos, so windows cross document
   boundaries at an eos, as in GPT pretraining). Documents are assigned to train or validation by a hash of
-  (seed, document id): the validation set is held apart by document, independent of sharding.
+  (seed, document key): the validation set is held apart by document, independent of sharding.
 - Each split's stream is cut into windows of seq_len + 1 tokens (input = window[:-1], target = window[1:]),
   stride seq_len. Training windows are visited in a seeded order, a fresh permutation per epoch.
 - The state is one number, the global sample position: the number of windows the whole job has consumed.
@@ -13,18 +13,30 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from fractions import Fraction
 
 import numpy as np
 import torch
+import xxhash
 
 from model.permutation import Permutation
+from pipelines.minhash import splitmix64
+
+
+def document_key(doc_id: str) -> int:
+    """The 64-bit key of a document id (xxh64), recorded in the token shard index as `doc_key`."""
+    return xxhash.xxh64_intdigest(doc_id.encode("utf-8"))
+
+
+def split_keys(doc_keys: np.ndarray, seed: int) -> np.ndarray:
+    """The split key of each document: its doc_key mixed with the seed (vectorized, no string hashing)."""
+    salt = splitmix64(np.array([seed], dtype=np.uint64))[0]
+    return splitmix64(np.asarray(doc_keys, dtype=np.uint64) ^ salt)
 
 
 def document_split_key(doc_id: str, seed: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\0{doc_id}".encode(), digest_size=8).digest(), "little")
+    return int(split_keys(np.array([document_key(doc_id)], dtype=np.uint64), seed)[0])
 
 
 class TokenStream:
@@ -60,16 +72,19 @@ def split_streams(shards, seed: int, val_fraction: float) -> tuple[TokenStream, 
     keys, where = [], []
     for i in range(shards.num_shards):
         idx = shards.index(i)
-        for doc_id, off, n in zip(idx["doc_id"], idx["offset"].tolist(), idx["n_tokens"].tolist()):
-            keys.append(document_split_key(doc_id, seed))
-            where.append((i, off, n + 1))  # with its eos
+        doc_keys = idx.get("doc_key")  # written by tokenize; older shards: hash the ids here
+        if doc_keys is None:
+            doc_keys = np.fromiter((document_key(d) for d in idx["doc_id"]), np.uint64, len(idx["doc_id"]))
+        keys.append(split_keys(doc_keys, seed))
+        where += [(i, off, n + 1) for off, n in zip(idx["offset"].tolist(), idx["n_tokens"].tolist())]  # with eos
+    keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
     # exact decimal arithmetic: 0.07 * 100 is 7.000000000000001 in floating point, whose ceil is 8
     n_val = math.ceil(Fraction(str(val_fraction)) * len(keys))
     if n_val >= len(keys):
         raise ValueError(f"val_fraction {val_fraction} leaves no training documents (of {len(keys)})")
     is_val = np.zeros(len(keys), dtype=bool)
     if n_val:
-        is_val[np.argsort(np.array(keys, dtype=np.uint64), kind="stable")[:n_val]] = True
+        is_val[np.argsort(keys, kind="stable")[:n_val]] = True
     runs: dict[bool, list[list[int]]] = {False: [], True: []}
     for (shard, off, n), v in zip(where, is_val.tolist()):
         r = runs[v]

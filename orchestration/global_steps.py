@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from orchestration.passes import DONE, digest
+from orchestration.passes import DONE, digest, peak_rss_mb
 from pipelines.components import connected_components, edges_from_bucket
 from pipelines.duplicates import survivors_of_group
 from pipelines.stage_files import read_shard, sha256_file
@@ -141,6 +141,7 @@ def _components(edge_files: list[str], exact_drop_files: list[str], out_dir: str
         if sel.num_rows:
             files.append(write_drops(sel, Path(out_dir) / f"drops-p{p:04d}.parquet")["path"])
     return {"drop_files": files, "files": files, "candidate_edges": len(keep), "duplicates": len(dup),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
             "clusters": sum(sizes.values()), "cluster_sizes": {str(k): v for k, v in sorted(sizes.items())}}
 
 

@@ -100,10 +100,14 @@ class PassSpec:
     collect_keys: dict[str, str]
 
 
+VOLATILE = ("peak_rss_mb", "seconds", "skipped")  # in a global step's outcome, but not what it decided
+
+
 def pass_spec(p: Pass, state: dict, workdir: Path, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:
     stage_state = {s.name: state.get(s.name) for s in p.apply}
+    decided = {n: {k: v for k, v in (st or {}).items() if k not in VOLATILE} for n, st in stage_state.items()}
     apply_key = digest({
-        "pass": p.index, "stages": [(s.name, s.params()) for s in p.apply], "state": stage_state,
+        "pass": p.index, "stages": [(s.name, s.params()) for s in p.apply], "state": decided,
         "format": out_cfg.format, "shard_mb": out_cfg.shard_mb if p.index == 0 else None,
         "intermediate": out_cfg.write_intermediate, "last": last_pass,
     })[:16]
@@ -274,7 +278,8 @@ def _files_present(root: Path, shard_results: list[dict]) -> bool:
 
 
 def run_task(spec: PassSpec, task: dict) -> dict:
-    """One task: skipped when its completion record matches, else streamed; returns its shard results."""
+    """One task: skipped when its completion record matches, else streamed; returns its shard results and
+    `done`: "skipped", "collected" (only a changed collect stage ran, over the written documents) or "ran"."""
     root = Path(spec.workdir)
     record_path = _record_path(spec, task)
     record = None
@@ -288,9 +293,9 @@ def run_task(spec: PassSpec, task: dict) -> dict:
             for name in spec.collect_keys:
                 r["collect"][name]["key"] = spec.collect_keys[name]
         record = {"task": task["id"], "input_sha256": task["sha256"], "shards": shards}
-        skipped = False
+        done = "ran"
     else:
-        skipped = True
+        done = "skipped"
         stale = [s for s in spec.collect if any(r["collect"].get(s.name, {}).get("key") != spec.collect_keys[s.name]
                                                 for r in record["shards"])]
         if stale:  # re-collect from the documents this task wrote (nothing upstream runs again)
@@ -304,12 +309,19 @@ def run_task(spec: PassSpec, task: dict) -> dict:
                 for s in stale:
                     got = fresh[0]["collect"][s.name] if fresh else {"keys": {}, "extra": {}, "seconds": 0.0}
                     r["collect"][s.name] = {**got, "key": spec.collect_keys[s.name]}
-            skipped = False
+            done = "collected"
     record_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = record_path.with_name(record_path.name + ".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(record_path)
-    return {**record, "skipped": skipped}
+    return {**record, "done": done, "skipped": done == "skipped", "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This worker process's peak resident memory so far (Ray reuses workers: the peak of any task it ran)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 @ray.remote(num_cpus=1, max_retries=3)

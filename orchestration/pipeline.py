@@ -133,11 +133,14 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
         spec = pass_spec(p, state, workdir, cfg.output, cfg.ray, p is passes[-1])
         t0 = time.perf_counter()
         results = run_pass(spec, tasks, cpus) if tasks else []
-        skipped = sum(r["skipped"] for r in results)
+        skipped = sum(r["done"] == "skipped" for r in results)
+        collected = sum(r["done"] == "collected" for r in results)
         wall = time.perf_counter() - t0
         names = " -> ".join(s.name for s in p.apply)
-        echo(f"tokenmill: pass {p.index} [{names}]: {len(tasks)} tasks ({skipped} already done) in {wall:.1f}s")
-        runs.append({"pass": p, "results": results, "wall": wall, "skipped": skipped, "tasks": len(tasks)})
+        echo(f"tokenmill: pass {p.index} [{names}]: {len(tasks)} tasks ({skipped} already done"
+             + (f", {collected} only re-collected" if collected else "") + f") in {wall:.1f}s")
+        runs.append({"pass": p, "results": results, "wall": wall, "skipped": skipped, "collected": collected,
+                     "tasks": len(tasks), "peak_rss_mb": max((r["peak_rss_mb"] for r in results), default=0.0)})
         for st in p.collect:
             t1 = time.perf_counter()
             out = global_steps.GLOBAL_STEPS[st.name](workdir, results, state, cfg)

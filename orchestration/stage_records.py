@@ -231,7 +231,8 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
             "final_digest": extra.get("tokens", {}).get("digest", final["output_digest"]),
             "seconds": round(total, 2), "stages": stages_out,
             "passes": [{"pass": r["pass"].index, "stages": [s.name for s in r["pass"].apply], "tasks": r["tasks"],
-                        "skipped": r["skipped"], "seconds": round(r["wall"], 2)} for r in runs],
+                        "skipped": r["skipped"], "collected": r["collected"], "seconds": round(r["wall"], 2),
+                        "peak_rss_mb": round(r["peak_rss_mb"], 1)} for r in runs],
             "global_steps": steps, **extra,
         }
         write_summary(summary, workdir / "summary.json")

@@ -125,7 +125,8 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on a uint64 array (wrapping arithmetic): a fast, well-mixed bijection."""
     x = x + _U64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
@@ -137,7 +138,7 @@ def _permutations(cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     Derived from the seed with splitmix64, not an RNG, so they never change with the numpy version."""
     base = _U64((cfg.seed * 0x2545F4914F6CDD1D) & _MASK64)
     counter = base + np.arange(2 * cfg.num_perm, dtype=_U64)
-    mixed = _splitmix64(counter)
+    mixed = splitmix64(counter)
     return mixed[0::2] | _U64(1), mixed[1::2]
 
 

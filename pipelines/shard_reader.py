@@ -112,6 +112,8 @@ class ShardSet:
                     or int(n_tokens.sum()) + len(n_tokens) != meta["tokens"]):
                 raise ShardIntegrityError(f"token shard index {meta['index_path']}: offsets do not match the shard layout")
             self._indexes[i] = {"doc_id": doc_ids, "offset": offsets, "n_tokens": n_tokens}
+            if "doc_key" in table.column_names:  # xxh64 of the id, written by the tokenize stage
+                self._indexes[i]["doc_key"] = table.column("doc_key").to_numpy()
         return self._indexes[i]
 
     def document_ids(self) -> list[str]:

@@ -1,7 +1,7 @@
 """Tokenization throughput per core on Gutenberg books: SentencePiece's own encode loop vs tokenmill's
 Tokenizer.encode_batch (+ write_token_shard), single process, one thread, same model, same books.
 
-    .venv/bin/python tests/benchmarks/bench_tokenize.py [--max-mb 1000] [--vocab 8000] [--repeat 1]
+    .venv/bin/python benchmarks/bench_tokenize.py [--max-mb 1000] [--vocab 8000] [--repeat 1]
 
 MB are UTF-8 megabytes (10**6 bytes) of text in. The time is the best of `repeat` rounds; each round
 runs every method once (after one untimed warm-up run of the SentencePiece loop), so a busy moment on
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipelines.token_shards import write_token_shards  # noqa: E402

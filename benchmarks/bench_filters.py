@@ -2,7 +2,7 @@
 
 Single process, same machine, same data (the 697 Common Crawl docs of dolma_fixtures):
 
-    .venv/bin/python tests/benchmarks/bench_filters.py [--passes 2]
+    .venv/bin/python benchmarks/bench_filters.py [--passes 2]
 
 Pass 1 of a fast run starts with an empty chunk cache ("cold": every distinct whitespace-separated
 chunk is split once); later passes see the same documents again ("warm": all cache hits), an
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datatrove.data import Document  # noqa: E402

@@ -2,7 +2,7 @@
 plain PyTorch loops (no Ray, no FSDP: the same model, micro-batch, optimizer and thread count), run as N
 independent processes at once so that both sides share the cores alike, on token shards of tinyshakespeare.
 
-    .venv/bin/python tests/benchmarks/bench_train.py [--presets tiny gpt2-124m] [--steps 6] [--workers 2]
+    .venv/bin/python benchmarks/bench_train.py [--presets tiny gpt2-124m] [--steps 6] [--workers 2]
 
 Tokens/s per worker is the median over steps 2..N (step 1 includes warm-up); for the Ray job it is read
 from the run's MLflow metrics. The ratio (tokenmill per worker / plain loop) is what FSDP's all-gathers,
@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 

@@ -2,7 +2,7 @@
 MinhashDedupSignature hashing path (get_shingles + get_signature per document, as its run() does),
 single process, same documents, same shingling (word 5-grams) and 14 x 8 hash functions.
 
-    .venv/bin/python tests/benchmarks/bench_minhash.py [--repeat 3]
+    .venv/bin/python benchmarks/bench_minhash.py [--repeat 3]
 
 Docs/s is the best of `repeat` runs over the whole file (warm-up run excluded: datatrove loads spaCy,
 tokenmill fills its code point class table).
@@ -21,7 +21,7 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipelines.minhash import MinHashConfig, signatures  # noqa: E402
