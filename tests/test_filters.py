@@ -243,3 +243,20 @@ def test_nothing_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(c4_filters, "cached_asset_path_or_download", no_download)
     chain = FilterChain(ALL_FILTERS)
     chain.apply("A normal sentence with enough words in it to pass. " * 20, {})
+
+
+def test_cached_spacy_rules_are_spacys_own(tmp_path, monkeypatch):
+    """The on-disk rule cache (which spares workers spaCy's import) holds exactly what spaCy has."""
+    import json
+
+    from pipelines.filters import words
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    words._spacy_rules.cache_clear()
+    fresh = words._spacy_rules("en")  # built from spaCy, written to the cache
+    words._spacy_rules.cache_clear()
+    cached = words._spacy_rules("en")  # read back from the file
+    words._spacy_rules.cache_clear()
+    assert list(tmp_path.glob("tokenmill/spacy-*-rules-en.json"))
+    assert cached == json.loads(json.dumps(words._rules_from_spacy("en"))) == fresh
+    assert cached["specials"]["don't"] == ["do", "n't"] and cached["patterns"]["prefix"]

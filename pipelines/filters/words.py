@@ -33,6 +33,53 @@ _CHUNK_OR_SPACE = re.compile(r"\S+|\s+")
 _MAX_CACHE = 200_000  # memoized chunks per tokenizer (spaCy caps its own cache similarly)
 
 
+def _rules_from_spacy(language: str) -> dict:
+    tok = load_word_tokenizer(language)
+    if not isinstance(tok, SpaCyTokenizer) or tok.config is not None:
+        raise ValueError(f"no plain spaCy tokenizer for {language!r}; use fast_tokenizer_for()")
+    nlp = tok.tokenizer
+    spacy_tok = nlp.tokenizer
+
+    def pattern(method) -> list | None:  # a bound method of a compiled re.Pattern, or None
+        p = getattr(method, "__self__", None)
+        return [p.pattern, p.flags] if p is not None else None
+
+    return {
+        "patterns": {"prefix": pattern(spacy_tok.prefix_search), "suffix": pattern(spacy_tok.suffix_search),
+                     "infix": pattern(spacy_tok.infix_finditer), "token_match": pattern(spacy_tok.token_match),
+                     "url": pattern(spacy_tok.url_match)},
+        "specials": {orth: [piece[65] for piece in pieces]  # 65 == spacy.symbols.ORTH
+                     for orth, pieces in spacy_tok.rules.items()},
+        "punct_chars": sorted(nlp.get_pipe("sentencizer").punct_chars),
+    }
+
+
+@lru_cache(maxsize=8)
+def _spacy_rules(language: str) -> dict:
+    """spaCy's tokenizer rules for `language` as plain data, cached on disk per spaCy version: importing
+    spaCy to read them costs ~3.5 s in every fresh worker process, reading the cache ~20 ms."""
+    import json
+    import os
+    from importlib.metadata import version
+    from pathlib import Path
+
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tokenmill"
+    path = cache_dir / f"spacy-{version('spacy')}-rules-{language}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    rules = _rules_from_spacy(language)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rules, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:  # a read-only home: no cache, same rules
+        pass
+    return rules
+
+
 def _is_punct(token: str) -> bool:
     # spaCy's Token.is_punct: every character is Unicode punctuation (category P*)
     return all(unicodedata.category(c)[0] == "P" for c in token)
@@ -49,23 +96,16 @@ class FastWordTokenizer(WordTokenizer):
 
     # ---- rules, taken from the spaCy pipeline datatrove would use (loaded on first use) ----
     def _load_rules(self) -> None:
-        tok = load_word_tokenizer(self.language)
-        if not isinstance(tok, SpaCyTokenizer) or tok.config is not None:
-            raise ValueError(f"no plain spaCy tokenizer for {self.language!r}; use fast_tokenizer_for()")
-        nlp = tok.tokenizer
-        spacy_tok = nlp.tokenizer
+        rules = _spacy_rules(self.language)
         never: Callable[[str], None] = lambda s: None  # noqa: E731
-        self._prefix_search = spacy_tok.prefix_search or never
-        self._suffix_search = spacy_tok.suffix_search or never
-        self._infix_finditer = spacy_tok.infix_finditer or (lambda s: iter(()))
-        self._token_match = spacy_tok.token_match or never
-        self._url_match = spacy_tok.url_match or never
-        self._specials: dict[str, list[str]] = {
-            orth: [piece[65] for piece in pieces]  # 65 == spacy.symbols.ORTH
-            for orth, pieces in spacy_tok.rules.items()
-        }
-        sentencizer = nlp.get_pipe("sentencizer")
-        self._punct_chars: frozenset[str] = frozenset(sentencizer.punct_chars)
+        compiled = {k: re.compile(*v) if v else None for k, v in rules["patterns"].items()}
+        self._prefix_search = compiled["prefix"].search if compiled["prefix"] else never
+        self._suffix_search = compiled["suffix"].search if compiled["suffix"] else never
+        self._infix_finditer = compiled["infix"].finditer if compiled["infix"] else (lambda s: iter(()))
+        self._token_match = compiled["token_match"].match if compiled["token_match"] else never
+        self._url_match = compiled["url"].match if compiled["url"] else never
+        self._specials: dict[str, list[str]] = rules["specials"]
+        self._punct_chars: frozenset[str] = frozenset(rules["punct_chars"])
         self._has_punct_char = re.compile("|".join(map(re.escape, sorted(self._punct_chars)))).search
         # special cases that spaCy re-merges after affix splitting (its PhraseMatcher pass):
         # key = the tokens the orth string splits into without special cases
