@@ -184,11 +184,12 @@ def main() -> None:
 
                 shutil.rmtree(w)
             r = run_tokenmill(d / "corpus", w, args.vocab, args.sample_docs)
-            rss = max(p.get("peak_rss_mb", 0) for p in r["summary"]["passes"])
+            rss = max(p.get("peak_rss_mb", 0) for p in r["summary"]["passes"])  # shard tasks: batch-bounded
+            gs = r["summary"]["global_steps"]
             scale.append({"x": k, "mb": ci["mb"], "docs": ci["documents"], "wall": r["wall"],
                           "pipeline_seconds": r["summary"]["seconds"], "peak_rss_mb": rss,
                           "peak_rss_by_pass": [p.get("peak_rss_mb") for p in r["summary"]["passes"]],
-                          "components_rss_mb": r["summary"]["global_steps"].get("minhash", {}).get("peak_rss_mb")})
+                          "global_step_rss_mb": {n: v.get("peak_rss_mb") for n, v in gs.items()}})
             print(f"scale {k}x: {ci['mb']} MB in {r['wall']:.1f}s, peak worker RSS {rss:.0f} MB", flush=True)
         results["scaling"] = scale
 
@@ -228,11 +229,14 @@ def table(r: dict) -> str:
             lines.append(f"kept after {k}: tokenmill {a['tokenmill']}, datatrove {a['datatrove']}, both {a['both']}, "
                          f"Jaccard {a['jaccard']:.4f}")
     if "scaling" in r:
-        lines.append(f"\n{'scale':6s} {'MB':>7s} {'wall s':>8s} {'x time':>7s} {'peak RSS/worker MB':>19s} {'x RSS':>6s}")
+        lines.append(f"\n{'scale':6s} {'MB':>7s} {'wall s':>8s} {'x time':>7s} {'shard task RSS MB':>18s} {'x RSS':>6s}"
+                     f"  global steps' peak RSS MB (exact / minhash components / tokenizer)")
         base = r["scaling"][0]
         for s in r["scaling"]:
+            g = s["global_step_rss_mb"]
             lines.append(f"{s['x']:>4d}x  {s['mb']:7.1f} {s['wall']:8.1f} {s['wall'] / base['wall']:7.2f} "
-                         f"{s['peak_rss_mb']:19.0f} {s['peak_rss_mb'] / base['peak_rss_mb']:6.2f}")
+                         f"{s['peak_rss_mb']:18.0f} {s['peak_rss_mb'] / base['peak_rss_mb']:6.2f}  "
+                         f"{g.get('exact_dedup')} / {g.get('minhash')} / {g.get('tokenize')}")
     return "\n".join(lines)
 
 

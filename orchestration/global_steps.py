@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from orchestration.passes import DONE, digest, peak_rss_mb
+from orchestration.passes import DONE, digest, peak_rss_mb, reset_peak_rss
 from pipelines.components import connected_components, edges_from_bucket
 from pipelines.duplicates import survivors_of_group
 from pipelines.stage_files import read_shard, sha256_file
@@ -63,6 +63,7 @@ def _read(files: list[str], root: str, columns: list[str]) -> pa.Table:
 
 @ray.remote(num_cpus=1, max_retries=3)
 def _exact_partition(files: list[str], root: str, out: str) -> dict:
+    reset_peak_rss()
     t = _read(files, root, ["hash", "id", "shard"])
     t = t.sort_by([("hash", "ascending"), ("id", "ascending")])
     hashes, ids, shards = (t.column(c).to_pylist() for c in ("hash", "id", "shard"))
@@ -77,7 +78,7 @@ def _exact_partition(files: list[str], root: str, out: str) -> dict:
     rows = pa.table({"id": [d for d, _ in drops], "survivor": [s for _, s in drops],
                      "shard": [shard_of[d] for d, _ in drops]}, schema=DROP_SCHEMA)
     entry = write_drops(rows, Path(out))
-    return {**entry, "sizes": {str(k): v for k, v in sizes.items()}}
+    return {**entry, "sizes": {str(k): v for k, v in sizes.items()}, "peak_rss_mb": peak_rss_mb()}
 
 
 def exact_dedup(workdir: Path, results: list[dict]) -> dict:
@@ -92,6 +93,7 @@ def exact_dedup(workdir: Path, results: list[dict]) -> dict:
         for o in outs:
             sizes.update({int(k): v for k, v in o["sizes"].items()})
         return {"drop_files": [o["path"] for o in outs], "files": [o["path"] for o in outs],
+                "peak_rss_mb": round(max((o["peak_rss_mb"] for o in outs), default=0.0), 1),
                 "duplicates": sum(o["rows"] for o in outs), "group_sizes": {str(k): v for k, v in sorted(sizes.items())}}
 
     return cached(workdir, "exact_dedup", stamps, run)
@@ -99,6 +101,7 @@ def exact_dedup(workdir: Path, results: list[dict]) -> dict:
 
 @ray.remote(num_cpus=1, max_retries=3)
 def _bucket_edges(files: list[str], root: str, out: str) -> dict:
+    reset_peak_rss()
     t = _read(files, root, ["key", "id", "shard"]).sort_by([("key", "ascending"), ("id", "ascending")])
     keys, ids, shards = t.column("key").to_numpy(), t.column("id").to_pylist(), t.column("shard").to_pylist()
     a, b, sa, sb = [], [], [], []
@@ -113,11 +116,12 @@ def _bucket_edges(files: list[str], root: str, out: str) -> dict:
                       "shard_a": pa.array(sa, pa.string()), "shard_b": pa.array(sb, pa.string())})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(edges, out, compression="zstd")
-    return {"path": out, "edges": len(a)}
+    return {"path": out, "edges": len(a), "peak_rss_mb": peak_rss_mb()}
 
 
 @ray.remote(num_cpus=1, max_retries=3)
 def _components(edge_files: list[str], exact_drop_files: list[str], out_dir: str, partitions: int) -> dict:
+    reset_peak_rss()
     cols = ["a", "b", "shard_a", "shard_b"]
     tables = [pq.read_table(f, columns=cols) for f in edge_files]
     edges = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in cols})
@@ -156,8 +160,9 @@ def minhash(workdir: Path, results: list[dict], exact_state: dict | None, partit
     def run() -> dict:
         out = workdir / "dedup" / "minhash"
         refs = [_bucket_edges.remote(fs, str(workdir), str(out / f"edges-p{p:04d}.parquet")) for p, fs in parts.items()]
-        edge_files = [e["path"] for e in ray.get(refs)]
-        return ray.get(_components.remote(edge_files, exact_files, str(out), partitions))
+        buckets = ray.get(refs)
+        out = ray.get(_components.remote([e["path"] for e in buckets], exact_files, str(out), partitions))
+        return {**out, "buckets_peak_rss_mb": round(max((e["peak_rss_mb"] for e in buckets), default=0.0), 1)}
 
     return cached(workdir, "minhash", stamps, run)
 
@@ -174,6 +179,7 @@ def quality_cutoff(results: list[dict], keep_fraction: float) -> dict:
 @ray.remote(num_cpus=1, max_retries=1)
 def _train_tokenizer(root: str, files: dict[str, list[str]], order: list[str], out_prefix: str,
                      cfg: TokenizerConfig) -> dict:
+    reset_peak_rss()
     by_id: dict[str, str] = {}
     for path, ids in files.items():
         wanted = set(ids)
@@ -181,7 +187,7 @@ def _train_tokenizer(root: str, files: dict[str, list[str]], order: list[str], o
             for i, text in zip(t.column("id").to_pylist(), t.column("text").to_pylist()):
                 if i in wanted:
                     by_id[i] = text
-    return train_tokenizer((by_id[i] for i in order), Path(out_prefix), cfg)
+    return {**train_tokenizer((by_id[i] for i in order), Path(out_prefix), cfg), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def tokenizer(workdir: Path, results: list[dict], cfg) -> dict:

@@ -100,7 +100,7 @@ class PassSpec:
     collect_keys: dict[str, str]
 
 
-VOLATILE = ("peak_rss_mb", "seconds", "skipped")  # in a global step's outcome, but not what it decided
+VOLATILE = ("peak_rss_mb", "buckets_peak_rss_mb", "seconds", "skipped")  # in a global step's outcome, but not what it decided
 
 
 def pass_spec(p: Pass, state: dict, workdir: Path, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:
@@ -280,6 +280,7 @@ def _files_present(root: Path, shard_results: list[dict]) -> bool:
 def run_task(spec: PassSpec, task: dict) -> dict:
     """One task: skipped when its completion record matches, else streamed; returns its shard results and
     `done`: "skipped", "collected" (only a changed collect stage ran, over the written documents) or "ran"."""
+    reset_peak_rss()
     root = Path(spec.workdir)
     record_path = _record_path(spec, task)
     record = None
@@ -317,11 +318,28 @@ def run_task(spec: PassSpec, task: dict) -> dict:
     return {**record, "done": done, "skipped": done == "skipped", "peak_rss_mb": peak_rss_mb()}
 
 
+def reset_peak_rss() -> None:
+    """Start a new resident-memory high-water mark for this process (Linux: clear_refs 5), so a reused
+    Ray worker reports the peak of the task it is running, not of everything it ran before."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mb() -> float:
-    """This worker process's peak resident memory so far (Ray reuses workers: the peak of any task it ran)."""
+    """Peak resident memory of this process since `reset_peak_rss` (or since it started), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @ray.remote(num_cpus=1, max_retries=3)

@@ -144,7 +144,8 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
         for st in p.collect:
             t1 = time.perf_counter()
             out = global_steps.GLOBAL_STEPS[st.name](workdir, results, state, cfg)
-            steps[st.name] = {"skipped": out.pop("skipped", False), "seconds": time.perf_counter() - t1}
+            steps[st.name] = {"skipped": out.pop("skipped", False), "seconds": time.perf_counter() - t1,
+                              "peak_rss_mb": out.get("peak_rss_mb")}
             state[st.name] = out  # part of the next pass's resume key: nothing here may vary between runs
             echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
                  + (" (already done)" if steps[st.name]["skipped"] else ""))
