@@ -89,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "pipeline",
         help="run the corpus pipeline (ingest, extract, filter, exact dedup, MinHash) from a YAML config",
-        description="Run the configured corpus stages on Ray Data. Each stage writes its kept and dropped "
-        "documents as shards with a manifest under WORKDIR/stages/, and is one MLflow child run of the "
-        "pipeline's run. Prints a per-stage summary and writes it to WORKDIR/summary.json.",
+        description="Run the configured corpus stages on Ray, one task per shard, consecutive one-to-one stages "
+        "fused into one pass. Each stage writes its dropped documents and a manifest under WORKDIR/stages/ "
+        "(surviving documents under WORKDIR/docs/) and is one MLflow child run of the pipeline's run. Re-running "
+        "the same command on the same workdir resumes: finished shard tasks are skipped. Prints a per-stage "
+        "summary and writes it to WORKDIR/summary.json.",
         epilog=EPILOG + "\nExample:\n  tokenmill pipeline configs/quickstart.yaml --workdir work/qs "
         "'inputs.0.paths=[\"data/*.jsonl.zst\"]' minhash.bands=20\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,

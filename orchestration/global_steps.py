@@ -204,6 +204,9 @@ def tokenizer(workdir: Path, results: list[dict], cfg) -> dict:
                 docs_file[doc_id] = r["docs_file"]["path"]
     chosen = heapq.nsmallest(cfg.sample_docs, candidates)
     order = [i for _, i in chosen]
+    if not order:
+        raise ValueError("tokenizer: no document survived the stages before it, so there is nothing to train "
+                         "the tokenizer on (see the stage counts above; or give tokenizer.model_path)")
     tok_cfg = TokenizerConfig(vocab_size=cfg.vocab_size, sample_docs=cfg.sample_docs, seed=cfg.seed,
                               character_coverage=cfg.character_coverage)
     files: dict[str, list[str]] = {}

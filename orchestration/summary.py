@@ -1,16 +1,18 @@
-"""The end-of-run summary: per stage docs in, kept, dropped by reason, quarantined, MB, seconds."""
+"""The end-of-run summary: per stage docs in, kept, dropped by reason, quarantined, MB, CPU seconds
+(summed over the stage's shard tasks: stages fused into one pass share its wall time)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+
 def format_table(summary: dict) -> str:
-    head = ["stage", "docs in", "kept", "dropped", "quarantined", "MB text", "seconds", "docs/s"]
+    head = ["stage", "pass", "docs in", "kept", "dropped", "quarantined", "MB text", "CPU s", "docs/CPU s"]
     rows = []
     for s in summary["stages"]:
-        rows.append([s["stage"], str(s["docs_in"]), str(s["kept"]), str(sum(s["dropped"].values())),
-                     str(sum(s["quarantined"].values())), f"{s['mb_text_kept']:.2f}", f"{s['seconds']:.1f}",
+        rows.append([s["stage"], str(s.get("pass", "")), str(s["docs_in"]), str(s["kept"]),
+                     str(sum(s["dropped"].values())), str(sum(s["quarantined"].values())), f"{s['mb_text_kept']:.2f}", f"{s['seconds']:.1f}",
                      f"{s['docs_per_second']:.0f}"])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731

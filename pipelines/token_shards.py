@@ -237,22 +237,41 @@ class TokenShardWriter:
         self._file = None
 
     def add(self, doc_ids: list[str], token_arrays: list[np.ndarray]) -> None:
-        limit = np.iinfo(self.dt).max
-        for doc_id, a in zip(doc_ids, token_arrays):
-            a = np.asarray(a)
-            n = int(a.size) + 1
-            if self._file is not None and self._tokens and self._tokens + n > self.target:
-                self._close_file()
+        """Append documents in order (one numpy copy per batch, not per document)."""
+        arrays = [np.asarray(a) for a in token_arrays]
+        sizes = np.fromiter((a.size + 1 for a in arrays), np.int64, len(arrays))  # with the eos
+        i = 0
+        while i < len(arrays):
             if self._file is None:
                 self._open()
-            if a.size and a.dtype != self.dt and (int(a.min()) < 0 or int(a.max()) > limit):
-                raise ValueError(f"document {doc_id!r}: token id out of range for {self.dt.name}")
-            data = a.astype(self.dt, copy=False).tobytes() + self.eos.tobytes()
-            self._file.write(data)
-            self._sha.update(data)
-            self._ids.append(doc_id)
-            self._n.append(n - 1)
-            self._tokens += n
+            fit = int(np.searchsorted(np.cumsum(sizes[i:]), self.target - self._tokens, side="right"))
+            if fit == 0 and self._tokens:  # the next document would take this file over the target
+                self._close_file()
+                continue
+            j = i + max(fit, 1)  # a document longer than the target gets a file of its own
+            self._write(doc_ids[i:j], arrays[i:j], sizes[i:j])
+            i = j
+            if i < len(arrays):
+                self._close_file()
+
+    def _write(self, doc_ids: list[str], arrays: list[np.ndarray], sizes: np.ndarray) -> None:
+        flat = np.empty(int(sizes.sum()), dtype=self.dt)
+        is_eos = np.zeros(flat.size, dtype=bool)
+        is_eos[np.cumsum(sizes) - 1] = True
+        tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=self.dt)
+        if tokens.size and (tokens.ndim != 1 or tokens.dtype.kind not in "iu"):
+            raise ValueError(f"documents {doc_ids[0]!r}..: tokens must be 1-D integer arrays, got {tokens.dtype}")
+        if tokens.size and tokens.dtype != self.dt and (int(tokens.min()) < 0 or int(tokens.max()) > np.iinfo(self.dt).max):
+            bad = next(d for d, a in zip(doc_ids, arrays) if a.size and (a.min() < 0 or a.max() > np.iinfo(self.dt).max))
+            raise ValueError(f"document {bad!r}: token id out of range for {self.dt.name}")
+        flat[~is_eos] = tokens
+        flat[is_eos] = self.eos[0]
+        data = flat.tobytes()
+        self._file.write(data)
+        self._sha.update(data)
+        self._ids.extend(doc_ids)
+        self._n.extend((sizes - 1).tolist())
+        self._tokens += int(flat.size)
 
     def close(self) -> list[dict]:
         if self._file is not None:

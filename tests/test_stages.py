@@ -115,6 +115,7 @@ def test_token_shard_writer_cuts_like_plan_shards_and_reads_back(tmp_path):
     rng = np.random.default_rng(0)
     ids = [f"d#{i:04d}" for i in range(200)]
     arrays = [rng.integers(0, 1000, size=int(n)).astype(np.uint16) for n in rng.integers(0, 400, size=200)]
+    arrays[50] = rng.integers(0, 1000, size=7000)  # int64, longer than a file: a file of its own
     w = TokenShardWriter(tmp_path, "s/00000", 5000, eos_id=1, dtype="uint16")
     for i in range(0, 200, 13):
         w.add(ids[i:i + 13], arrays[i:i + 13])
@@ -128,6 +129,9 @@ def test_token_shard_writer_cuts_like_plan_shards_and_reads_back(tmp_path):
         assert shards.document(doc_id).tolist() == a.tolist()
     idx = pq.read_table(tmp_path / entries[0]["index_path"])
     assert idx.column("doc_key").type == pa.uint64()
+    assert 7001 in [e["tokens"] for e in entries]
+    with pytest.raises(ValueError, match="'bad': token id out of range"):
+        TokenShardWriter(tmp_path / "x", "s", 100, eos_id=1, dtype="uint16").add(["ok", "bad"], [np.arange(3), np.array([70000])])
 
 
 @pytest.mark.parametrize("mode", ["none", "whitespace", "lower"])

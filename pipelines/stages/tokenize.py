@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.stages.base import ShardContext, Stage
 from pipelines.token_shards import TokenShardWriter
@@ -69,7 +70,7 @@ class TokenizeStage(Stage):
         n = np.fromiter((a.size + 1 for a in arrays), np.int64, len(arrays))
         self._hist += np.bincount(np.searchsorted(TOKENS_PER_DOC_BINS, n, side="right") - 1,
                                   minlength=len(TOKENS_PER_DOC_BINS))
-        self._text_bytes += sum(len(t.encode("utf-8")) for t in texts)
+        self._text_bytes += int(pc.sum(pc.binary_length(batch.column("text"))).as_py() or 0)
         return batch
 
     def close_shard(self, ctx: ShardContext) -> dict:
