@@ -176,6 +176,22 @@ def quality_cutoff(results: list[dict], keep_fraction: float) -> dict:
     return {"cutoff": cutoff_from_histogram(hist, keep_fraction), "hist": hist.reshape(64, -1).sum(axis=1).tolist()}
 
 
+@ray.remote(num_cpus=1, max_retries=3)
+def _sample(files: list[str], root: str, n: int) -> list[tuple[int, str, str]]:
+    """The n smallest (sample key, id, shard) over every shard's candidates (each shard's n smallest: the
+    global n smallest are among them), reading one file at a time: memory is n rows."""
+    heap: list[tuple[int, str, str]] = []  # negated keys: a max-heap of the n smallest
+    for f in files:
+        t = pq.read_table(Path(root) / f, columns=["key", "id", "shard"])
+        for k, i, s in zip(t.column("key").to_pylist(), t.column("id").to_pylist(), t.column("shard").to_pylist()):
+            item = (-k, i, s)
+            if len(heap) < n:
+                heapq.heappush(heap, item)
+            elif item > heap[0]:
+                heapq.heapreplace(heap, item)
+    return sorted((-k, i, s) for k, i, s in heap)
+
+
 @ray.remote(num_cpus=1, max_retries=1)
 def _train_tokenizer(root: str, files: dict[str, list[str]], order: list[str], out_prefix: str,
                      cfg: TokenizerConfig) -> dict:
@@ -196,27 +212,23 @@ def tokenizer(workdir: Path, results: list[dict], cfg) -> dict:
         tok = Tokenizer(cfg.model_path)
         return {"model_path": str(Path(cfg.model_path).resolve()), "sha256": tok.sha256, "vocab_size": tok.vocab_size,
                 "trained": False, "sample_docs": 0}
-    candidates, docs_file = [], {}
-    for task in results:
-        for r in task["shards"]:
-            for key, doc_id in r["collect"].get("tokenize", {}).get("extra", {}).get("sample", []):
-                candidates.append((key, doc_id))
-                docs_file[doc_id] = r["docs_file"]["path"]
-    chosen = heapq.nsmallest(cfg.sample_docs, candidates)
-    order = [i for _, i in chosen]
+    docs_file = {r["shard"]: r["docs_file"]["path"] for task in results for r in task["shards"] if r["docs_file"]}
+    files = [f for fs in key_files(results, "tokenize").values() for f in fs]
+    chosen = ray.get(_sample.remote(files, str(workdir), cfg.sample_docs))
+    order = [i for _, i, _ in chosen]
     if not order:
         raise ValueError("tokenizer: no document survived the stages before it, so there is nothing to train "
                          "the tokenizer on (see the stage counts above; or give tokenizer.model_path)")
     tok_cfg = TokenizerConfig(vocab_size=cfg.vocab_size, sample_docs=cfg.sample_docs, seed=cfg.seed,
                               character_coverage=cfg.character_coverage)
-    files: dict[str, list[str]] = {}
-    for i in order:
-        files.setdefault(docs_file[i], []).append(i)
+    by_file: dict[str, list[str]] = {}
+    for _, i, shard in chosen:
+        by_file.setdefault(docs_file[shard], []).append(i)
     stamps = {"cfg": tok_cfg.__dict__, "sample": digest(order),
-              "files": {f: sha256_file(workdir / f) for f in sorted(files)}}
+              "files": {f: sha256_file(workdir / f) for f in sorted(by_file)}}
 
     def run() -> dict:
-        info = ray.get(_train_tokenizer.remote(str(workdir), files, order, str(workdir / "tokenizer" / "tokenizer"),
+        info = ray.get(_train_tokenizer.remote(str(workdir), by_file, order, str(workdir / "tokenizer" / "tokenizer"),
                                                tok_cfg))
         return {**info, "files": [info["model_path"]], "trained": True, "sample_docs": len(order)}
 

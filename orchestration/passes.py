@@ -16,7 +16,7 @@ are still there. Collect results are keyed separately (by the collecting stage's
 changing, say, MinHash's bands re-collects MinHash keys from the written documents without re-running
 ingest, extraction and filtering.
 
-Tasks are plain Ray tasks (num_cpus=1, retried on worker death), at most 2 per cluster CPU in flight:
+Tasks are plain Ray tasks (num_cpus=1, retried on worker death), max(64, 2 per cluster CPU) queued:
 on 2 cores a Ray Data actor pool over the same shard list cost 4-6.5 s for 1.6 s of work and never
 grew past one actor, while tasks reuse warm worker processes (stage models load once per process).
 """
@@ -222,7 +222,11 @@ def _process(spec: PassSpec, task: dict, apply: list[Stage], collect: list[Stage
             r["extra"] = st.close_shard(ctx)
             out["stages"][st.name] = r
         for st in collect:
-            out["collect"][st.name] = {"keys": w["keys"][st.name].close(), "extra": st.close_shard(ctx),
+            extra = st.close_shard(ctx)
+            rows = extra.pop("keys", None)
+            if rows is not None and rows.num_rows:
+                w["keys"][st.name].write(rows)
+            out["collect"][st.name] = {"keys": w["keys"][st.name].close(), "extra": extra,
                                        "seconds": cur["collect_seconds"][st.name]}
         out["docs_file"] = w["docs"].close(root) if w["docs"] is not None else None
         return out
@@ -348,9 +352,10 @@ def _run_task_remote(spec: PassSpec, task: dict) -> dict:
 
 
 def run_pass(spec: PassSpec, tasks: list[dict], cpus: float) -> list[dict]:
-    """Every task of a pass on the cluster, at most 2 per CPU in flight; results in task order."""
+    """Every task of a pass on the cluster; results in task order. At most max(64, 2 per CPU) are queued
+    at a time: enough for an autoscaler to see the demand, not 100k task specs in the driver at once."""
     spec_ref = ray.put(spec)
-    limit = max(2, int(2 * cpus))
+    limit = max(64, int(2 * cpus))
     pending: dict = {}
     results: list[dict | None] = [None] * len(tasks)
     it = iter(enumerate(tasks))

@@ -223,3 +223,27 @@ def test_drop_lists_are_applied_per_shard(tmp_path, corpora):
     other = ShardContext("t/00000", ctx.state)
     stage.open_shard(other)
     assert stage.apply(out, other).column(REASON).to_pylist() == reasons  # another shard's list: no change
+
+
+def test_filter_stage_runs_the_chain_then_masks_pii_on_kept_documents_only(corpora):
+    from pipelines.filters import FilterChain
+    from pipelines.pii import mask_pii
+
+    cfg = _cfg("filter.c4.filter_no_terminal_punct=false")
+    stage = next(s for s in build(cfg) if s.name == "filter")
+    table = _crawl_table(corpora, 200)
+    table = table.filter(pa.compute.equal(table.column(REASON), ""))
+    ctx = ShardContext("crawl/x/00000")
+    stage.open_shard(ctx)
+    out = stage.apply(table, ctx)
+    chain = FilterChain({k: getattr(cfg.filter, k) for k in ("word_splitter", "gopher_quality", "gopher_repetition",
+                                                             "c4", "fineweb")})
+    for text, got_text, reason, meta in zip(table.column("text").to_pylist(), out.column("text").to_pylist(),
+                                            out.column(REASON).to_pylist(), out.column("metadata").to_pylist()):
+        want_text, want_reason = chain.apply(text, {})
+        assert reason == want_reason
+        if reason:
+            assert "pii_masked" not in json.loads(meta)
+        else:
+            assert got_text == mask_pii(want_text, emails=True, ips=True)[0]
+    assert 0 < out.column(REASON).to_pylist().count("") < table.num_rows

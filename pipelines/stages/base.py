@@ -62,7 +62,8 @@ class Stage:
         return {}
 
     def close_shard(self, ctx: ShardContext) -> dict:
-        """Called after the last batch of a shard: small per-shard results (histograms, samples)."""
+        """Called after the last batch of a shard: small per-shard results (histograms, counts); a "keys"
+        table in it is written with the rows collect() returned (a shard's sample candidates)."""
         return {}
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.stages.base import ShardContext, Stage
+from pipelines.stages.dedup_common import PART_COL
 from pipelines.token_shards import TokenShardWriter
 from pipelines.tokenizer import Tokenizer, sample_key
 
@@ -75,8 +76,12 @@ class TokenizeStage(Stage):
 
     def close_shard(self, ctx: ShardContext) -> dict:
         out = {}
-        if self._heap:
-            out["sample"] = sorted((-k, i) for k, i in self._heap)
+        if self._heap:  # written as a key file (not returned): 100k shards x sample_docs would not fit a driver
+            pairs = sorted((-k, i) for k, i in self._heap)
+            out["keys"] = pa.table({"key": pa.array([k for k, _ in pairs], pa.uint64()),
+                                    "id": pa.array([i for _, i in pairs], pa.string()),
+                                    "shard": pa.array([ctx.shard] * len(pairs), pa.string()),
+                                    PART_COL: pa.array(np.zeros(len(pairs), dtype=np.int64))})
         if self._writer is not None:
             out.update(token_files=self._writer.close(), tokens_per_doc_hist=self._hist.tolist(),
                        text_bytes=self._text_bytes)
