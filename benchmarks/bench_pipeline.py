@@ -123,7 +123,14 @@ def main() -> None:
     ap.add_argument("--sample-docs", type=int, default=4000)
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--skip-scaling", action="store_true")
+    ap.add_argument("--scaling-only", action="store_true", help="redo only the scaling run, keep the rest of results.json")
     args = ap.parse_args()
+    if args.scaling_only:
+        results = json.loads((REPO / "work" / "bench" / "results.json").read_text())
+        results["scaling"] = scaling(REPO / "work" / "bench", args)
+        (REPO / "work" / "bench" / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        print(table(results))
+        return
     cores = os.cpu_count() or 1
     root = REPO / "work" / "bench"
     root.mkdir(parents=True, exist_ok=True)
@@ -173,30 +180,34 @@ def main() -> None:
         print(f"datatrove: {dt_wall:.1f}s", flush=True)
 
     if not args.skip_scaling:
-        scale = []
-        for k in (1, 4, 16):
-            mb = args.scale_mb * k
-            d = root / f"scale-{k}x"
-            ci = corpus.build(d / "corpus", mb, files=16)
-            w = d / "tokenmill"
-            if w.exists():
-                import shutil
-
-                shutil.rmtree(w)
-            r = run_tokenmill(d / "corpus", w, args.vocab, args.sample_docs)
-            rss = max(p.get("peak_rss_mb", 0) for p in r["summary"]["passes"])  # shard tasks: batch-bounded
-            gs = r["summary"]["global_steps"]
-            scale.append({"x": k, "mb": ci["mb"], "docs": ci["documents"], "wall": r["wall"],
-                          "pipeline_seconds": r["summary"]["seconds"], "peak_rss_mb": rss,
-                          "peak_rss_by_pass": [p.get("peak_rss_mb") for p in r["summary"]["passes"]],
-                          "global_step_rss_mb": {n: v.get("peak_rss_mb") for n, v in gs.items()}})
-            print(f"scale {k}x: {ci['mb']} MB in {r['wall']:.1f}s, peak worker RSS {rss:.0f} MB", flush=True)
-        results["scaling"] = scale
+        results["scaling"] = scaling(root, args)
 
     out = root / "results.json"
     out.write_text(json.dumps(results, indent=1, default=str))
     print(table(results))
     print(f"\nwrote {out}")
+
+
+def scaling(root: Path, args) -> list[dict]:
+    scale = []
+    for k in (1, 4, 16):
+        mb = args.scale_mb * k
+        d = root / f"scale-{k}x"
+        ci = corpus.build(d / "corpus", mb, files=16)
+        w = d / "tokenmill"
+        if w.exists():
+            import shutil
+
+            shutil.rmtree(w)
+        r = run_tokenmill(d / "corpus", w, args.vocab, args.sample_docs)
+        rss = max(p.get("peak_rss_mb", 0) for p in r["summary"]["passes"])  # shard tasks
+        gs = r["summary"]["global_steps"]
+        scale.append({"x": k, "mb": ci["mb"], "docs": ci["documents"], "wall": r["wall"],
+                      "pipeline_seconds": r["summary"]["seconds"], "peak_rss_mb": rss,
+                      "peak_rss_by_pass": [p.get("peak_rss_mb") for p in r["summary"]["passes"]],
+                      "global_step_rss_mb": {n: v.get("peak_rss_mb") for n, v in gs.items()}})
+        print(f"scale {k}x: {ci['mb']} MB in {r['wall']:.1f}s, peak worker RSS {rss:.0f} MB", flush=True)
+    return scale
 
 
 def table(r: dict) -> str:
