@@ -128,7 +128,7 @@ def main() -> None:
     if args.scaling_only:
         results = json.loads((REPO / "work" / "bench" / "results.json").read_text())
         results["scaling"] = scaling(REPO / "work" / "bench", args)
-        (REPO / "work" / "bench" / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (REPO / "work" / "bench" / "results.json").write_text(_dump(results))
         print(table(results))
         return
     cores = os.cpu_count() or 1
@@ -183,9 +183,14 @@ def main() -> None:
         results["scaling"] = scaling(root, args)
 
     out = root / "results.json"
-    out.write_text(json.dumps(results, indent=1, default=str))
+    out.write_text(_dump(results))
     print(table(results))
     print(f"\nwrote {out}")
+
+
+def _dump(results: dict) -> str:
+    """JSON with paths relative to the repository (a results file names no machine's folders)."""
+    return json.dumps(results, indent=1, default=str).replace(str(REPO) + "/", "")
 
 
 def scaling(root: Path, args) -> list[dict]:

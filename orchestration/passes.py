@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipelines.records import REASON, RECORD_COLUMNS, RECORD_SCHEMA, is_quarantined
+from pipelines.records import REASON, RECORD_SCHEMA, is_quarantined
 from pipelines.stage_files import DROPPED_SCHEMA, FORMATS, LENGTH_BINS, RecordWriter, length_histogram, read_shard
 from pipelines.stages import ShardContext, Stage
 from pipelines.stages.dedup_common import PART_COL

@@ -28,7 +28,3 @@ def mark_duplicates(docs: pa.Table, dups: pa.Table, reason: str) -> pa.Table:
             metas[i], reasons[i] = dump_metadata(meta), reason
     docs = docs.set_column(docs.schema.get_field_index("metadata"), "metadata", pa.array(metas, pa.string()))
     return docs.set_column(docs.schema.get_field_index(REASON), REASON, pa.array(reasons, pa.string()))
-
-
-def with_empty_reason(batch: pa.Table) -> pa.Table:
-    return batch.append_column(REASON, pa.array([""] * batch.num_rows, pa.string()))

@@ -57,10 +57,6 @@ def load_manifest(path: Path) -> dict:
     return manifest
 
 
-def kept_files(manifest: dict, root: Path) -> list[Path]:
-    return [Path(root) / f["path"] for f in manifest["files"] if f["kind"] == "kept"]
-
-
 def verify_files(manifest: dict, root: Path) -> None:
     """Raise naming the first file whose sha256 does not match the manifest."""
     for f in manifest["files"]:

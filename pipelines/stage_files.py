@@ -1,8 +1,7 @@
 """Writing and reading a stage's output shards (parquet with zstd, or jsonl.zst), deterministically.
 
-A stage's output is partitioned by a hash of the document id into a fixed number of shards, and each
-shard is sorted by id, so the bytes written depend only on the documents, never on how many workers
-or blocks produced them.
+A shard keeps its documents in file order and `RecordWriter` writes fixed row groups, so the bytes
+written depend only on the documents, never on how many workers or batches produced them.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -18,19 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import xxhash
 import zstandard
 
-from pipelines.records import REASON, RECORD_COLUMNS, RECORD_SCHEMA, is_quarantined
+from pipelines.records import RECORD_SCHEMA
 
 DROPPED_SCHEMA = RECORD_SCHEMA.append(pa.field("reason", pa.string()))
 FORMATS = {"parquet": ".parquet", "jsonl.zst": ".jsonl.zst"}
 # Character-length histogram bins (powers of two), shared by every stage so plots compare.
 LENGTH_BINS = np.array([0] + [2**k for k in range(4, 25)], dtype=np.int64)
-
-
-def shard_of(ids: list[str], shards: int) -> np.ndarray:
-    return np.fromiter((xxhash.xxh64_intdigest(i.encode("utf-8")) % shards for i in ids), dtype=np.int64, count=len(ids))
 
 
 def sha256_file(path: Path) -> str:
@@ -39,66 +32,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_table(table: pa.Table, path: Path, fmt: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        pq.write_table(table, tmp, compression="zstd")
-    elif fmt == "jsonl.zst":
-        buf = io.StringIO()
-        for row in table.to_pylist():
-            buf.write(json.dumps(row, ensure_ascii=False, sort_keys=True))
-            buf.write("\n")
-        tmp.write_bytes(zstandard.ZstdCompressor(level=3).compress(buf.getvalue().encode("utf-8")))
-    else:
-        raise ValueError(f"unknown output format {fmt!r}")
-    tmp.replace(path)  # a crashed writer never leaves a half file under the final name
-
-
-def shard_name(kind: str, shard: int, shards: int, fmt: str) -> str:
-    return f"{kind}/part-{shard:05d}-of-{shards:05d}{FORMATS[fmt]}"
-
-
-def write_shard(table: pa.Table, out_dir: Path, shard: int, shards: int, fmt: str) -> dict:
-    """Write one shard's kept and dropped/quarantined documents; return file entries and stats.
-
-    `table` holds the record columns plus REASON. Rows are sorted by id first.
-    """
-    table = table.sort_by("id")
-    reasons = table.column(REASON)
-    kept_mask = pc.equal(reasons, "")
-    kept = table.filter(kept_mask).select(list(RECORD_COLUMNS)).cast(RECORD_SCHEMA)
-    dropped = table.filter(pc.invert(kept_mask))
-    dropped = dropped.select([*RECORD_COLUMNS, REASON]).rename_columns([*RECORD_COLUMNS, "reason"])
-    dropped = dropped.cast(DROPPED_SCHEMA)
-
-    files = []
-    for kind, part in (("kept", kept), ("dropped", dropped)):
-        if part.num_rows == 0:
-            continue
-        rel = shard_name(kind, shard, shards, fmt)
-        _write_table(part, out_dir / rel, fmt)
-        files.append(
-            {
-                "path": rel,
-                "kind": kind,
-                "docs": part.num_rows,
-                "bytes": (out_dir / rel).stat().st_size,
-                "sha256": sha256_file(out_dir / rel),
-            }
-        )
-    counts = Counter(dropped.column("reason").to_pylist())
-    return {
-        "files": files,
-        "kept": kept.num_rows,
-        "dropped": {r: n for r, n in counts.items() if not is_quarantined(r)},
-        "quarantined": {r: n for r, n in counts.items() if is_quarantined(r)},
-        "text_bytes_kept": int(pc.sum(pc.binary_length(kept.column("text"))).as_py() or 0),
-        "length_hist_kept": length_histogram(kept.column("text")),
-        "length_hist_dropped": length_histogram(dropped.column("text")),
-    }
 
 
 def length_histogram(texts: pa.ChunkedArray) -> list[int]:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import mlflow
-import pyarrow.parquet as pq
 import pytest
 from conftest import stage_table
 
