@@ -55,10 +55,6 @@ class Pass:
     def sink(self) -> bool:
         return any(s.sink for s in self.apply)
 
-    @property
-    def last(self) -> str:
-        return self.apply[-1].name
-
 
 def plan_passes(stages: list[Stage]) -> list[Pass]:
     passes = [Pass(0)]

@@ -48,10 +48,8 @@ class DropListStage:
     reason: str
 
     def open_shard(self, ctx) -> None:
-        self._drops = load_drops(ctx.state.get(self.name, {}).get("drop_files", []), ctx.shard)
+        drops = load_drops(ctx.state.get(self.name, {}).get("drop_files", []), ctx.shard)
+        self._dups = pa.table({"id": list(drops), "value": list(drops.values())}) if drops else None
 
     def apply(self, batch: pa.Table, ctx) -> pa.Table:
-        if not self._drops:
-            return batch
-        dups = pa.table({"id": list(self._drops), "value": list(self._drops.values())})
-        return mark_duplicates(batch, dups, self.reason)
+        return batch if self._dups is None else mark_duplicates(batch, self._dups, self.reason)
