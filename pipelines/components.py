@@ -74,3 +74,99 @@ def connected_components(a: Sequence[str], b: Sequence[str]) -> dict[str, str]:
 def cluster_sizes(mapping: dict[str, str]) -> list[int]:
     """Sizes of the clusters of an id -> survivor mapping, largest first."""
     return sorted(Counter(mapping.values()).values(), reverse=True)
+
+
+# ------------------------------------------------------------------ distributed: integer keys, per partition
+#
+# The cluster-wide version works on int64 document keys (see `doc_keys`) in rounds of alternating
+# large-star and small-star (Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014).
+# Each function below is one partition's share of one round: rows (u, v) arrive grouped by u (every row
+# whose u falls in the partition), and the output rows are re-partitioned for the next round by the
+# caller. Both steps only ever replace an edge by one to a smaller node of the same component, so:
+# - components never change, and the labels only decrease;
+# - at the fixed point (neither step changes anything) every component is a star around its smallest
+#   key, which is the survivor: the result depends on the keys only, never on partitions, workers,
+#   arrival order or the number of rounds.
+# Rounds are O(log n) in practice (a path of n nodes: each large-star halves it), O(log^2 n) proven.
+
+EDGE = np.int64  # (u, v) rows: an (n, 2) array of this dtype
+
+
+def _grouped(e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct rows sorted by (u, v); the start of each u's group; each row's group index."""
+    if len(e) == 0:
+        return e.reshape(0, 2), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    e = e[np.lexsort((e[:, 1], e[:, 0]))]
+    new = np.r_[True, (e[1:, 0] != e[:-1, 0]) | (e[1:, 1] != e[:-1, 1])]
+    e = e[new]
+    first = np.r_[True, e[1:, 0] != e[:-1, 0]]
+    return e, np.flatnonzero(first), np.cumsum(first) - 1
+
+
+def large_star(e: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows (u, v) hold both directions of every edge at u. For each u with m = min(u, neighbours):
+    every neighbour v > u is re-attached to m. Returns rows (v, m), v > m, and how many nodes changed
+    (had a larger neighbour and a smaller one)."""
+    e, starts, group = _grouped(e)
+    if len(e) == 0:
+        return e, 0
+    u, v = e[:, 0], e[:, 1]
+    m = np.minimum(u[starts], v[starts])[group]  # v is sorted within u: v[start] is the smallest
+    up = v > u
+    changed = np.unique(group[up & (m < u)]).size
+    return np.stack([v[up], m[up]], axis=1), int(changed)
+
+
+def small_star(e: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows (u, v), v < u, at u. With m the smallest such v: u and every v != m are attached to m.
+    Returns rows (x, m), x > m, and how many nodes changed (had more than one smaller neighbour)."""
+    e, starts, group = _grouped(e)
+    if len(e) == 0:
+        return e, 0
+    u, v = e[:, 0], e[:, 1]
+    m = v[starts]
+    rest = v != m[group]
+    out = np.concatenate([np.stack([u[starts], m], axis=1), np.stack([v[rest], m[group][rest]], axis=1)])
+    return out, int((np.diff(np.r_[starts, len(e)]) > 1).sum())
+
+
+def partition_of_keys(keys: np.ndarray, partitions: int) -> np.ndarray:
+    """Partition of int64 document keys: mixed first (keys are structured: run, shard, row)."""
+    from pipelines.minhash import splitmix64
+
+    return (splitmix64(keys.astype(np.uint64)) % np.uint64(partitions)).astype(np.int64)
+
+
+def split_rows(e: np.ndarray, by: np.ndarray, partitions: int) -> list[np.ndarray]:
+    """The rows of e for each partition of the key column `by` (the caller's routing for the next step)."""
+    part = partition_of_keys(by, partitions)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    e = e[order]
+    return [np.ascontiguousarray(e[bounds[p]:bounds[p + 1]]) for p in range(partitions)]
+
+
+def both_directions(e: np.ndarray) -> np.ndarray:
+    return np.concatenate([e, e[:, ::-1]])
+
+
+def bucket_edges(band: np.ndarray, doc: np.ndarray, fingerprint: np.ndarray | None = None) -> np.ndarray:
+    """Star edges (doc, smallest doc of its bucket) for every band bucket of 2+ documents.
+
+    With `fingerprint` (the exact-dedup hash of each row's document), rows of one bucket with equal
+    fingerprints collapse to their smallest doc first: exact duplicates share every bucket with the
+    document that survives exact dedup, so dropping their rows here removes them exactly as if they
+    had never been there (and no cluster-wide set of exact duplicates is needed)."""
+    if len(band) == 0:
+        return np.zeros((0, 2), EDGE)
+    fp = np.zeros(len(band), np.uint64) if fingerprint is None else fingerprint
+    order = np.lexsort((doc, fp, band)) if fingerprint is not None else np.lexsort((doc, band))
+    band, fp, doc = band[order], fp[order], doc[order]
+    keep = np.r_[True, (band[1:] != band[:-1]) | (fp[1:] != fp[:-1])] if fingerprint is not None else \
+        np.r_[True, (band[1:] != band[:-1]) | (doc[1:] != doc[:-1])]
+    band, doc = band[keep], doc[keep]
+    first = np.r_[True, band[1:] != band[:-1]]
+    starts = np.flatnonzero(first)
+    smallest = np.minimum.reduceat(doc, starts)[np.cumsum(first) - 1]
+    other = doc != smallest
+    return np.stack([doc[other], smallest[other]], axis=1).astype(EDGE)
