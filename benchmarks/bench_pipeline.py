@@ -55,10 +55,12 @@ def tokenmill_config(corpus_dir: Path, vocab: int, sample_docs: int) -> dict:
     }
 
 
-def run_tokenmill(corpus_dir: Path, work: Path, vocab: int, sample_docs: int) -> dict:
+def run_tokenmill(corpus_dir: Path, work: Path, vocab: int, sample_docs: int, config_path: Path | None = None) -> dict:
+    """The CLI on the bench config (or on config_path), in a fresh process with its own local Ray."""
     work.mkdir(parents=True, exist_ok=True)
-    cfg_path = work.parent / f"{work.name}.yaml"
-    cfg_path.write_text(yaml.safe_dump(tokenmill_config(corpus_dir, vocab, sample_docs)))
+    cfg_path = config_path or work.parent / f"{work.name}.yaml"
+    if config_path is None:
+        cfg_path.write_text(yaml.safe_dump(tokenmill_config(corpus_dir, vocab, sample_docs)))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work.parent / (work.name + '.mlflow.db')}"}
     env.pop("RAY_ADDRESS", None)
     t0 = time.perf_counter()

@@ -331,6 +331,47 @@ def run_datatrove(input_dir: str, workdir: str, workers: int, filter_cfg: dict, 
     }
 
 
+# ------------------------------------------------------------------ MinHash alone
+def run_datatrove_minhash(input_dir: str, workdir: str, workers: int, minhash: dict) -> dict:
+    """datatrove's 4-stage MinHash dedup on raw *.jsonl.gz ({"id", "text"}), as its README runs it:
+    signatures (one task per file) -> buckets (one task per band) -> cluster (one task) -> filter, writing
+    the kept documents and, with their cluster ids (save_cluster_id / load_cluster_ids), the removed ones.
+    Returns per-step seconds and {id: cluster id} of the kept and of the removed documents (-1: no cluster)."""
+    from datatrove.pipeline.dedup import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
+
+    wd = Path(workdir)
+    d = {k: str(wd / k) for k in ("sigs", "buckets", "remove", "kept", "removed", "logs")}
+    cfg = MinhashConfig(n_grams=int(minhash.get("ngram", 5)), num_buckets=int(minhash.get("bands", 14)),
+                        hashes_per_bucket=int(minhash.get("rows", 8)))
+    tasks = len(_jsonl_files(input_dir))
+    steps = {}
+    t0 = time.perf_counter()
+    steps["1_signatures"], _ = _timed_run(_executor([_reader(input_dir), _minhash_signature(d["sigs"], cfg)],
+                                                    tasks, workers, os.path.join(d["logs"], "1")))
+    steps["2_buckets"], _ = _timed_run(_executor(
+        [MinhashDedupBuckets(input_folder=d["sigs"], output_folder=d["buckets"], config=cfg)],
+        cfg.num_buckets, workers, os.path.join(d["logs"], "2")))
+    steps["3_cluster"], _ = _timed_run(_executor(
+        [MinhashDedupCluster(input_folder=d["buckets"], output_folder=d["remove"], config=cfg, save_cluster_id=True)],
+        1, 1, os.path.join(d["logs"], "3")))
+    steps["4_filter"], _ = _timed_run(_executor(
+        [_reader(input_dir), MinhashDedupFilter(input_folder=d["remove"], load_cluster_ids=True,
+                                                exclusion_writer=_writer(d["removed"])), _writer(d["kept"])],
+        tasks, workers, os.path.join(d["logs"], "4")))
+    total = time.perf_counter() - t0
+
+    def clusters(folder: str) -> dict[str, int]:
+        out = {}
+        for path in _jsonl_files(folder):
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                for line in f:
+                    doc = json.loads(line)
+                    out[doc["id"]] = int(doc.get("metadata", {}).get("minhash_cluster_id", -1))
+        return out
+
+    return {"seconds": steps, "total": total, "kept": clusters(d["kept"]), "removed": clusters(d["removed"])}
+
+
 # ------------------------------------------------------------------ smoke run
 if __name__ == "__main__":
     import pprint

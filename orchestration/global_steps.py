@@ -1,11 +1,15 @@
 """The cluster-wide steps between shard passes. They move keys, never documents.
 
-- exact_dedup: one Ray task per key partition groups its (hash, id, shard) rows by hash; all but the
-  smallest id of a group are dropped. Drop rows (id, survivor, shard) go to one file per partition,
-  sorted by shard, which the next pass's shard tasks read with a shard filter.
-- minhash: one task per partition turns each band bucket into star edges (smallest id, other); then one
-  task (components at web scale are the next issue's) removes the exact duplicates' edges and takes
-  connected components, smallest id surviving, and writes the drops partitioned like exact dedup's.
+Documents are int64 keys here (run, shard rank, row: `pipelines.stages.dedup_common`); the smallest key
+of a group (the first in corpus order) survives.
+- exact_dedup: one Ray task per key partition groups its (hash, id, shard, row) rows by hash; all but the
+  first of a group are dropped. Drop rows (id, survivor, shard) go to one file per partition, sorted by
+  shard, which the next pass's shard tasks read with a shard filter.
+- minhash: one task per band-key partition turns each bucket into star edges (key, smallest key of the
+  bucket), skipping exact duplicates; distributed connected components (`orchestration.components`)
+  make every component a star around its smallest key; two more rounds give members and survivors
+  their string ids, and the drops are written partitioned like exact dedup's. Every task holds one
+  partition's rows: memory per task is set by `ray.shuffle_partitions`, not by the corpus.
 - quality: the cut-off from the summed score histograms (on the driver: 65,536 counters).
 - tokenize: a given SentencePiece model, or one trained on the global sample (the smallest sample keys
   of all shards' local samples) read back from the shards that hold it.
@@ -22,14 +26,17 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
 from orchestration.passes import DONE, digest, peak_rss_mb, reset_peak_rss
-from pipelines.components import connected_components, edges_from_bucket
-from pipelines.duplicates import survivors_of_group
+from orchestration.components import star_components
+from orchestration.dedup_index import load_previous, previous_files, read_previous, write_index
+from pipelines.components import both_directions, bucket_edges, partition_of_keys, split_rows
 from pipelines.stage_files import read_shard, sha256_file
-from pipelines.stages.dedup_common import DROP_SCHEMA, partition_of, write_drops
+from pipelines.stages.dedup_common import (ROW_COL, doc_keys, key_rank, key_run, partition_of, shard_ranks,
+                                           write_drops)
 from pipelines.stages.quality import FINE_BINS, cutoff_from_histogram
 from pipelines.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 
@@ -61,32 +68,52 @@ def _read(files: list[str], root: str, columns: list[str]) -> pa.Table:
     return pa.concat_tables(tables) if tables else None
 
 
+def _ranks_and_run(results: list[dict]) -> dict[str, int]:
+    return shard_ranks([r["shard"] for task in results for r in task["shards"]])
+
+
 @ray.remote(num_cpus=1, max_retries=3)
-def _exact_partition(files: list[str], root: str, out: str) -> dict:
+def _exact_partition(files: list[str], root: str, out: str, ranks: dict[str, int], run: int,
+                     previous: list, run_ids: list[str]) -> dict:
+    """One hash partition (with the same partition of earlier runs' indexes): in each group of equal
+    hashes the smallest key survives; only this run's documents are dropped."""
     reset_peak_rss()
-    t = _read(files, root, ["hash", "id", "shard"])
-    t = t.sort_by([("hash", "ascending"), ("id", "ascending")])
-    hashes, ids, shards = (t.column(c).to_pylist() for c in ("hash", "id", "shard"))
-    shard_of = dict(zip(ids, shards))
-    drops, sizes, start = [], Counter(), 0
-    for i in range(1, len(hashes) + 1):
-        if i == len(hashes) or hashes[i] != hashes[start]:
-            pairs = survivors_of_group(ids[start:i])
-            drops += pairs
-            sizes[len(pairs) + 1] += 1
-            start = i
-    rows = pa.table({"id": [d for d, _ in drops], "survivor": [s for _, s in drops],
-                     "shard": [shard_of[d] for d, _ in drops]}, schema=DROP_SCHEMA)
+    t = _read(files, root, ["hash", "id", "shard", ROW_COL])
+    key = doc_keys(t.column("shard"), t.column(ROW_COL).to_numpy(), ranks, run)
+    t = pa.table({"hash": t.column("hash"), "id": t.column("id"), "shard": t.column("shard"), "key": key})
+    old = read_previous(previous, ["hash", "id"])
+    if old is not None:
+        old = pa.table({"hash": old.column("hash"), "id": old.column("id"),
+                        "shard": pa.nulls(old.num_rows, pa.string()), "key": old.column("doc")})
+        t = pa.concat_tables([t, old])
+    t = t.sort_by([("hash", "ascending"), ("key", "ascending")])
+    h = t.column("hash").combine_chunks()
+    first = np.r_[True, pc.not_equal(h[1:], h[:-1]).to_numpy(zero_copy_only=False)] if len(h) else np.zeros(0, bool)
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ids, keys = t.column("id").combine_chunks(), t.column("key").to_numpy()
+    dup = ~first & (key_run(keys) == run)
+    survivor = starts[group[dup]]
+    rows = pa.table({"id": ids.filter(pa.array(dup)), "survivor": ids.take(pa.array(survivor)),
+                     "shard": t.column("shard").combine_chunks().filter(pa.array(dup)),
+                     "survivor_run": pa.array(run_ids + [""], pa.string()).take(pa.array(key_run(keys[survivor])))})
+    mine = key_run(keys) == run
+    sizes = Counter(np.bincount(group[mine]).tolist()) if mine.any() else Counter()
+    sizes.pop(0, None)
     entry = write_drops(rows, Path(out))
     return {**entry, "sizes": {str(k): v for k, v in sizes.items()}, "peak_rss_mb": peak_rss_mb()}
 
 
-def exact_dedup(workdir: Path, results: list[dict]) -> dict:
+def exact_dedup(workdir: Path, results: list[dict], previous: list[dict]) -> dict:
     parts = key_files(results, "exact_dedup")
-    stamps = {p: [sha256_file(workdir / f) for f in fs] for p, fs in parts.items()}
+    stamps = {"keys": {p: [sha256_file(workdir / f) for f in fs] for p, fs in parts.items()},
+              "previous": [m["digest"] for m in previous]}
 
     def run() -> dict:
-        refs = [_exact_partition.remote(fs, str(workdir), str(workdir / "dedup" / "exact_dedup" / f"drops-p{p:04d}.parquet"))
+        ranks = ray.put(_ranks_and_run(results))
+        run_ids = [m["mlflow_run_id"] for m in previous]
+        refs = [_exact_partition.remote(fs, str(workdir), str(workdir / "dedup" / "exact_dedup" / f"drops-p{p:04d}.parquet"),
+                                        ranks, len(previous), previous_files(previous, "exact_dedup", p), run_ids)
                 for p, fs in parts.items()]
         outs = ray.get(refs)
         sizes = Counter()
@@ -94,78 +121,130 @@ def exact_dedup(workdir: Path, results: list[dict]) -> dict:
             sizes.update({int(k): v for k, v in o["sizes"].items()})
         return {"drop_files": [o["path"] for o in outs], "files": [o["path"] for o in outs],
                 "peak_rss_mb": round(max((o["peak_rss_mb"] for o in outs), default=0.0), 1),
-                "duplicates": sum(o["rows"] for o in outs), "group_sizes": {str(k): v for k, v in sorted(sizes.items())}}
+                "duplicates": sum(o["rows"] for o in outs), "group_sizes": {str(k): v for k, v in sorted(sizes.items())},
+                "inputs": digest(stamps)}
 
     return cached(workdir, "exact_dedup", stamps, run)
 
 
 @ray.remote(num_cpus=1, max_retries=3)
-def _bucket_edges(files: list[str], root: str, out: str) -> dict:
+def _bucket_partition(files: list[str], root: str, ranks: dict[str, int], run: int, partitions: int,
+                      previous: list):
+    """One band-key partition (with the same partition of earlier runs' indexes) -> star edges (both
+    directions, routed by their first key) and the string ids of the documents in them (routed by key):
+    2 * partitions + 1 return values."""
     reset_peak_rss()
-    t = _read(files, root, ["key", "id", "shard"]).sort_by([("key", "ascending"), ("id", "ascending")])
-    keys, ids, shards = t.column("key").to_numpy(), t.column("id").to_pylist(), t.column("shard").to_pylist()
-    a, b, sa, sb = [], [], [], []
-    bounds = np.flatnonzero(np.diff(keys)) + 1 if len(keys) else np.array([], dtype=np.int64)
-    for lo, hi in zip(np.concatenate([[0], bounds]).tolist(), np.concatenate([bounds, [len(keys)]]).tolist()):
-        if hi - lo < 2:
-            continue
-        shard_of = dict(zip(ids[lo:hi], shards[lo:hi]))
-        for x, y in edges_from_bucket(ids[lo:hi]):
-            a.append(x), b.append(y), sa.append(shard_of[x]), sb.append(shard_of[y])
-    edges = pa.table({"a": pa.array(a, pa.string()), "b": pa.array(b, pa.string()),
-                      "shard_a": pa.array(sa, pa.string()), "shard_b": pa.array(sb, pa.string())})
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(edges, out, compression="zstd")
-    return {"path": out, "edges": len(a), "peak_rss_mb": peak_rss_mb()}
+    t = _read(files, root, None)
+    cols = ["key", "id"] + (["fp"] if "fp" in t.column_names else [])
+    key = doc_keys(t.column("shard"), t.column(ROW_COL).to_numpy(), ranks, run)
+    t = pa.table({**{c: t.column(c) for c in cols}, "doc": key})
+    old = read_previous(previous, cols)
+    if old is not None:
+        t = pa.concat_tables([t, old.select([*cols, "doc"])])
+    key = t.column("doc").to_numpy()
+    fp = t.column("fp").to_numpy() if "fp" in cols else None
+    edges = bucket_edges(t.column("key").to_numpy(), key, fp)
+    nodes = np.isin(key, edges.reshape(-1))
+    names = pa.table({"doc": key[nodes], "id": t.column("id").combine_chunks().filter(pa.array(nodes))})
+    routed = split_rows(both_directions(edges), both_directions(edges)[:, 0], partitions)
+    part = partition_of_keys(names.column("doc").to_numpy(), partitions)
+    named = [names.filter(pa.array(part == p)) for p in range(partitions)]
+    return (*routed, *named, {"rows": t.num_rows, "edges": len(edges), "peak_rss_mb": peak_rss_mb()})
 
 
-# max_calls=1: a step whose memory grows with the corpus (all edges) or the sample (the tokenizer) runs in a
-# process that exits afterwards, so the shard workers that come next do not carry its peak (measured: the
-# tokenize pass's workers went from 346 to 506 MB between 12.5 and 200 MB of input when they did)
-@ray.remote(num_cpus=1, max_retries=3, max_calls=1)
-def _components(edge_files: list[str], exact_drop_files: list[str], out_dir: str, partitions: int) -> dict:
-    reset_peak_rss()
-    cols = ["a", "b", "shard_a", "shard_b"]
-    tables = [pq.read_table(f, columns=cols) for f in edge_files]
-    edges = pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.string()) for c in cols})
-    exact = set()
-    for f in exact_drop_files:
-        exact.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    a, b, sa, sb = (edges.column(c).to_pylist() for c in cols)
-    # exact duplicates share every bucket with their survivor (see pipelines/stages/minhash.py): drop them
-    keep = [i for i in range(len(a)) if a[i] not in exact and b[i] not in exact]
-    a, b = [a[i] for i in keep], [b[i] for i in keep]
-    shard_of = {**dict(zip(a, (sa[i] for i in keep))), **dict(zip(b, (sb[i] for i in keep)))}
-    survivor = connected_components(a, b)
-    dup = sorted(i for i, s in survivor.items() if i != s)
-    sizes = Counter(Counter(survivor.values()).values())
-    rows = pa.table({"id": dup, "survivor": [survivor[i] for i in dup], "shard": [shard_of[i] for i in dup]},
-                    schema=DROP_SCHEMA)
-    part = partition_of(rows.column("shard").to_pylist(), partitions) if rows.num_rows else np.zeros(0, np.int64)
-    files = []
-    for p in range(partitions):
-        sel = rows.filter(pa.array(part == p)) if rows.num_rows else rows
-        if sel.num_rows:
-            files.append(write_drops(sel, Path(out_dir) / f"drops-p{p:04d}.parquet")["path"])
-    return {"drop_files": files, "files": files, "candidate_edges": len(keep), "duplicates": len(dup),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-            "clusters": sum(sizes.values()), "cluster_sizes": {str(k): v for k, v in sorted(sizes.items())}}
+def _names(tables: tuple[pa.Table, ...]) -> tuple[np.ndarray, pa.Array]:
+    """Sorted distinct doc keys and their ids, from one partition's name tables."""
+    t = pa.concat_tables(tables) if tables else pa.table({"doc": pa.array([], pa.int64()), "id": pa.array([], pa.string())})
+    doc = t.column("doc").to_numpy()
+    order = np.argsort(doc, kind="stable")
+    doc = doc[order]
+    first = np.r_[True, doc[1:] != doc[:-1]] if len(doc) else np.zeros(0, bool)
+    return doc[first], t.column("id").combine_chunks().take(pa.array(order[first]))
 
 
-def minhash(workdir: Path, results: list[dict], exact_state: dict | None, partitions: int) -> dict:
-    """Every non-smallest member of a band bucket gets an edge from the bucket's smallest id; the shards
-    of both ends travel with the edge, so every dropped id's shard is known to the components task."""
+def _lookup(doc: np.ndarray, ids: pa.Array, want: np.ndarray) -> pa.Array:
+    pos = np.searchsorted(doc, want)
+    if len(want) and (pos.max(initial=0) >= len(doc) or not np.array_equal(doc[pos], want)):
+        raise RuntimeError("minhash: a component member has no id (the bucket step's names are incomplete)")
+    return ids.take(pa.array(pos))
+
+
+@ray.remote(num_cpus=1, max_retries=3)
+def _name_members(partitions: int, n_names: int, run: int, *parts):
+    """Partition p of the final stars: each non-survivor x (of this run) gets its id; rows go on to the
+    survivor's partition as (m, x's id, x)."""
+    names, stars = parts[:n_names], parts[n_names:]
+    doc, ids = _names(names)
+    e = np.concatenate(stars) if stars else np.zeros((0, 2), np.int64)
+    e = e[(e[:, 0] > e[:, 1]) & (key_run(e[:, 0]) == run)]
+    t = pa.table({"m": e[:, 1], "id": _lookup(doc, ids, e[:, 0]), "x": e[:, 0]})
+    part = partition_of_keys(e[:, 1], partitions)
+    return tuple(t.filter(pa.array(part == p)) for p in range(partitions))
+
+
+@ray.remote(num_cpus=1, max_retries=3)
+def _name_survivors(partitions: int, n_names: int, shards: list[str], run_ids: list[str], *parts):
+    """Partition q: each survivor m gets its id; drop rows (id, survivor, shard) go on to the partition
+    of the dropped document's shard. Also the component sizes (survivors are whole here)."""
+    names, members = parts[:n_names], parts[n_names:]
+    doc, ids = _names(names)
+    t = pa.concat_tables(members) if members else None
+    if t is None or t.num_rows == 0:
+        empty = pa.table({c: pa.array([], pa.string()) for c in ("id", "survivor", "shard", "survivor_run")})
+        return (*([empty] * partitions), {})
+    m = t.column("m").to_numpy()
+    shard = pa.array(shards).take(pa.array(key_rank(t.column("x").to_numpy())))
+    rows = pa.table({"id": t.column("id"), "survivor": _lookup(doc, ids, m), "shard": shard,
+                     "survivor_run": pa.array(run_ids + [""], pa.string()).take(pa.array(key_run(m)))})
+    part = partition_of(shard.to_pylist(), partitions)
+    _, counts = np.unique(m, return_counts=True)
+    sizes = Counter((counts + 1).tolist())
+    return (*(rows.filter(pa.array(part == p)) for p in range(partitions)), {str(k): v for k, v in sizes.items()})
+
+
+@ray.remote(num_cpus=1, max_retries=3)
+def _write_drops(out: str, *tables: pa.Table) -> dict:
+    return write_drops(pa.concat_tables(tables), Path(out))
+
+
+def minhash(workdir: Path, results: list[dict], partitions: int, previous: list[dict]) -> dict:
+    """Band buckets -> star edges -> distributed connected components -> drop lists by shard. Every step
+    is one task per partition; rows move through the object store (see orchestration.components)."""
     parts = key_files(results, "minhash")
-    exact_files = (exact_state or {}).get("drop_files", [])
-    stamps = {"keys": {p: [sha256_file(workdir / f) for f in fs] for p, fs in parts.items()},
-              "exact": [sha256_file(Path(f)) for f in exact_files], "partitions": partitions}
+    stamps = {"keys": {p: [sha256_file(workdir / f) for f in fs] for p, fs in parts.items()}, "partitions": partitions,
+              "previous": [m["digest"] for m in previous]}
 
     def run() -> dict:
         out = workdir / "dedup" / "minhash"
-        refs = [_bucket_edges.remote(fs, str(workdir), str(out / f"edges-p{p:04d}.parquet")) for p, fs in parts.items()]
-        buckets = ray.get(refs)
-        out = ray.get(_components.remote([e["path"] for e in buckets], exact_files, str(out), partitions))
-        return {**out, "buckets_peak_rss_mb": round(max((e["peak_rss_mb"] for e in buckets), default=0.0), 1)}
+        ranks = _ranks_and_run(results)
+        shards = sorted(ranks, key=ranks.get)
+        ranks_ref = ray.put(ranks)
+        P, run, run_ids = partitions, len(previous), [m["mlflow_run_id"] for m in previous]
+        buckets = [_bucket_partition.options(num_returns=2 * P + 1).remote(
+                       fs, str(workdir), ranks_ref, run, P, previous_files(previous, "minhash", p))
+                   for p, fs in parts.items()]
+        bucket_stats = ray.get([b[2 * P] for b in buckets])
+        final, rounds = star_components([list(b[:P]) for b in buckets], P)
+        names = [[b[P + p] for b in buckets] for p in range(P)]
+        members = [_name_members.options(num_returns=P).remote(P, len(buckets), run, *names[p], *[f[p] for f in final])
+                   for p in range(P)]
+        members = [m if isinstance(m, list) else [m] for m in members]
+        named = [_name_survivors.options(num_returns=P + 1).remote(P, len(buckets), shards, run_ids, *names[q],
+                                                                  *[m[q] for m in members])
+                 for q in range(P)]
+        sizes = Counter()
+        for s in ray.get([n[P] for n in named]):
+            sizes.update({int(k): v for k, v in s.items()})
+        written = ray.get([_write_drops.remote(str(out / f"drops-p{r:04d}.parquet"), *[n[r] for n in named])
+                           for r in range(P)])
+        files = [w["path"] for w in written]
+        return {"drop_files": files, "files": files, "duplicates": sum(w["rows"] for w in written),
+                "candidate_edges": sum(b["edges"] for b in bucket_stats), "rounds": len(rounds),
+                "round_rows": [r["rows"] for r in rounds],
+                "peak_rss_mb": round(max([b["peak_rss_mb"] for b in bucket_stats] + [r["peak_rss_mb"] for r in rounds]
+                                         + [0.0]), 1),
+                "clusters": sum(sizes.values()), "cluster_sizes": {str(k): v for k, v in sorted(sizes.items())},
+                "inputs": digest(stamps)}
 
     return cached(workdir, "minhash", stamps, run)
 
@@ -238,12 +317,28 @@ def tokenizer(workdir: Path, results: list[dict], cfg) -> dict:
     return cached(workdir, "tokenizer", stamps, run)
 
 
+def _index(workdir, results, state, cfg, previous) -> dict:
+    """After the last dedup step: this run's dedup index (cached by what the dedup steps decided)."""
+    stamps = {s: state[s]["inputs"] for s in ("exact_dedup", "minhash") if s in state}
+    out = cached(workdir, "dedup_index", stamps, lambda: write_index(workdir, results, state, cfg, previous))
+    out.pop("skipped")  # part of the next pass's resume key: only what the step decided
+    return out
+
+
 def _exact(workdir, results, state, cfg) -> dict:
-    return exact_dedup(workdir, results)
+    previous = load_previous(cfg)
+    out = exact_dedup(workdir, results, previous)
+    if cfg.dedup_index.write and not cfg.minhash.enabled:
+        out["index"] = _index(workdir, results, {**state, "exact_dedup": out}, cfg, previous)
+    return out
 
 
 def _minhash(workdir, results, state, cfg) -> dict:
-    return minhash(workdir, results, state.get("exact_dedup"), cfg.ray.shuffle_partitions)
+    previous = load_previous(cfg)
+    out = minhash(workdir, results, cfg.ray.shuffle_partitions, previous)
+    if cfg.dedup_index.write:
+        out["index"] = _index(workdir, results, {**state, "minhash": out}, cfg, previous)
+    return out
 
 
 def _quality(workdir, results, state, cfg) -> dict:

@@ -96,7 +96,7 @@ class PassSpec:
     collect_keys: dict[str, str]
 
 
-VOLATILE = ("peak_rss_mb", "buckets_peak_rss_mb", "seconds", "skipped")  # in a global step's outcome, but not what it decided
+VOLATILE = ("peak_rss_mb", "seconds", "skipped")  # in a global step's outcome, but not what it decided
 
 
 def pass_spec(p: Pass, state: dict, workdir: Path, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:
@@ -254,6 +254,7 @@ def _process(spec: PassSpec, task: dict, apply: list[Stage], collect: list[Stage
                 if rows.num_rows:
                     w["keys"][st.name].write(rows)
             current["collect_seconds"][st.name] += time.perf_counter() - t0
+        ctx.rows_before += alive.num_rows  # the docs file's row order: the dedup keys' rows
         if w["docs"] is not None:
             w["docs"].write(alive)
     if current is not None:

@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from orchestration.dedup_index import load_previous
 from orchestration.passes import DONE, digest, pass_spec, plan_passes, run_pass
 from orchestration.pipeline_config import PipelineConfig
 from pipelines.readers import list_inputs
@@ -91,11 +92,12 @@ def _shard_tasks(results: list[dict]) -> list[dict]:
             for task in results for r in task["shards"] if r["docs_file"]]
 
 
-def config_key(cfg: PipelineConfig, raw_digest: str) -> str:
-    """What decides a pipeline's outputs: every stage setting and the raw files (not Ray or MLflow)."""
+def config_key(cfg: PipelineConfig, raw_digest: str, previous: list[str] = ()) -> str:
+    """What decides a pipeline's outputs: every stage setting, the raw files and the earlier runs' dedup
+    indexes (not Ray or MLflow)."""
     body = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("ray", "mlflow", "train", "name")}
     body["ray"] = {"shuffle_partitions": cfg.ray.shuffle_partitions}  # key file layout; outputs do not depend on it
-    return digest({"config": body, "raw": raw_digest})[:16]
+    return digest({"config": body, "raw": raw_digest, "previous": list(previous)})[:16]
 
 
 def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
@@ -103,7 +105,8 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     files, raw_digest = raw_files(cfg, workdir)  # a wrong path fails here, before Ray and MLflow start
-    done_path = workdir / DONE / f"pipeline-{config_key(cfg, raw_digest)}.json"
+    previous = [m["digest"] for m in load_previous(cfg)]  # so does a missing or incompatible earlier dedup index
+    done_path = workdir / DONE / f"pipeline-{config_key(cfg, raw_digest, previous)}.json"
     if done_path.is_file():
         summary = json.loads(done_path.read_text())
         if Path(summary["final_manifest"]).is_file():

@@ -121,6 +121,16 @@ class MinHashStageConfig:
 
 
 @dataclass
+class DedupIndexConfig:
+    # write this run's dedup index (dedup/index/: the kept documents' exact hashes and MinHash band keys),
+    # so that a later run can dedup a new crawl against this one without reprocessing it
+    write: bool = True
+    # earlier runs' workdirs (or index directories): documents duplicating one they kept are dropped, with
+    # the earlier document's id and MLflow run in the drop record
+    previous: list[str] = field(default_factory=list)
+
+
+@dataclass
 class QualityConfig:
     enabled: bool = False
     model_path: str | None = None  # a fastText classifier (trained by `tokenmill quality train`, or DCLM's)
@@ -172,6 +182,7 @@ class PipelineConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     minhash: MinHashStageConfig = field(default_factory=MinHashStageConfig)
+    dedup_index: DedupIndexConfig = field(default_factory=DedupIndexConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     tokenizer: TokenizerStageConfig = field(default_factory=TokenizerStageConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
@@ -185,6 +196,8 @@ class PipelineConfig:
             raise ConfigError("tokenize: needs a tokenizer (tokenizer.enabled or tokenizer.model_path)")
         if self.tokenizer.enabled and not self.tokenize.enabled:
             raise ConfigError("tokenizer.enabled: the tokenizer is trained for the tokenize stage; enable tokenize too")
+        if self.dedup_index.previous and not (self.exact_dedup.enabled or self.minhash.enabled):
+            raise ConfigError("dedup_index.previous: needs exact_dedup or minhash enabled")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ConfigError(f"inputs: names must be unique, got {names}")

@@ -13,6 +13,7 @@ import mlflow
 import numpy as np
 
 from orchestration import plots, tracking
+from orchestration.dedup_index import finish_index, load_previous
 from pipelines.manifest import build_manifest, mlflow_digest, write_manifest
 from pipelines.stages.filter import SCORE_BINS
 from pipelines.stages.quality import FINE_BINS
@@ -76,7 +77,8 @@ def _figures(stage: str, m: dict, state: dict) -> tuple[dict, dict]:
             "exact_dedup: documents per distinct text", "group size", sizes or {1: 0})
     elif stage == "minhash":
         sizes = {int(k): v for k, v in state.get("cluster_sizes", {}).items()}
-        metrics.update(candidate_edges=state.get("candidate_edges", 0), duplicate_clusters=state.get("clusters", 0))
+        metrics.update(candidate_edges=state.get("candidate_edges", 0), duplicate_clusters=state.get("clusters", 0),
+                       components_rounds=state.get("rounds", 0))
         figs["plots/cluster_sizes.png"] = plots.counts_bar(
             "minhash: documents per near-duplicate cluster", "cluster size", sizes or {1: 0})
     elif stage == "quality":
@@ -96,12 +98,20 @@ def _figures(stage: str, m: dict, state: dict) -> tuple[dict, dict]:
 
 
 def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path: Path, prev: dict | None,
-               raw: tuple | None, extra_metrics: dict, figs: dict, wall: float) -> str:
+               raw: tuple | None, extra_metrics: dict, figs: dict, wall: float, state: dict, previous: list) -> str:
     with tracking.stage_run(stage, params) as run:
         if raw is not None:
             tracking.log_raw_input(*raw)
         if prev is not None:
             tracking.log_input_manifest(prev["stage"], prev["manifest"], prev["output_digest"])
+        if stage in ("exact_dedup", "minhash"):
+            for old in previous:  # the earlier runs' dedup indexes this stage deduplicated against
+                tracking.log_input_manifest(f"dedup_index:{old['mlflow_run_id']}", Path(old["manifest_path"]),
+                                            old["digest"], context="dedup_index")
+        if state.get("index"):  # this run's index, written after the last dedup step
+            mlflow.log_artifact(state["index"]["index_manifest"], "dedup_index")
+            mlflow.set_tags({"tokenmill.dedup_index": str(Path(state["index"]["index_manifest"]).parent),
+                             "tokenmill.dedup_index_digest": state["index"]["index_digest"]})
         metrics = {
             "docs_in": m["in"], "docs_kept": m["kept"], "docs_dropped": sum(m["dropped"].values()),
             "docs_quarantined": sum(m["quarantined"].values()),
@@ -183,8 +193,12 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
 
     stages_out, extra = [], {}
     prev = None
+    previous = load_previous(cfg)
     with tracking.parent_run(cfg.name, dataclasses.asdict(cfg), {"tokenmill.workdir": str(workdir)}) as parent:
         mlflow.log_artifact(str(raw_path))
+        for st in ("exact_dedup", "minhash"):
+            if (state.get(st) or {}).get("index"):
+                finish_index(state[st]["index"]["index_manifest"], parent.info.run_id)
         for run in runs:
             p = run["pass"]
             for i, st in enumerate(p.apply):
@@ -213,7 +227,8 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
                 write_manifest(manifest, path)
                 raw = ("raw:" + ",".join(i.name for i in cfg.inputs), str(raw_path), raw_digest) if prev is None else None
                 metrics, figs = _figures(st.name, m, state.get(st.name, {}))
-                run_id = _log_stage(st.name, m["params"], m, manifest, path, prev, raw, metrics, figs, run["wall"])
+                run_id = _log_stage(st.name, m["params"], m, manifest, path, prev, raw, metrics, figs, run["wall"],
+                                    state.get(st.name, {}), previous)
                 entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
                          "quarantined": m["quarantined"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
                          "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),

@@ -75,3 +75,14 @@ def stage_table(stage: dict, kind: str):
         return pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string()),
                          "metadata": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
     return pa.concat_tables([pq.read_table(f) for f in sorted(files)])
+
+
+@pytest.fixture(scope="session")
+def one_node_summary(tmp_path_factory, corpora, langid_model, quality_model) -> dict:
+    """The full pipeline on the dolma fixtures on one local Ray (1 CPU, small batches, 3 key partitions):
+    the reference every other run of the same config must match byte for byte."""
+    from pipeline_runs import cli, overrides, run
+
+    workdir = tmp_path_factory.mktemp("one-node") / "work"
+    extra = ["ray.num_cpus=1", "ray.batch_size=16", "ray.shuffle_partitions=3"]
+    return run(cli(workdir, overrides(corpora, langid_model, quality_model, extra)), workdir)[0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pytest
 
 from pipelines.components import EDGE, both_directions, bucket_edges, large_star, small_star, split_rows
 

@@ -83,3 +83,74 @@ def _answers_of(clough: Path, category: str) -> set[str]:
 
     with open(clough / "file_information.csv", newline="", encoding="utf-8", errors="replace") as f:
         return {r["File"] for r in csv.DictReader(f) if r["Category"].strip() == category}
+
+
+def _write_jsonl(path: Path, docs: list[str]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    return str(path)
+
+
+def _edit(text: str, every: int) -> str:
+    words = text.split(" ")
+    return " ".join("xyzzy" if i % every == every // 2 else w for i, w in enumerate(words))
+
+
+def test_incremental_dedup_against_earlier_runs_indexes(tmp_path, corpora, ray_local, mlflow_store):
+    """Run A indexes what it keeps; run B (a new dump) names A and drops the copies of A's documents,
+    naming A's document and MLflow run; run C names only B and still sees A (indexes chain)."""
+    texts = [t for cols in read_file(str(corpora / DOLMA_CRAWL), "x", "jsonl", "crawl") for t in cols["text"]]
+    long = list(dict.fromkeys(t for t in texts if len(t.split()) >= 150))  # distinct, long enough to edit
+
+    def run(name: str, docs: list[str], previous: list[str]) -> dict:
+        path = _write_jsonl(tmp_path / f"{name}.jsonl", docs)
+        return _run(tmp_path / name, f'[{{name: {name}, format: jsonl, paths: ["{path}"]}}]',
+                    [*ONLY_DEDUP, f"dedup_index.previous={json.dumps(previous)}"])
+
+    a = run("a", long[:150], [])
+    assert (tmp_path / "a" / "work" / "dedup" / "index" / "manifest.json").is_file()
+    a_kept = _kept_texts(a["stages"][-1])  # id -> text of what A kept
+    a_ids = {t: i for i, t in a_kept.items()}
+    a_docs = [a_kept[i] for i in sorted(a_kept)]
+    assert len(a_docs) >= 140
+    fresh = long[150:230]
+    exact_copies = [a_docs[i] for i in range(0, 40, 2)]
+    near_copies = [_edit(a_docs[i], 60) for i in range(1, 41, 2)]
+    b_docs = fresh + exact_copies + near_copies
+    b = run("b", b_docs, [str(tmp_path / "a" / "work")])
+    _, exact, near = b["stages"]
+    ex = _dropped(exact)
+    metas = [json.loads(m) for m in ex.column("metadata").to_pylist()]
+    assert exact["dropped"] == {"exact_duplicate": 20}
+    assert sorted(ex.column("text").to_pylist()) == sorted(exact_copies)
+    assert all(m["duplicate_of"] == a_ids[t] and m["duplicate_of_run"] == a["mlflow_run_id"]
+               for m, t in zip(metas, ex.column("text").to_pylist()))
+    nd = _dropped(near)
+    found = {t: json.loads(m) for t, m in zip(nd.column("text").to_pylist(), nd.column("metadata").to_pylist())}
+    assert set(found) <= set(near_copies) and len(found) >= 18  # 1 word in 60 edited: Jaccard ~0.92
+    for i, t in zip(range(1, 41, 2), near_copies):
+        if t in found:
+            assert found[t]["duplicate_of"] == a_ids[a_docs[i]] and found[t]["duplicate_of_run"] == a["mlflow_run_id"]
+    assert near["kept"] == len(fresh) + 20 - len(found)
+
+    # C names only B, and holds a copy of one of A's documents and one of B's fresh ones
+    c = run("c", [a_docs[100], fresh[5], "a new text " * 40], [str(tmp_path / "b" / "work")])
+    cx = _dropped(c["stages"][1])
+    runs = {t: json.loads(m)["duplicate_of_run"] for t, m in zip(cx.column("text").to_pylist(), cx.column("metadata").to_pylist())}
+    assert runs == {a_docs[100]: a["mlflow_run_id"], fresh[5]: b["mlflow_run_id"]}
+    assert c["stages"][-1]["kept"] == 1
+
+    # keys made with other MinHash parameters cannot be compared: refused, naming the index
+    from orchestration.dedup_index import DedupIndexError
+
+    with pytest.raises(DedupIndexError, match=r"a/work/dedup/index/manifest.json: its minhash parameters"):
+        _run(tmp_path / "d", f'[{{name: d, format: jsonl, paths: ["{tmp_path / "c.jsonl"}"]}}]',
+             [*ONLY_DEDUP, f'dedup_index.previous=["{tmp_path / "a" / "work"}"]', "minhash.bands=20"])
+
+
+def test_incompatible_earlier_index_is_refused_before_anything_runs(tmp_path, corpora, ray_local, mlflow_store):
+    from orchestration.dedup_index import DedupIndexError
+
+    with pytest.raises(DedupIndexError, match="no dedup index at"):
+        _run(tmp_path, f'[{{name: crawl, format: jsonl, paths: ["{corpora / DOLMA_CRAWL}"]}}]',
+             [*ONLY_DEDUP, f'dedup_index.previous=["{tmp_path / "nowhere"}"]'])

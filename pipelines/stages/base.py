@@ -28,6 +28,7 @@ class ShardContext:
 
     shard: str  # the shard's name (stable: derived from the raw file and the position in it)
     state: dict[str, Any] = field(default_factory=dict)  # per stage: the outcome of its global step
+    rows_before: int = 0  # rows of this shard passed to collect() before the current batch
 
 
 class Stage:

@@ -1,5 +1,6 @@
-"""Exact dedup: collect (hash of normalized text, id, shard) rows partitioned by hash; the global step
-groups each partition by hash and drops all but the smallest id of each group; apply marks them."""
+"""Exact dedup: collect (hash of normalized text, id, shard, row) rows partitioned by hash; the global
+step groups each partition by hash and drops all but the first document (smallest key, see
+dedup_common) of each group; apply marks them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pyarrow as pa
 
 from pipelines.exact_dedup import REASON_EXACT, text_hashes
 from pipelines.stages.base import ShardContext, Stage
-from pipelines.stages.dedup_common import PART_COL, DropListStage, partition_of
+from pipelines.stages.dedup_common import PART_COL, ROW_COL, DropListStage, partition_of, shard_rows
 
 
 class ExactDedupStage(DropListStage, Stage):
@@ -23,6 +24,6 @@ class ExactDedupStage(DropListStage, Stage):
         hashes = text_hashes(batch.column("text").to_pylist(), self.cfg.normalize).tolist()
         return {"keys": pa.table({
             "hash": pa.array(hashes, pa.string()), "id": batch.column("id"),
-            "shard": pa.array([ctx.shard] * batch.num_rows, pa.string()),
+            "shard": pa.array([ctx.shard] * batch.num_rows, pa.string()), ROW_COL: shard_rows(batch, ctx),
             PART_COL: pa.array(partition_of(hashes, self.partitions)),
         })}

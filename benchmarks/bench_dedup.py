@@ -1,0 +1,258 @@
+"""Dedup at scale: tokenmill's exact + MinHash stages against datatrove 0.10.1's 4-stage MinHash on the
+same planted near-duplicate corpus, same machine and cores, in one run; then the distributed
+connected-components step alone on synthetic graphs of 10^6, 10^7 (and 10^8) edges.
+
+    .venv/bin/python benchmarks/bench_dedup.py [--mb 200] [--edges 1e6,1e7] [--partitions 16]
+
+Corpus: benchmarks/corpus.py (planted exact copies and near copies with 2/5/10% of words replaced; a
+copy's id names its original). Both systems: word 5-grams, 14 bands x 8 rows, every core; tokenmill
+runs ingest -> exact dedup -> MinHash (no extraction, filters or tokenization), datatrove
+signatures -> buckets -> cluster -> filter (with cluster ids saved, to score it the same way).
+
+Scoring, the same for both: a planted copy is found when it ends in the same cluster as its original
+(tokenmill: the survivor each removal names, followed to a kept document; datatrove: its cluster ids).
+A removal is right when the removed document and the kept one of its cluster belong to the same planted
+family (an original and its copies), wrong when they belong to different ones, and "natural" when
+neither is planted (duplicates already in the base corpus, e.g. two editions of one book).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import corpus  # noqa: E402
+from bench_pipeline import MINHASH, run_tokenmill  # noqa: E402
+
+
+def tokenmill_config(corpus_dir: Path, partitions: int) -> dict:
+    return {
+        "name": "bench-dedup",
+        "inputs": [{"name": "bench", "format": "jsonl", "paths": [str(corpus_dir / "part-*.jsonl.gz")], "id_field": "id"}],
+        "output": {"format": "parquet", "shard_mb": 16},
+        "ray": {"shuffle_partitions": partitions},
+        "extract": {"enabled": False}, "filter": {"enabled": False},
+        "exact_dedup": {"normalize": "whitespace"}, "minhash": MINHASH,
+        "mlflow": {"experiment": "bench-dedup"},
+    }
+
+
+def corpus_ids(cdir: Path) -> list[str]:
+    ids = []
+    for p in sorted(cdir.glob("part-*.jsonl.gz")):
+        with gzip.open(p, "rt", encoding="utf-8") as f:
+            ids += [json.loads(line)["id"] for line in f]
+    return ids
+
+
+def family_of(ids: list[str]) -> dict[str, str]:
+    """id -> its planted family (the original's id), for copies and for originals that have copies."""
+    fam = {}
+    for i in ids:
+        if i.startswith("copy/"):
+            orig = i.split("/", 3)[3]
+            fam[i] = fam[orig] = orig
+    return fam
+
+
+def score(ids: list[str], root: dict[str, str], removed: set[str]) -> dict:
+    """root: every document's kept representative (itself when kept)."""
+    fam = family_of(ids)
+    found, planted = Counter(), Counter()
+    for i in ids:
+        if i.startswith("copy/"):
+            kind, orig = i.split("/")[1], i.split("/", 3)[3]
+            planted[kind] += 1
+            found[kind] += root.get(i, i) == root.get(orig, orig)
+    right = wrong = natural = 0
+    for d in removed:
+        a, b = fam.get(d), fam.get(root[d])
+        if a is None and b is None:
+            natural += 1
+        elif a == b:
+            right += 1
+        else:
+            wrong += 1
+    return {"removed": len(removed), "recall": {k: round(found[k] / planted[k], 4) for k in sorted(planted)},
+            "found": dict(found), "planted": dict(planted), "right": right, "wrong": wrong, "natural": natural,
+            "precision": round(right / max(1, right + wrong), 4)}
+
+
+def tokenmill_roots(work: Path, summary: dict) -> tuple[dict[str, str], set[str]]:
+    import pyarrow.parquet as pq
+
+    parent = {}
+    for st in summary["stages"]:
+        if st["stage"] not in ("exact_dedup", "minhash"):
+            continue
+        for f in json.loads(Path(st["manifest"]).read_text())["files"]:
+            if f["kind"] == "dropped":
+                t = pq.read_table(work / f["path"], columns=["id", "metadata"])
+                for i, m in zip(t.column("id").to_pylist(), t.column("metadata").to_pylist()):
+                    parent[i] = json.loads(m)["duplicate_of"]
+
+    def root(i: str) -> str:
+        while i in parent:
+            i = parent[i]
+        return i
+
+    return {i: root(i) for i in parent}, set(parent)
+
+
+def datatrove_roots(dt: dict) -> tuple[dict[str, str], set[str]]:
+    rep = {c: i for i, c in dt["kept"].items() if c >= 0}
+    roots = {i: rep.get(c, i) for i, c in dt["removed"].items()}
+    return roots, set(dt["removed"])
+
+
+def dedup_comparison(args, root: Path, cores: int) -> dict:
+    info = corpus.build(root / "corpus", args.mb)
+    cdir = root / "corpus"
+    print(f"corpus: {info['documents']} documents, {info['mb']} MB, planted {info['planted']}", flush=True)
+    ids = corpus_ids(cdir)
+    out: dict = {"corpus": info}
+    work = root / "dedup-tokenmill"
+    shutil.rmtree(work, ignore_errors=True)
+    cfg_path = root / "dedup-tokenmill.yaml"
+    cfg_path.write_text(yaml.safe_dump(tokenmill_config(cdir, args.partitions)))
+    tm = run_tokenmill(cdir, work, 0, 0, config_path=cfg_path)
+    s = tm["summary"]
+    roots, removed = tokenmill_roots(work, s)
+    index_bytes = sum(f.stat().st_size for f in (work / "dedup" / "index").rglob("*.parquet"))
+    key_bytes = {st: sum(f.stat().st_size for f in (work / "keys" / st).rglob("*.parquet")) for st in ("exact_dedup", "minhash")}
+    out["tokenmill"] = {"wall": tm["wall"], "passes": s["passes"], "global_steps": s["global_steps"],
+                        "stages": [{k: st[k] for k in ("stage", "docs_in", "kept", "dropped", "seconds")} for st in s["stages"]],
+                        "key_bytes": key_bytes, "index_bytes": index_bytes,
+                        "minhash": {k: v for k, v in s["global_steps"].items()},
+                        "score": score(ids, roots, removed)}
+    print(f"tokenmill: {tm['wall']:.1f}s  {out['tokenmill']['score']}", flush=True)
+    if not args.skip_datatrove:
+        from datatrove_baseline import run_datatrove_minhash
+
+        dwork = root / "dedup-datatrove"
+        shutil.rmtree(dwork, ignore_errors=True)
+        t0 = time.perf_counter()
+        dt = run_datatrove_minhash(str(cdir), str(dwork), cores, MINHASH)
+        wall = time.perf_counter() - t0
+        droots, dremoved = datatrove_roots(dt)
+        out["datatrove"] = {"wall": wall, "seconds": dt["seconds"], "score": score(ids, droots, dremoved)}
+        both = removed & dremoved
+        out["agreement"] = {"tokenmill": len(removed), "datatrove": len(dremoved), "both": len(both),
+                            "jaccard": round(len(both) / max(1, len(removed | dremoved)), 4)}
+        print(f"datatrove: {wall:.1f}s  {out['datatrove']['score']}", flush=True)
+    return out
+
+
+def components_alone(sizes: list[int], partitions: int) -> list[dict]:
+    """Hard synthetic graphs (tests/test_components.hard_graph: a long path, a giant star, many small
+    components), scaled: path 1% of the edges, star 10%; against scipy in one process."""
+    import numpy as np
+    import ray
+
+    from orchestration.components import star_components
+    from orchestration.ray_runtime import init_ray
+    from pipelines.components import both_directions, split_rows
+    from test_components import hard_graph, reference_survivors
+
+    init_ray()
+    rows = []
+    for n in sizes:
+        e = hard_graph(seed=n, chain=max(1000, n // 100), star=n // 10, small_edges=int(n * 0.85))
+        t0 = time.perf_counter()
+        nodes, smallest = reference_survivors(e)
+        scipy_s = time.perf_counter() - t0
+        producers = max(4, len(e) // 2_000_000)
+        first = []
+        for c in np.array_split(e, producers):
+            both = both_directions(c)
+            first.append([ray.put(p) for p in split_rows(both, both[:, 0], partitions)])
+        del c, both
+        t0 = time.perf_counter()
+        final, rounds = star_components(first, partitions)
+        wall = time.perf_counter() - t0
+        got = np.concatenate([r for refs in final for r in ray.get(refs)])
+        got = got[got[:, 0] > got[:, 1]]
+        got = got[np.argsort(got[:, 0])]
+        dup = nodes != smallest
+        ok = bool(np.array_equal(got[:, 0], nodes[dup]) and np.array_equal(got[:, 1], smallest[dup]))
+        rows.append({"edges": len(e), "nodes": len(nodes), "partitions": partitions, "rounds": len(rounds),
+                     "seconds": round(wall, 1), "peak_task_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+                     "max_round_rows": max(r["rows"] for r in rounds), "scipy_one_process_s": round(scipy_s, 1),
+                     "same_as_scipy": ok})
+        print(f"components: {rows[-1]}", flush=True)
+        del first, final, got, e, nodes, smallest
+    ray.shutdown()
+    return rows
+
+
+def table(r: dict) -> str:
+    lines = []
+    if "dedup" in r:
+        d, cores = r["dedup"], r["cores"]
+        mb = d["corpus"]["mb"]
+        lines.append(f"\ndedup on {d['corpus']['documents']} documents, {mb} MB, {cores} cores; planted {d['corpus']['planted']}")
+        head = f"{'system':10s} {'wall s':>8s} {'core-s/MB':>9s} {'speed':>6s} {'removed':>8s} {'precision':>9s} " \
+               f"{'exact':>6s} {'2%':>6s} {'5%':>6s} {'10%':>6s} {'natural':>7s}"
+        lines += [head, "-" * len(head)]
+        base = d.get("datatrove", {}).get("wall")
+        for name in ("tokenmill", "datatrove"):
+            if name not in d:
+                continue
+            x, sc = d[name], d[name]["score"]
+            rec = sc["recall"]
+            lines.append(f"{name:10s} {x['wall']:8.1f} {x['wall'] * cores / mb:9.2f} "
+                         f"{(base / x['wall']) if base else float('nan'):5.2f}x {sc['removed']:8d} {sc['precision']:9.4f} "
+                         f"{rec.get('exact', 0):6.3f} {rec.get('near_0.02', 0):6.3f} {rec.get('near_0.05', 0):6.3f} "
+                         f"{rec.get('near_0.10', 0):6.3f} {sc['natural']:7d}")
+        if "agreement" in d:
+            a = d["agreement"]
+            lines.append(f"removed sets: tokenmill {a['tokenmill']}, datatrove {a['datatrove']}, both {a['both']}, "
+                         f"Jaccard {a['jaccard']}")
+    if "components" in r:
+        lines.append(f"\n{'edges':>12s} {'nodes':>12s} {'P':>4s} {'rounds':>6s} {'wall s':>8s} {'task RSS MB':>11s} "
+                     f"{'scipy 1-proc s':>14s} {'same':>5s}")
+        for c in r["components"]:
+            lines.append(f"{c['edges']:12,d} {c['nodes']:12,d} {c['partitions']:4d} {c['rounds']:6d} {c['seconds']:8.1f} "
+                         f"{c['peak_task_rss_mb']:11.0f} {c['scipy_one_process_s']:14.1f} {str(c['same_as_scipy']):>5s}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=200.0)
+    ap.add_argument("--partitions", type=int, default=16)
+    ap.add_argument("--edges", default="1e6,1e7", help="comma-separated sizes for the components-alone run")
+    ap.add_argument("--skip-datatrove", action="store_true")
+    ap.add_argument("--components-only", action="store_true")
+    ap.add_argument("--skip-components", action="store_true")
+    args = ap.parse_args()
+    root = REPO / "work" / "bench"
+    root.mkdir(parents=True, exist_ok=True)
+    out_path = REPO / "benchmarks" / "results" / "dedup.json"
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    results.update({"cores": os.cpu_count() or 1, "args": vars(args)})
+    if not args.components_only:
+        results["dedup"] = dedup_comparison(args, root, results["cores"])
+    if not args.skip_components:
+        results["components"] = components_alone([int(float(x)) for x in args.edges.split(",")], args.partitions)
+    out_path.write_text(json.dumps(results, indent=1, default=str).replace(str(REPO) + "/", ""))
+    print(table(results))
+    print(f"\nwrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
