@@ -51,12 +51,15 @@ def tokenmill_config(corpus_dir: Path, partitions: int) -> dict:
     }
 
 
-def corpus_ids(cdir: Path) -> list[str]:
-    ids = []
-    for p in sorted(cdir.glob("part-*.jsonl.gz")):
-        with gzip.open(p, "rt", encoding="utf-8") as f:
-            ids += [json.loads(line)["id"] for line in f]
-    return ids
+def jsonl_docs(folder: Path, pattern: str = "*.jsonl.gz"):
+    for path in sorted(folder.glob(pattern)):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
+
+def corpus_texts(cdir: Path) -> dict[str, str]:
+    return {doc["id"]: doc["text"] for doc in jsonl_docs(cdir, "part-*.jsonl.gz")}
 
 
 def family_of(ids: list[str]) -> dict[str, str]:
@@ -69,8 +72,18 @@ def family_of(ids: list[str]) -> dict[str, str]:
     return fam
 
 
-def score(ids: list[str], root: dict[str, str], removed: set[str]) -> dict:
-    """root: every document's kept representative (itself when kept)."""
+def shingles(text: str, n: int = 5) -> set[int]:
+    words = text.lower().split()
+    return {hash(tuple(words[i:i + n])) for i in range(max(1, len(words) - n + 1))}
+
+
+def jaccard(a: str, b: str) -> float:
+    x, y = shingles(a), shingles(b)
+    return len(x & y) / max(1, len(x | y))
+
+
+def score(ids: list[str], root: dict[str, str], removed: set[str], texts: dict[str, str]) -> dict:
+    """root: every removed document's kept representative."""
     fam = family_of(ids)
     found, planted = Counter(), Counter()
     for i in ids:
@@ -87,9 +100,13 @@ def score(ids: list[str], root: dict[str, str], removed: set[str]) -> dict:
             right += 1
         else:
             wrong += 1
+    # the measured truth: word 5-gram Jaccard of each removed document with the kept one of its cluster
+    sims = [jaccard(texts[d], texts[root[d]]) for d in sorted(removed)]
     return {"removed": len(removed), "recall": {k: round(found[k] / planted[k], 4) for k in sorted(planted)},
-            "found": dict(found), "planted": dict(planted), "right": right, "wrong": wrong, "natural": natural,
-            "precision": round(right / max(1, right + wrong), 4)}
+            "found": dict(found), "planted": dict(planted), "same_family": right, "other_family": wrong,
+            "unplanted": natural, "precision_j50": round(sum(j >= 0.5 for j in sims) / max(1, len(sims)), 4),
+            "share_j_below_0.3": round(sum(j < 0.3 for j in sims) / max(1, len(sims)), 4),
+            "mean_jaccard": round(sum(sims) / max(1, len(sims)), 4)}
 
 
 def tokenmill_roots(work: Path, summary: dict) -> tuple[dict[str, str], set[str]]:
@@ -103,7 +120,8 @@ def tokenmill_roots(work: Path, summary: dict) -> tuple[dict[str, str], set[str]
             if f["kind"] == "dropped":
                 t = pq.read_table(work / f["path"], columns=["id", "metadata"])
                 for i, m in zip(t.column("id").to_pylist(), t.column("metadata").to_pylist()):
-                    parent[i] = json.loads(m)["duplicate_of"]
+                    # tokenmill ids are INPUT#SOURCE_ID (id_field given): the corpus's ids are SOURCE_ID
+                    parent[i.split("#", 1)[1]] = json.loads(m)["duplicate_of"].split("#", 1)[1]
 
     def root(i: str) -> str:
         while i in parent:
@@ -113,47 +131,64 @@ def tokenmill_roots(work: Path, summary: dict) -> tuple[dict[str, str], set[str]
     return {i: root(i) for i in parent}, set(parent)
 
 
+def datatrove_clusters(dwork: Path) -> dict:
+    def read(folder: Path) -> dict[str, int]:
+        return {doc["id"]: int(doc.get("metadata", {}).get("minhash_cluster_id", -1)) for doc in jsonl_docs(folder)}
+
+    return {"kept": read(dwork / "kept"), "removed": read(dwork / "removed")}
+
+
 def datatrove_roots(dt: dict) -> tuple[dict[str, str], set[str]]:
     rep = {c: i for i, c in dt["kept"].items() if c >= 0}
     roots = {i: rep.get(c, i) for i, c in dt["removed"].items()}
     return roots, set(dt["removed"])
 
 
-def dedup_comparison(args, root: Path, cores: int) -> dict:
+def dedup_comparison(args, root: Path, cores: int, previous: dict) -> dict:
+    """Run both (unless --score-only: re-score the runs already in work/bench) and score them."""
     info = corpus.build(root / "corpus", args.mb)
     cdir = root / "corpus"
     print(f"corpus: {info['documents']} documents, {info['mb']} MB, planted {info['planted']}", flush=True)
-    ids = corpus_ids(cdir)
+    work, dwork = root / "dedup-tokenmill", root / "dedup-datatrove"
     out: dict = {"corpus": info}
-    work = root / "dedup-tokenmill"
-    shutil.rmtree(work, ignore_errors=True)
-    cfg_path = root / "dedup-tokenmill.yaml"
-    cfg_path.write_text(yaml.safe_dump(tokenmill_config(cdir, args.partitions)))
-    tm = run_tokenmill(cdir, work, 0, 0, config_path=cfg_path)
-    s = tm["summary"]
-    roots, removed = tokenmill_roots(work, s)
-    index_bytes = sum(f.stat().st_size for f in (work / "dedup" / "index").rglob("*.parquet"))
-    key_bytes = {st: sum(f.stat().st_size for f in (work / "keys" / st).rglob("*.parquet")) for st in ("exact_dedup", "minhash")}
-    out["tokenmill"] = {"wall": tm["wall"], "passes": s["passes"], "global_steps": s["global_steps"],
-                        "stages": [{k: st[k] for k in ("stage", "docs_in", "kept", "dropped", "seconds")} for st in s["stages"]],
-                        "key_bytes": key_bytes, "index_bytes": index_bytes,
-                        "minhash": {k: v for k, v in s["global_steps"].items()},
-                        "score": score(ids, roots, removed)}
-    print(f"tokenmill: {tm['wall']:.1f}s  {out['tokenmill']['score']}", flush=True)
-    if not args.skip_datatrove:
-        from datatrove_baseline import run_datatrove_minhash
+    if args.score_only:
+        out.update({k: previous[k] for k in ("tokenmill", "datatrove") if k in previous})
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        cfg_path = root / "dedup-tokenmill.yaml"
+        cfg_path.write_text(yaml.safe_dump(tokenmill_config(cdir, args.partitions)))
+        tm = run_tokenmill(cdir, work, 0, 0, config_path=cfg_path)
+        s = tm["summary"]
+        out["tokenmill"] = {"wall": tm["wall"], "passes": s["passes"], "global_steps": s["global_steps"],
+                            "stages": [{k: st[k] for k in ("stage", "docs_in", "kept", "dropped", "seconds")}
+                                       for st in s["stages"]]}
+        print(f"tokenmill: {tm['wall']:.1f}s", flush=True)
+        if args.skip_datatrove and "datatrove" in previous:  # keep (and re-score) the last datatrove run
+            out["datatrove"] = previous["datatrove"]
+        elif not args.skip_datatrove:
+            from datatrove_baseline import run_datatrove_minhash
 
-        dwork = root / "dedup-datatrove"
-        shutil.rmtree(dwork, ignore_errors=True)
-        t0 = time.perf_counter()
-        dt = run_datatrove_minhash(str(cdir), str(dwork), cores, MINHASH)
-        wall = time.perf_counter() - t0
-        droots, dremoved = datatrove_roots(dt)
-        out["datatrove"] = {"wall": wall, "seconds": dt["seconds"], "score": score(ids, droots, dremoved)}
+            shutil.rmtree(dwork, ignore_errors=True)
+            t0 = time.perf_counter()
+            dt = run_datatrove_minhash(str(cdir), str(dwork), cores, MINHASH)
+            out["datatrove"] = {"wall": time.perf_counter() - t0, "seconds": dt["seconds"]}
+            print(f"datatrove: {out['datatrove']['wall']:.1f}s", flush=True)
+    texts = corpus_texts(cdir)
+    ids = sorted(texts)
+    summary = json.loads((work / "summary.json").read_text())
+    roots, removed = tokenmill_roots(work, summary)
+    out["tokenmill"]["key_bytes"] = {st: sum(f.stat().st_size for f in (work / "keys" / st).rglob("*.parquet"))
+                                     for st in ("exact_dedup", "minhash")}
+    out["tokenmill"]["index_bytes"] = sum(f.stat().st_size for f in (work / "dedup" / "index").rglob("*.parquet"))
+    out["tokenmill"]["score"] = score(ids, roots, removed, texts)
+    print(f"tokenmill: {out['tokenmill']['score']}", flush=True)
+    if "datatrove" in out and dwork.is_dir():
+        droots, dremoved = datatrove_roots(datatrove_clusters(dwork))
+        out["datatrove"]["score"] = score(ids, droots, dremoved, texts)
         both = removed & dremoved
         out["agreement"] = {"tokenmill": len(removed), "datatrove": len(dremoved), "both": len(both),
                             "jaccard": round(len(both) / max(1, len(removed | dremoved)), 4)}
-        print(f"datatrove: {wall:.1f}s  {out['datatrove']['score']}", flush=True)
+        print(f"datatrove: {out['datatrove']['score']}", flush=True)
     return out
 
 
@@ -165,7 +200,7 @@ def components_alone(sizes: list[int], partitions: int) -> list[dict]:
 
     from orchestration.components import star_components
     from orchestration.ray_runtime import init_ray
-    from pipelines.components import both_directions, split_rows
+    from pipelines.components import both_directions, route_rows
     from test_components import hard_graph, reference_survivors
 
     init_ray()
@@ -179,18 +214,19 @@ def components_alone(sizes: list[int], partitions: int) -> list[dict]:
         first = []
         for c in np.array_split(e, producers):
             both = both_directions(c)
-            first.append([ray.put(p) for p in split_rows(both, both[:, 0], partitions)])
+            first.append([ray.put(p) for p in route_rows(both, partitions, senders=producers)])
         del c, both
         t0 = time.perf_counter()
         final, rounds = star_components(first, partitions)
         wall = time.perf_counter() - t0
         got = np.concatenate([r for refs in final for r in ray.get(refs)])
-        got = got[got[:, 0] > got[:, 1]]
-        got = got[np.argsort(got[:, 0])]
+        got = np.unique(got[got[:, 0] > got[:, 1]], axis=0)
         dup = nodes != smallest
         ok = bool(np.array_equal(got[:, 0], nodes[dup]) and np.array_equal(got[:, 1], smallest[dup]))
         rows.append({"edges": len(e), "nodes": len(nodes), "partitions": partitions, "rounds": len(rounds),
                      "seconds": round(wall, 1), "peak_task_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+                     "peak_task_heap_mb": max(r["peak_heap_mb"] for r in rounds),
+                     "max_task_rows": max(r["max_task_rows"] for r in rounds),
                      "max_round_rows": max(r["rows"] for r in rounds), "scipy_one_process_s": round(scipy_s, 1),
                      "same_as_scipy": ok})
         print(f"components: {rows[-1]}", flush=True)
@@ -205,8 +241,8 @@ def table(r: dict) -> str:
         d, cores = r["dedup"], r["cores"]
         mb = d["corpus"]["mb"]
         lines.append(f"\ndedup on {d['corpus']['documents']} documents, {mb} MB, {cores} cores; planted {d['corpus']['planted']}")
-        head = f"{'system':10s} {'wall s':>8s} {'core-s/MB':>9s} {'speed':>6s} {'removed':>8s} {'precision':>9s} " \
-               f"{'exact':>6s} {'2%':>6s} {'5%':>6s} {'10%':>6s} {'natural':>7s}"
+        head = f"{'system':10s} {'wall s':>8s} {'core-s/MB':>9s} {'speed':>6s} {'removed':>8s} {'P(J>=.5)':>8s} " \
+               f"{'mean J':>6s} {'exact':>6s} {'2%':>6s} {'5%':>6s} {'10%':>6s}"
         lines += [head, "-" * len(head)]
         base = d.get("datatrove", {}).get("wall")
         for name in ("tokenmill", "datatrove"):
@@ -215,18 +251,19 @@ def table(r: dict) -> str:
             x, sc = d[name], d[name]["score"]
             rec = sc["recall"]
             lines.append(f"{name:10s} {x['wall']:8.1f} {x['wall'] * cores / mb:9.2f} "
-                         f"{(base / x['wall']) if base else float('nan'):5.2f}x {sc['removed']:8d} {sc['precision']:9.4f} "
-                         f"{rec.get('exact', 0):6.3f} {rec.get('near_0.02', 0):6.3f} {rec.get('near_0.05', 0):6.3f} "
-                         f"{rec.get('near_0.10', 0):6.3f} {sc['natural']:7d}")
+                         f"{(base / x['wall']) if base else float('nan'):5.2f}x {sc['removed']:8d} {sc['precision_j50']:8.4f} "
+                         f"{sc['mean_jaccard']:6.3f} {rec.get('exact', 0):6.3f} {rec.get('near_0.02', 0):6.3f} "
+                         f"{rec.get('near_0.05', 0):6.3f} {rec.get('near_0.10', 0):6.3f}")
         if "agreement" in d:
             a = d["agreement"]
             lines.append(f"removed sets: tokenmill {a['tokenmill']}, datatrove {a['datatrove']}, both {a['both']}, "
                          f"Jaccard {a['jaccard']}")
     if "components" in r:
-        lines.append(f"\n{'edges':>12s} {'nodes':>12s} {'P':>4s} {'rounds':>6s} {'wall s':>8s} {'task RSS MB':>11s} "
-                     f"{'scipy 1-proc s':>14s} {'same':>5s}")
+        lines.append(f"\n{'edges':>12s} {'nodes':>12s} {'P':>4s} {'rounds':>6s} {'wall s':>8s} {'max task rows':>13s} "
+                     f"{'task heap MB':>12s} {'task RSS MB':>11s} {'scipy 1-proc s':>14s} {'same':>5s}")
         for c in r["components"]:
             lines.append(f"{c['edges']:12,d} {c['nodes']:12,d} {c['partitions']:4d} {c['rounds']:6d} {c['seconds']:8.1f} "
+                         f"{c.get('max_task_rows', 0):13,d} {c.get('peak_task_heap_mb', 0):12.0f} "
                          f"{c['peak_task_rss_mb']:11.0f} {c['scipy_one_process_s']:14.1f} {str(c['same_as_scipy']):>5s}")
     return "\n".join(lines)
 
@@ -239,6 +276,7 @@ def main() -> None:
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--components-only", action="store_true")
     ap.add_argument("--skip-components", action="store_true")
+    ap.add_argument("--score-only", action="store_true", help="re-score the dedup runs already in work/bench")
     args = ap.parse_args()
     root = REPO / "work" / "bench"
     root.mkdir(parents=True, exist_ok=True)
@@ -246,9 +284,12 @@ def main() -> None:
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     results.update({"cores": os.cpu_count() or 1, "args": vars(args)})
     if not args.components_only:
-        results["dedup"] = dedup_comparison(args, root, results["cores"])
+        results["dedup"] = dedup_comparison(args, root, results["cores"], results.get("dedup", {}))
     if not args.skip_components:
-        results["components"] = components_alone([int(float(x)) for x in args.edges.split(",")], args.partitions)
+        new = components_alone([int(float(x)) for x in args.edges.split(",")], args.partitions)
+        keep = [c for c in results.get("components", [])
+                if (round(c["edges"], -5), c["partitions"]) not in {(round(n["edges"], -5), n["partitions"]) for n in new}]
+        results["components"] = sorted(keep + new, key=lambda c: (c["edges"], c["partitions"]))
     out_path.write_text(json.dumps(results, indent=1, default=str).replace(str(REPO) + "/", ""))
     print(table(results))
     print(f"\nwrote {out_path}")

@@ -336,7 +336,8 @@ def run_datatrove_minhash(input_dir: str, workdir: str, workers: int, minhash: d
     """datatrove's 4-stage MinHash dedup on raw *.jsonl.gz ({"id", "text"}), as its README runs it:
     signatures (one task per file) -> buckets (one task per band) -> cluster (one task) -> filter, writing
     the kept documents and, with their cluster ids (save_cluster_id / load_cluster_ids), the removed ones.
-    Returns per-step seconds and {id: cluster id} of the kept and of the removed documents (-1: no cluster)."""
+    Returns per-step seconds and the folders of the kept and of the removed documents (metadata
+    minhash_cluster_id: -1 outside any cluster)."""
     from datatrove.pipeline.dedup import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
 
     wd = Path(workdir)
@@ -359,17 +360,7 @@ def run_datatrove_minhash(input_dir: str, workdir: str, workers: int, minhash: d
                                                 exclusion_writer=_writer(d["removed"])), _writer(d["kept"])],
         tasks, workers, os.path.join(d["logs"], "4")))
     total = time.perf_counter() - t0
-
-    def clusters(folder: str) -> dict[str, int]:
-        out = {}
-        for path in _jsonl_files(folder):
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                for line in f:
-                    doc = json.loads(line)
-                    out[doc["id"]] = int(doc.get("metadata", {}).get("minhash_cluster_id", -1))
-        return out
-
-    return {"seconds": steps, "total": total, "kept": clusters(d["kept"]), "removed": clusters(d["removed"])}
+    return {"seconds": steps, "total": total, "kept_dir": d["kept"], "removed_dir": d["removed"]}
 
 
 # ------------------------------------------------------------------ smoke run

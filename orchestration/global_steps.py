@@ -33,7 +33,7 @@ import ray
 from orchestration.passes import DONE, digest, peak_rss_mb, reset_peak_rss
 from orchestration.components import star_components
 from orchestration.dedup_index import load_previous, previous_files, read_previous, write_index
-from pipelines.components import both_directions, bucket_edges, partition_of_keys, split_rows
+from pipelines.components import both_directions, bucket_edges, partition_of_keys, route_rows
 from pipelines.stage_files import read_shard, sha256_file
 from pipelines.stages.dedup_common import (ROW_COL, doc_keys, key_rank, key_run, partition_of, shard_ranks,
                                            write_drops)
@@ -129,7 +129,7 @@ def exact_dedup(workdir: Path, results: list[dict], previous: list[dict]) -> dic
 
 @ray.remote(num_cpus=1, max_retries=3)
 def _bucket_partition(files: list[str], root: str, ranks: dict[str, int], run: int, partitions: int,
-                      previous: list):
+                      previous: list, senders: int):
     """One band-key partition (with the same partition of earlier runs' indexes) -> star edges (both
     directions, routed by their first key) and the string ids of the documents in them (routed by key):
     2 * partitions + 1 return values."""
@@ -146,7 +146,7 @@ def _bucket_partition(files: list[str], root: str, ranks: dict[str, int], run: i
     edges = bucket_edges(t.column("key").to_numpy(), key, fp)
     nodes = np.isin(key, edges.reshape(-1))
     names = pa.table({"doc": key[nodes], "id": t.column("id").combine_chunks().filter(pa.array(nodes))})
-    routed = split_rows(both_directions(edges), both_directions(edges)[:, 0], partitions)
+    routed = route_rows(both_directions(edges), partitions, senders=senders)
     part = partition_of_keys(names.column("doc").to_numpy(), partitions)
     named = [names.filter(pa.array(part == p)) for p in range(partitions)]
     return (*routed, *named, {"rows": t.num_rows, "edges": len(edges), "peak_rss_mb": peak_rss_mb()})
@@ -176,7 +176,7 @@ def _name_members(partitions: int, n_names: int, run: int, *parts):
     names, stars = parts[:n_names], parts[n_names:]
     doc, ids = _names(names)
     e = np.concatenate(stars) if stars else np.zeros((0, 2), np.int64)
-    e = e[(e[:, 0] > e[:, 1]) & (key_run(e[:, 0]) == run)]
+    e = np.unique(e[(e[:, 0] > e[:, 1]) & (key_run(e[:, 0]) == run)], axis=0)  # sliced keys' extremes travel twice
     t = pa.table({"m": e[:, 1], "id": _lookup(doc, ids, e[:, 0]), "x": e[:, 0]})
     part = partition_of_keys(e[:, 1], partitions)
     return tuple(t.filter(pa.array(part == p)) for p in range(partitions))
@@ -221,7 +221,7 @@ def minhash(workdir: Path, results: list[dict], partitions: int, previous: list[
         ranks_ref = ray.put(ranks)
         P, run, run_ids = partitions, len(previous), [m["mlflow_run_id"] for m in previous]
         buckets = [_bucket_partition.options(num_returns=2 * P + 1).remote(
-                       fs, str(workdir), ranks_ref, run, P, previous_files(previous, "minhash", p))
+                       fs, str(workdir), ranks_ref, run, P, previous_files(previous, "minhash", p), len(parts))
                    for p, fs in parts.items()]
         bucket_stats = ray.get([b[2 * P] for b in buckets])
         final, rounds = star_components([list(b[:P]) for b in buckets], P)
@@ -240,7 +240,8 @@ def minhash(workdir: Path, results: list[dict], partitions: int, previous: list[
         files = [w["path"] for w in written]
         return {"drop_files": files, "files": files, "duplicates": sum(w["rows"] for w in written),
                 "candidate_edges": sum(b["edges"] for b in bucket_stats), "rounds": len(rounds),
-                "round_rows": [r["rows"] for r in rounds],
+                "round_rows": [r["rows"] for r in rounds], "max_task_rows": max(r["max_task_rows"] for r in rounds),
+                "components_peak_heap_mb": max(r["peak_heap_mb"] for r in rounds),
                 "peak_rss_mb": round(max([b["peak_rss_mb"] for b in bucket_stats] + [r["peak_rss_mb"] for r in rounds]
                                          + [0.0]), 1),
                 "clusters": sum(sizes.values()), "cluster_sizes": {str(k): v for k, v in sorted(sizes.items())},

@@ -96,7 +96,7 @@ class PassSpec:
     collect_keys: dict[str, str]
 
 
-VOLATILE = ("peak_rss_mb", "seconds", "skipped")  # in a global step's outcome, but not what it decided
+VOLATILE = ("peak_rss_mb", "components_peak_heap_mb", "max_task_rows", "seconds", "skipped")  # in a global step's outcome, but not what it decided
 
 
 def pass_spec(p: Pass, state: dict, workdir: Path, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:

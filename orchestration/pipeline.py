@@ -27,6 +27,10 @@ from pipelines.stage_files import sha256_file
 from pipelines.stages import build
 
 
+# a global step's figures worth a line in summary.json (all of them go to the stage's MLflow run)
+STEP_FIGURES = ("duplicates", "candidate_edges", "clusters", "rounds", "max_task_rows", "components_peak_heap_mb")
+
+
 def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
     """(path, bytes, sha256) of every raw file and the digest of that list. Hashes are cached by
     (path, size, mtime), so a re-run does not read the raw corpus again."""
@@ -148,7 +152,8 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
             t1 = time.perf_counter()
             out = global_steps.GLOBAL_STEPS[st.name](workdir, results, state, cfg)
             steps[st.name] = {"skipped": out.pop("skipped", False), "seconds": time.perf_counter() - t1,
-                              "peak_rss_mb": out.get("peak_rss_mb")}
+                              "peak_rss_mb": out.get("peak_rss_mb"),
+                              **{k: out[k] for k in STEP_FIGURES if k in out}}
             state[st.name] = out  # part of the next pass's resume key: nothing here may vary between runs
             echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
                  + (" (already done)" if steps[st.name]["skipped"] else ""))

@@ -1,6 +1,10 @@
-"""Connected components over candidate near-duplicate edges between string document ids.
+"""Connected components over candidate near-duplicate edges.
 
-Ids are mapped to their rank in sorted order (Arrow dictionary encoding + a sort of the distinct ids),
+Two versions: the distributed one (below: the per-partition steps of large-star / small-star rounds over
+int64 keys, run on Ray by `orchestration.components`), and `connected_components`, the same answer in one
+process over string ids (the in-process reference `pipelines.minhash.near_duplicate_survivors` uses).
+
+`connected_components`: ids are mapped to their rank in sorted order (Arrow dictionary encoding + a sort of the distinct ids),
 so "smallest index" is "lexicographically smallest id" and the result does not depend on edge order.
 Components come from vectorized min-label hooking with pointer jumping (numpy only): every round, the
 larger root of each edge that still joins two trees is hooked under the smaller one, then every node is
@@ -78,7 +82,7 @@ def cluster_sizes(mapping: dict[str, str]) -> list[int]:
 
 # ------------------------------------------------------------------ distributed: integer keys, per partition
 #
-# The cluster-wide version works on int64 document keys (see `doc_keys`) in rounds of alternating
+# The cluster-wide version works on int64 document keys (`pipelines.stages.dedup_common`) in rounds of alternating
 # large-star and small-star (Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014).
 # Each function below is one partition's share of one round: rows (u, v) arrive grouped by u (every row
 # whose u falls in the partition), and the output rows are re-partitioned for the next round by the
@@ -104,9 +108,9 @@ def _grouped(e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def large_star(e: np.ndarray) -> tuple[np.ndarray, int]:
-    """Rows (u, v) hold both directions of every edge at u. For each u with m = min(u, neighbours):
-    every neighbour v > u is re-attached to m. Returns rows (v, m), v > m, and how many nodes changed
-    (had a larger neighbour and a smaller one)."""
+    """Rows (u, v) hold both directions of every edge at u (or a slice of them, see `route_rows`). For
+    each u with m = min(u, neighbours): every neighbour v > u is re-attached to m. Returns rows (v, m),
+    v > m, and how many nodes changed (had a larger neighbour and a smaller one)."""
     e, starts, group = _grouped(e)
     if len(e) == 0:
         return e, 0
@@ -137,9 +141,39 @@ def partition_of_keys(keys: np.ndarray, partitions: int) -> np.ndarray:
     return (splitmix64(keys.astype(np.uint64)) % np.uint64(partitions)).astype(np.int64)
 
 
-def split_rows(e: np.ndarray, by: np.ndarray, partitions: int) -> list[np.ndarray]:
-    """The rows of e for each partition of the key column `by` (the caller's routing for the next step)."""
-    part = partition_of_keys(by, partitions)
+# A node with more rows than this (over all the tasks of a round) is split: its rows go, in slices, to
+# several partitions. A star's centre (a boilerplate page with a million near copies) would
+# otherwise bring its whole neighbourhood into one task, whatever the partition count (measured on the
+# 10^7-edge hard graph: the star's task held 1.38M rows at 64 partitions). Each slice runs the step on
+# part of the neighbourhood: edges still only ever move to smaller nodes of the same component. What a
+# slice cannot see is the rest (a large-star slice of only larger neighbours does not know that u also
+# has a smaller one elsewhere), so each sliced key's smallest and largest row also go to the key's own
+# partition: that task sees u's smallest and largest neighbour overall and reports a change whenever
+# the whole neighbourhood would. The fixed point (no change in a large-star and a small-star) is
+# therefore still "every component a star".
+MAX_KEY_ROWS = 1 << 16
+
+
+def route_rows(e: np.ndarray, partitions: int, senders: int = 1, max_key_rows: int = MAX_KEY_ROWS) -> list[np.ndarray]:
+    """The rows of e for each partition of their first column. `senders` tasks route into the same
+    partitions, so a key with more than max_key_rows / senders rows here is sliced (see above): no
+    partition then gets more than ~max_key_rows rows of one key from all of them together."""
+    part = partition_of_keys(e[:, 0], partitions)
+    limit = max(2, max_key_rows // max(1, senders))
+    if len(e) > limit:
+        _, inverse, counts = np.unique(e[:, 0], return_inverse=True, return_counts=True)
+        heavy = counts[inverse] > limit
+        if heavy.any():
+            h, starts, group = _grouped(e[heavy])  # distinct rows sorted by (key, other)
+            ends = np.r_[starts[1:], len(h)]
+            size = (ends - starts)[group]
+            rank = np.arange(len(h)) - starts[group]
+            slices = -(-size // limit)  # ceil: balanced slices
+            salt = (rank * slices // size).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            hpart = partition_of_keys((h[:, 0].astype(np.uint64) ^ salt).view(np.int64), partitions)
+            extremes = np.concatenate([h[starts], h[ends - 1]])  # to the key's own partition too
+            part = np.concatenate([part[~heavy], hpart, partition_of_keys(extremes[:, 0], partitions)])
+            e = np.concatenate([e[~heavy], h, extremes])
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     e = e[order]

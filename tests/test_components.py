@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from pipelines.components import EDGE, both_directions, bucket_edges, large_star, small_star, split_rows
+from pipelines.components import (EDGE, both_directions, bucket_edges, large_star, partition_of_keys, route_rows,
+                                  small_star)
 
 
 def reference_survivors(e: np.ndarray) -> dict[int, int]:
@@ -25,17 +26,21 @@ def reference_survivors(e: np.ndarray) -> dict[int, int]:
     return nodes, smallest[label]
 
 
-def local_components(e: np.ndarray, partitions: int = 3) -> tuple[np.ndarray, np.ndarray, int]:
-    """The distributed algorithm in one process: (nodes that are not survivors, their survivors, rounds)."""
-    parts = split_rows(both_directions(e), both_directions(e)[:, 0], partitions)
+def local_components(e: np.ndarray, partitions: int = 3, max_key_rows: int = 1 << 16,
+                     producers: list[slice] = (slice(None),)) -> tuple[np.ndarray, np.ndarray, int]:
+    """The distributed algorithm in one process: (nodes that are not survivors, their survivors, rounds).
+    `producers`: the slices of e that the first round's tasks each route (as the bucket tasks do)."""
+    routed = [route_rows(both_directions(e[s]), partitions, len(producers), max_key_rows) for s in producers]
+    parts = [np.concatenate([r[p] for r in routed]) for p in range(partitions)]
     kind, quiet, rounds = "large", 0, 0
     while quiet < 2:
         outs = [(large_star if kind == "large" else small_star)(p) for p in parts]
+        changed = sum(o[1] for o in outs)
         rounds += 1
-        quiet = quiet + 1 if sum(c for _, c in outs) == 0 else 0
-        rows = np.concatenate([o for o, _ in outs])
+        quiet = quiet + 1 if changed == 0 else 0
+        rows = np.concatenate([o[0] for o in outs])
         rows = both_directions(rows) if kind == "small" else rows
-        parts = split_rows(rows, rows[:, 0], partitions)
+        parts = route_rows(rows, partitions, partitions, max_key_rows)
         kind = "small" if kind == "large" else "large"
     final = np.concatenate(parts)
     final = np.unique(final[final[:, 0] > final[:, 1]], axis=0)
@@ -88,6 +93,27 @@ def test_star_steps_reach_the_smallest_key_of_each_component():
     # independent of the partitioning and of the order rows arrive in
     x2, m2, _ = local_components(e[::-1], partitions=7)
     assert x2.tolist() == x.tolist() and m2.tolist() == m.tolist()
+    # with every node of more than 40 rows sliced over several partitions (the star's centre, and the
+    # path's nodes once large-star has gathered them): the same stars
+    x3, m3, _ = local_components(e, partitions=5, max_key_rows=40)
+    assert x3.tolist() == x.tolist() and m3.tolist() == m.tolist()
+
+
+def test_a_sliced_node_with_smaller_and_larger_neighbours_is_not_taken_for_converged():
+    """w < u < v1..v99, the edge u-w from one task and u's 99 others from another, sliced: no slice holds
+    both w and a v, yet u's own partition gets u's smallest and largest neighbour and sees the change;
+    the result is one star on w (not v -> u, u -> w)."""
+    w, u = 1, 2
+    e = np.array([[u, w]] + [[u, v] for v in range(3, 102)], EDGE)
+    for partitions in (8, 16, 32, 64):
+        x, m, _ = local_components(e, partitions, max_key_rows=120, producers=[slice(0, 1), slice(1, None)])
+        assert set(m.tolist()) == {w} and sorted(x.tolist()) == list(range(2, 102))
+        # the mechanism: u's 99 rows of the second task go out in 2 slices, and u's smallest and largest
+        # rows also go to u's own partition
+        parts = route_rows(e[1:], partitions, max_key_rows=60)
+        home = int(partition_of_keys(np.array([u]), partitions)[0])
+        assert sum(len(p) for p in parts) == 99 + 2
+        assert {3, 101} <= set(parts[home][:, 1].tolist())
 
 
 def test_components_on_ray_five_million_edges(ray_local):
@@ -99,19 +125,21 @@ def test_components_on_ray_five_million_edges(ray_local):
     assert len(e) >= 5_000_000
     nodes, smallest = reference_survivors(e)
     partitions = 8
-    producers = [split_rows(both_directions(c), both_directions(c)[:, 0], partitions)
-                 for c in np.array_split(e, 4)]
+    producers = [route_rows(both_directions(c), partitions, senders=4) for c in np.array_split(e, 4)]
     first = [[ray.put(p) for p in parts] for parts in producers]
     del producers
     t0 = time.perf_counter()
     final, rounds = star_components(first, partitions)
     wall = time.perf_counter() - t0
     rows = np.concatenate([r for refs in final for r in ray.get(refs)])
-    rows = rows[rows[:, 0] > rows[:, 1]]
-    rows = rows[np.argsort(rows[:, 0])]
+    rows = np.unique(rows[rows[:, 0] > rows[:, 1]], axis=0)  # a sliced node's extremes travel twice
     is_dup = nodes != smallest
     assert len(rows) == is_dup.sum() and len(np.unique(rows[:, 0])) == len(rows)
     assert np.array_equal(rows[:, 0], nodes[is_dup]) and np.array_equal(rows[:, 1], smallest[is_dup])
     assert len(rounds) <= 4 * int(np.log2(len(nodes)))
+    # no task holds the giant star: its centre's million rows are sliced over the partitions (unsliced,
+    # its task would hold ~1M rows more than the average of the first, largest round: 2 * edges / P)
+    assert max(r["max_task_rows"] for r in rounds) < 1.3 * 2 * len(e) / partitions
     print(f"\ncomponents: {len(e):,} edges, {len(nodes):,} nodes, {len(rounds)} rounds, {wall:.1f} s, "
-          f"peak task RSS {max(r['peak_rss_mb'] for r in rounds):.0f} MB")
+          f"largest task {max(r['max_task_rows'] for r in rounds):,} rows, "
+          f"task heap {max(r['peak_heap_mb'] for r in rounds):.0f} MB, RSS {max(r['peak_rss_mb'] for r in rounds):.0f} MB")
