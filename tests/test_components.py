@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from pipelines.components import (EDGE, both_directions, bucket_edges, large_star, partition_of_keys, route_rows,
                                   small_star)
@@ -116,6 +117,7 @@ def test_a_sliced_node_with_smaller_and_larger_neighbours_is_not_taken_for_conve
         assert {3, 101} <= set(parts[home][:, 1].tolist())
 
 
+@pytest.mark.slow
 def test_components_on_ray_five_million_edges(ray_local):
     import ray
 

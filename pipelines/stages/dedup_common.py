@@ -25,6 +25,9 @@ import xxhash
 
 from pipelines.duplicates import mark_duplicates
 
+# the layout of the collected key rows (2: with `row` and, for MinHash, `fp`): in the stages' params, so a
+# workdir written with another layout re-collects its keys instead of feeding them to the new steps
+KEY_FORMAT = 2
 PART_COL = "part"
 ROW_COL = "row"
 # survivor_run: "" when the survivor is in this run, else the MLflow run id of the earlier run that kept it

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from pipelines.exact_dedup import REASON_EXACT, text_hashes
 from pipelines.stages.base import ShardContext, Stage
-from pipelines.stages.dedup_common import PART_COL, ROW_COL, DropListStage, partition_of, shard_rows
+from pipelines.stages.dedup_common import KEY_FORMAT, PART_COL, ROW_COL, DropListStage, partition_of, shard_rows
 
 
 class ExactDedupStage(DropListStage, Stage):
@@ -19,6 +19,9 @@ class ExactDedupStage(DropListStage, Stage):
     def __init__(self, cfg, partitions: int = 8):
         Stage.__init__(self, cfg)
         self.partitions = partitions
+
+    def params(self) -> dict:
+        return {**super().params(), "key_format": KEY_FORMAT}
 
     def collect(self, batch: pa.Table, ctx: ShardContext) -> dict[str, pa.Table]:
         hashes = text_hashes(batch.column("text").to_pylist(), self.cfg.normalize).tolist()

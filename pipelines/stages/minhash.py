@@ -20,7 +20,7 @@ import xxhash
 from pipelines.exact_dedup import normalize
 from pipelines.minhash import MinHashConfig, band_keys, signatures
 from pipelines.stages.base import ShardContext, Stage
-from pipelines.stages.dedup_common import PART_COL, ROW_COL, DropListStage, partition_of, shard_rows
+from pipelines.stages.dedup_common import KEY_FORMAT, PART_COL, ROW_COL, DropListStage, partition_of, shard_rows
 
 REASON_NEAR = "near_duplicate"
 
@@ -38,7 +38,7 @@ class MinHashStage(DropListStage, Stage):
         self.mh = MinHashConfig(ngram=cfg.ngram, bands=cfg.bands, rows=cfg.rows, seed=cfg.seed)
 
     def params(self) -> dict:
-        return {**super().params(), "exact_normalize": self.exact_normalize}
+        return {**super().params(), "exact_normalize": self.exact_normalize, "key_format": KEY_FORMAT}
 
     def collect(self, batch: pa.Table, ctx: ShardContext) -> dict[str, pa.Table]:
         texts = batch.column("text").to_pylist()
