@@ -29,6 +29,7 @@ test-fast: install
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_dedup.py
 
 clean:
 	rm -rf work
