@@ -119,13 +119,13 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
             return {**summary, "already_complete": True}
 
     from orchestration import global_steps, tracking
-    from orchestration.ray_runtime import init_ray
+    from orchestration.ray_runtime import describe, init_ray
     from orchestration.stage_records import record_stages
 
     resources = init_ray(cfg.ray.num_cpus)
     uri = tracking.setup(cfg.mlflow.experiment)
     cpus = resources.get("CPU", 1.0)
-    echo(f"tokenmill: Ray with {cpus:g} CPUs; MLflow store {uri}")
+    echo(f"tokenmill: {describe()} with {cpus:g} CPUs; MLflow store {uri}")
     stages = build(cfg)
     passes = plan_passes(stages)
     raw_path = workdir / "raw_files.json"

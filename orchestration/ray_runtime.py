@@ -13,7 +13,9 @@ import pipelines
 
 
 def init_ray(num_cpus: int | None = None) -> dict:
-    """Join the cluster named by RAY_ADDRESS, else start a local Ray sized to this machine.
+    """Join the cluster named by RAY_ADDRESS, else start a local Ray of our own sized to this machine
+    (address="local": even when another Ray runs on the machine, which a plain ray.init() would join, and
+    then refuse num_cpus).
 
     On a cluster the project's packages travel with the job (runtime_env py_modules), so workers run
     the same code as the driver without a shared install.
@@ -28,8 +30,14 @@ def init_ray(num_cpus: int | None = None) -> dict:
     if address:
         ray.init(address=address, runtime_env={"py_modules": [pipelines, orchestration, model]}, **common)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     return ray.cluster_resources()
+
+
+def describe() -> str:
+    """Where this run's Ray is, for the line a run prints when it starts."""
+    address = os.environ.get("RAY_ADDRESS")
+    return f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray of its own"

@@ -25,7 +25,7 @@ from model.flops import flops_per_token, param_counts
 from model.layers import KVCache
 from orchestration import plots, tracking
 from orchestration.config_schema import ConfigError
-from orchestration.ray_runtime import init_ray
+from orchestration.ray_runtime import describe, init_ray
 from orchestration.sampling import complete
 from orchestration.train_config import TrainConfig
 from orchestration.train_worker import train_loop
@@ -105,7 +105,7 @@ def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
     mlflow.set_tracking_uri(uri)
     counts = param_counts(mcfg)
     fpt = flops_per_token(mcfg, cfg.data.seq_len)
-    echo(f"tokenmill: Ray with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}")
+    echo(f"tokenmill: {describe()} with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}")
     echo(f"tokenmill: model {counts['total'] / 1e6:.2f}M parameters ({counts['non_embedding'] / 1e6:.2f}M without "
          f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {shards.total_tokens:,} tokens in {shards.num_shards} shards")
 
