@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import yaml
 from model.config import ModelConfig
 from orchestration.config_schema import ConfigError, from_dict
 from orchestration.pipeline_config import load_raw
+
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass
@@ -134,6 +137,10 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
 
     def validate(self, key: str) -> None:
+        # the name is joined into paths (the job's checkpoint folder under the storage path)
+        if not JOB_NAME.fullmatch(self.name or ""):
+            raise ConfigError(f"name: {self.name!r} names the job's checkpoint folder: use letters, digits, '.', '_' "
+                              "and '-', starting with a letter or digit (no '/', no '..'), at most 128 characters")
         world = self.ray.num_workers
         if world < 1:
             raise ConfigError("ray.num_workers: must be >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,13 @@ def test_shipped_configs_are_valid(path):
     else:
         cfg = load_pipeline_config(path)
         assert cfg.inputs and cfg.name
+
+
+@pytest.mark.parametrize("name", ["../../outside", "a/b", "..", ".hidden", "", "x" * 129])
+def test_a_training_job_name_cannot_leave_its_folder(name):
+    """The job's name is joined into paths (its checkpoint folder): '../..' would write outside the workdir."""
+    from orchestration.train_config import load_train_config
+
+    with pytest.raises(ConfigError, match=r"^name: .* names the job's checkpoint folder"):
+        load_train_config(REPO / "configs" / "train" / "quickstart.yaml", [f"name={json.dumps(name)}"])
+    assert load_train_config(REPO / "configs" / "train" / "quickstart.yaml", ["name=run-2.a_b"]).name == "run-2.a_b"
