@@ -31,7 +31,7 @@ import ray
 
 from orchestration.passes import digest
 from pipelines.stage_files import sha256_file
-from pipelines.stages.dedup_common import ROW_COL, doc_keys, load_drops, shard_ranks
+from pipelines.stages.dedup_common import ROW_COL, RUN_SHIFT, doc_keys, load_drops, shard_ranks
 
 INDEX_DIR = Path("dedup") / "index"
 FORMAT = 1
@@ -108,8 +108,6 @@ def previous_files(previous: list[dict], stage: str, part: int) -> list[tuple[in
 
 def read_previous(entries: list[tuple[int, list[str]]], columns: list[str]) -> pa.Table | None:
     """An earlier index's rows with `doc` turned into this run's key (run bits = the index's position)."""
-    from pipelines.stages.dedup_common import RUN_SHIFT
-
     tables = []
     for run, files in entries:
         for f in files:

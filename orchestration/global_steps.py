@@ -68,7 +68,7 @@ def _read(files: list[str], root: str, columns: list[str]) -> pa.Table:
     return pa.concat_tables(tables) if tables else None
 
 
-def _ranks_and_run(results: list[dict]) -> dict[str, int]:
+def _shard_ranks(results: list[dict]) -> dict[str, int]:
     return shard_ranks([r["shard"] for task in results for r in task["shards"]])
 
 
@@ -110,7 +110,7 @@ def exact_dedup(workdir: Path, results: list[dict], previous: list[dict]) -> dic
               "previous": [m["digest"] for m in previous]}
 
     def run() -> dict:
-        ranks = ray.put(_ranks_and_run(results))
+        ranks = ray.put(_shard_ranks(results))
         run_ids = [m["mlflow_run_id"] for m in previous]
         refs = [_exact_partition.remote(fs, str(workdir), str(workdir / "dedup" / "exact_dedup" / f"drops-p{p:04d}.parquet"),
                                         ranks, len(previous), previous_files(previous, "exact_dedup", p), run_ids)
@@ -216,7 +216,7 @@ def minhash(workdir: Path, results: list[dict], partitions: int, previous: list[
 
     def run() -> dict:
         out = workdir / "dedup" / "minhash"
-        ranks = _ranks_and_run(results)
+        ranks = _shard_ranks(results)
         shards = sorted(ranks, key=ranks.get)
         ranks_ref = ray.put(ranks)
         P, run, run_ids = partitions, len(previous), [m["mlflow_run_id"] for m in previous]
