@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from pipelines.readers.rows import CORRUPT, corruption_counts
 from pipelines.records import REASON, RECORD_SCHEMA, is_quarantined
 from pipelines.stage_files import DROPPED_SCHEMA, FORMATS, LENGTH_BINS, RecordWriter, length_histogram, read_shard
 from pipelines.stages import ShardContext, Stage
@@ -123,6 +124,7 @@ class _StageStats:
         self.quarantined: Counter = Counter()
         self.hist_kept = np.zeros(len(LENGTH_BINS), dtype=np.int64)
         self.hist_dropped = np.zeros(len(LENGTH_BINS), dtype=np.int64)
+        self.corrupt = Counter(corruption_counts([]))
         self.seconds = 0.0
 
     def add(self, kept: pa.Table, dropped: pa.Table) -> None:
@@ -133,12 +135,15 @@ class _StageStats:
             (self.quarantined if is_quarantined(r) else self.dropped)[r] += n
         self.hist_kept += length_histogram(kept.column("text"))
         self.hist_dropped += length_histogram(dropped.column("text"))
+        if CORRUPT in self.quarantined:
+            spans = pc.filter(dropped.column("metadata"), pc.equal(dropped.column(REASON), CORRUPT))
+            self.corrupt.update(corruption_counts(spans.to_pylist()))
 
     def result(self) -> dict:
         return {"in": self.docs_in, "kept": self.kept, "dropped": dict(self.dropped),
                 "quarantined": dict(self.quarantined), "text_bytes_kept": self.text_bytes,
                 "hist_kept": self.hist_kept.tolist(), "hist_dropped": self.hist_dropped.tolist(),
-                "seconds": self.seconds}
+                "corrupt": dict(self.corrupt), "seconds": self.seconds}
 
 
 def _docs_path(root: Path, stage: str, shard: str, fmt: str) -> Path:

@@ -39,7 +39,7 @@ def check_accounting(stage: str, counts: dict, upstream_kept: int | None = None)
 
 def _merge(run: dict, stage: str, kept_at_end: bool) -> dict:
     c = {"in": 0, "kept": 0, "text_bytes_kept": 0, "seconds": 0.0}
-    dropped, quarantined, extras = Counter(), Counter(), []
+    dropped, quarantined, corrupt, extras = Counter(), Counter(), Counter(), []
     hk = hd = None
     files = []
     for task in run["results"]:
@@ -49,6 +49,7 @@ def _merge(run: dict, stage: str, kept_at_end: bool) -> dict:
                 c[k] += s[k]
             dropped.update(s["dropped"])
             quarantined.update(s["quarantined"])
+            corrupt.update(s.get("corrupt", {}))
             hk = np.array(s["hist_kept"]) + (0 if hk is None else hk)
             hd = np.array(s["hist_dropped"]) + (0 if hd is None else hd)
             if s.get("dropped_file"):
@@ -59,7 +60,7 @@ def _merge(run: dict, stage: str, kept_at_end: bool) -> dict:
             extras.append((r["shard"], s.get("extra", {})))
     return {**c, "dropped": dict(sorted(dropped.items())), "quarantined": dict(sorted(quarantined.items())),
             "hist_kept": [] if hk is None else hk.tolist(), "hist_dropped": [] if hd is None else hd.tolist(),
-            "files": files, "extras": extras}
+            "corrupt": dict(corrupt), "files": files, "extras": extras}
 
 
 def _figures(stage: str, m: dict, state: dict) -> tuple[dict, dict]:
@@ -120,6 +121,9 @@ def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path:
             "docs_per_cpu_second": m["in"] / m["seconds"] if m["seconds"] > 0 else 0.0,
             **{f"dropped.{r}": n for r, n in m["dropped"].items()},
             **{f"quarantined.{r.split(':', 1)[1]}": n for r, n in m["quarantined"].items()},
+            **({"records_lost_to_corruption": m["corrupt"]["records_lost"], "corrupt_spans": m["corrupt"]["spans"],
+                "corrupt_spans_uncounted": m["corrupt"]["spans_uncounted"], "corrupt_bytes": m["corrupt"]["bytes"]}
+               if m["corrupt"].get("spans") else {}),
             **extra_metrics,
         }
         mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
@@ -230,7 +234,7 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
                 run_id = _log_stage(st.name, m["params"], m, manifest, path, prev, raw, metrics, figs, run["wall"],
                                     state.get(st.name, {}), previous)
                 entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
-                         "quarantined": m["quarantined"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
+                         "quarantined": m["quarantined"], "corrupt": m["corrupt"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
                          "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),
                          "docs_per_second": round(m["in"] / m["seconds"], 1) if m["seconds"] > 0 else 0.0,
                          "output_digest": manifest["digest"], "manifest": str(path), "run_id": run_id,

@@ -21,6 +21,10 @@ def format_table(summary: dict) -> str:
         reasons = {**s["dropped"], **s["quarantined"]}
         if reasons:
             lines.append(f"  {s['stage']}: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
+        if (c := s.get("corrupt") or {}).get("spans"):
+            uncounted = f", {c['spans_uncounted']} of them not countable" if c["spans_uncounted"] else ""
+            lines.append(f"  {s['stage']}: records lost to corruption: {c['records_lost']} in {c['spans']} damaged "
+                         f"spans ({c['bytes'] / 1e6:.3f} MB compressed{uncounted}); each is a corrupt_stream row")
     return "\n".join(lines)
 
 

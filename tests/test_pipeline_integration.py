@@ -12,8 +12,12 @@ from conftest import stage_table
 
 from orchestration.pipeline import run_pipeline
 from orchestration.pipeline_config import load_pipeline_config
+from orchestration.summary import format_table
 from orchestration.tracking import OUTPUT_DIGEST_TAG, producer_of
 from pipelines.manifest import load_manifest, mlflow_digest, verify_files
+from pipelines.readers import read_file
+from pipelines.records import REASON, load_metadata
+from test_readers import flip_record
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -36,14 +40,25 @@ def _malformed_jsonl(path: Path) -> dict[str, int]:
     return {"good": len(good), "bad": len(bad)}
 
 
+def _damaged_warc(corpora: Path, path: Path) -> int:
+    """A real WARC with 16 bytes flipped in its first HTML response record; returns that record's index."""
+    src = corpora / "dolma_fixtures" / "sample-0001.warc.gz"
+    first = next(load_metadata(m)["record"] for cols in read_file(str(src), "x", "warc", "x")
+                 for m, r in zip(cols["metadata"], cols[REASON]) if r == "")
+    path.write_bytes(flip_record(src.read_bytes(), first))
+    return first
+
+
 def _config(tmp_path: Path, corpora: Path, langid_model: Path, extra: list[str] = ()):
     bad = tmp_path / "bad" / "malformed.jsonl"
     bad.parent.mkdir()
     _malformed_jsonl(bad)
+    _damaged_warc(corpora, tmp_path / "bad" / "damaged.warc.gz")
     overrides = [
         f'inputs=[{{name: crawl, format: jsonl, paths: ["{corpora / DOLMA_CRAWL}"]}},'
         f' {{name: warc, format: warc, paths: ["{corpora}/dolma_fixtures/*.warc.gz"]}},'
-        f' {{name: bad, format: jsonl, paths: ["{bad}"]}}]',
+        f' {{name: bad, format: jsonl, paths: ["{bad}"]}},'
+        f' {{name: damaged, format: warc, paths: ["{bad.parent}/damaged.warc.gz"]}}]',
         f"filter.language.model_path={langid_model}",
         "filter.language.languages=[eng]",
         "filter.language.min_score=0.3",
@@ -78,8 +93,14 @@ def test_accounting_holds_and_bad_lines_are_quarantined(pipeline_run):
     for s in summary["stages"]:
         assert s["docs_in"] == s["kept"] + sum(s["dropped"].values()) + sum(s["quarantined"].values())
     ingest = summary["stages"][0]
-    assert ingest["docs_in"] == 697 + 37 + 12 + 4  # crawl docs + WARC HTML responses + good + bad lines
-    assert sum(ingest["quarantined"].values()) == 4
+    # crawl docs + WARC HTML responses + good + bad lines + the damaged WARC's (15 responses: 14 read, one span row)
+    assert ingest["docs_in"] == 697 + 37 + 12 + 4 + 15
+    assert ingest["quarantined"] == {"quarantine:bad_json": 1, "quarantine:corrupt_stream": 1,
+                                     "quarantine:invalid_utf8": 1, "quarantine:missing_text": 1,
+                                     "quarantine:text_not_string": 1}
+    corrupt = ingest["corrupt"]  # the lost record is counted as such, beside the span's one row
+    assert (corrupt["spans"], corrupt["records_lost"], corrupt["spans_uncounted"]) == (1, 1, 0)
+    assert "records lost to corruption: 1 in 1 damaged spans" in format_table(summary)
     # each stage consumes exactly what the previous one kept
     for prev, cur in zip(summary["stages"], summary["stages"][1:]):
         assert cur["docs_in"] == prev["kept"]
@@ -117,6 +138,8 @@ def test_mlflow_run_tree_params_metrics_and_digest_chain(pipeline_run):
         s = summary["stages"][i]
         assert run.data.metrics["docs_in"] == s["docs_in"] and run.data.metrics["docs_kept"] == s["kept"]
         assert run.data.metrics["docs_per_cpu_second"] > 0 and run.data.metrics["pass_wall_seconds"] > 0
+        if stage == "ingest":
+            assert run.data.metrics["records_lost_to_corruption"] == 1 and run.data.metrics["corrupt_spans"] == 1
         assert run.data.tags[OUTPUT_DIGEST_TAG] == mlflow_digest(s["output_digest"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "manifest.json" in artifacts

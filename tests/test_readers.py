@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -87,21 +88,20 @@ def test_real_zstd_multi_frame_reads_the_same(tmp_path, dolma, dolma_records):
 
 
 @pytest.mark.parametrize("kind", ["gzip", "zstd"])
-def test_truncated_stream_keeps_records_before_and_quarantines_the_rest(tmp_path, kind):
+def test_truncated_stream_keeps_every_line_before_the_cut(tmp_path, kind):
     lines = b"".join(json.dumps({"text": f"document number {i} " * 20}).encode() + b"\n" for i in range(5000))
     data = gzip.compress(lines) if kind == "gzip" else zstandard.ZstdCompressor().compress(lines)
+    cut = data[: len(data) // 2]
     path = tmp_path / "cut.jsonl"
-    path.write_bytes(data[: len(data) // 2])
+    path.write_bytes(cut)
+    decoder = zlib.decompressobj(31) if kind == "gzip" else zstandard.ZstdDecompressor().decompressobj()
+    whole_lines = decoder.decompress(cut).count(b"\n")  # every line the surviving bytes hold entirely
     rows = read_all(path, "t/cut.jsonl", "jsonl")
-    reasons = Counter(rows[REASON])
-    assert reasons["quarantine:corrupt_stream"] == 1 and rows[REASON][-1] == "quarantine:corrupt_stream"
-    good = reasons[""]
-    assert 500 < good < 5000  # most of the first half came through
-    # at most the one line cut in half is a bad line; none were skipped silently
-    assert reasons["quarantine:bad_json"] <= 1
-    assert load_metadata(rows["metadata"][-1])["record"] == len(rows["id"]) - 1
-    error = load_metadata(rows["metadata"][-1])["error"]
-    assert ("ended before the end-of-stream" if kind == "gzip" else "truncated zstd stream") in error
+    assert rows[REASON] == [""] * whole_lines + ["quarantine:corrupt_stream"]  # the cut line is in the span
+    span = load_metadata(rows["metadata"][-1])
+    assert span["record"] == whole_lines and span["records_lost"] is None  # not countable in one stream
+    assert (span["byte_start"], span["byte_end"]) == (0, len(cut))  # one member: all of it is damaged
+    assert f"truncated {kind} stream" in span["error"]
 
 
 def test_malformed_lines_are_quarantined_one_row_each(tmp_path):
@@ -300,3 +300,62 @@ def test_list_inputs_globs(tmp_path, monkeypatch):
 def test_list_inputs_on_the_corpora(corpora):
     got = list_inputs([str(corpora / "dolma_fixtures" / "*.warc.gz")])
     assert [rel for _, rel in got] == ["sample-0000.warc.gz", "sample-0001.warc.gz"]
+
+
+def _members(data: bytes) -> list[int]:
+    """Offsets of the gzip members of a file (a WARC writer gzips each record on its own)."""
+    offsets, pos = [], 0
+    while pos < len(data):
+        d = zlib.decompressobj(31)
+        d.decompress(data[pos:])
+        offsets.append(pos)
+        pos = len(data) - len(d.unused_data)
+    return offsets
+
+
+def flip_record(data: bytes, member: int, n: int = 16) -> bytes:
+    """n bytes flipped in the middle of the given gzip member."""
+    offsets = _members(data) + [len(data)]
+    mid = (offsets[member] + offsets[member + 1]) // 2
+    bad = bytearray(data)
+    for i in range(n):
+        bad[mid + i] ^= 0xFF
+    return bytes(bad)
+
+
+@pytest.mark.parametrize("member", [0, 11, 23, 47])  # the first record, responses in the middle, the last
+def test_corrupt_warc_record_costs_that_record_only(tmp_path, dolma, member):
+    """16 flipped bytes in one gzip member: every other record reads as in the intact file (same ids and
+    texts), and one corrupt_stream row stands for the damaged record with its byte range."""
+    data = (dolma / "sample-0000.warc.gz").read_bytes()
+    offsets = _members(data) + [len(data)]
+    path = tmp_path / "flipped.warc.gz"
+    path.write_bytes(flip_record(data, member))
+    intact = read_all(dolma / "sample-0000.warc.gz", "w/x.warc.gz", "warc")
+    rows = read_all(path, "w/x.warc.gz", "warc")
+    spans = [i for i, r in enumerate(rows[REASON]) if r == "quarantine:corrupt_stream"]
+    assert len(spans) == 1
+    span = load_metadata(rows["metadata"][spans[0]])
+    assert (span["record"], span["records_lost"]) == (member, 1)
+    assert (span["byte_start"], span["byte_end"]) == (offsets[member], offsets[member + 1])
+    kept = {i: t for i, t, r in zip(rows["id"], rows["text"], rows[REASON]) if r != "quarantine:corrupt_stream"}
+    whole = dict(zip(intact["id"], intact["text"]))
+    assert set(whole) - set(kept) <= {make_id("w/x.warc.gz", member)}  # at most the damaged record is missing
+    assert all(whole[i] == t for i, t in kept.items())
+
+
+def test_damaged_member_of_multi_member_jsonl_resyncs(tmp_path, dolma_records):
+    """gzip jsonl written in members (as by a writer that flushes per chunk): a damaged member loses its
+    lines, whole (its output is held until its checksum verifies: no garbage lines); the lines of the
+    members after it are read."""
+    lines = [json.dumps(r).encode() + b"\n" for r in dolma_records[:300]]
+    chunks = [b"".join(lines[i:i + 50]) for i in range(0, 300, 50)]  # 6 members of 50 lines
+    data = b"".join(gzip.compress(c) for c in chunks)
+    path = tmp_path / "members.jsonl.gz"
+    path.write_bytes(flip_record(data, 2))
+    rows = read_all(path, "m/members.jsonl.gz", "jsonl")
+    assert Counter(rows[REASON]) == {"": 250, "quarantine:corrupt_stream": 1}
+    texts = [t for t, r in zip(rows["text"], rows[REASON]) if r == ""]
+    assert texts == [r["text"] for r in dolma_records[:100] + dolma_records[150:300]]  # all but member 2
+    span = load_metadata(rows["metadata"][rows[REASON].index("quarantine:corrupt_stream")])
+    assert span["records_lost"] is None and span["members_lost"] == 1 and span["byte_end"] < len(data)

@@ -1,17 +1,27 @@
 """Opening raw files whatever their compression, detected from magic bytes (never from the name).
 
 Real corpora have misnamed files (dolma ships a plain-text `.jsonl.zst`), so the name is ignored.
-Every decompressed stream raises CorruptStream where the data is corrupt or truncated (never a
-silent early end of file: readers like warcio take an EOFError for the end of the records), so a
-reader can say how far it got; a plain I/O error (it has an errno) propagates as is.
+A decompressed stream never ends silently early (readers like warcio take an EOFError for the end of
+the records): where the data is corrupt or truncated it ends (EOF) after every byte decoded before
+the damage, `damage(f)` returns the CorruptStream, and leaving `open_decompressed` raises it. So a
+reader keeps every record before the damage and may check `damage(f)` to tell a record cut by it
+from a whole one. A plain I/O error (it has an errno) propagates as is.
+
+Recovery (gzip and zstd): a file is a sequence of members (gzip) or frames (zstd), and WARC writers
+compress each record on its own. CorruptStream carries the damaged span: `start`, the compressed
+offset where the damaged member begins, and `resume`, the offset of the next member that
+decompresses cleanly (None when there is none: the span runs to the end of the file), plus
+`members`, how many member headers lie in the span (for per-record WARC, the records lost). A
+reader reopens the file at `resume` (`open_decompressed(path, start=resume)`) and goes on.
 """
 
 from __future__ import annotations
 
+import bisect
 import bz2
-import gzip
 import io
 import lzma
+import os
 import zlib
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
@@ -24,12 +34,29 @@ MAGIC = (
     (b"BZh", "bz2"),
     (b"\xfd7zXZ\x00", "xz"),
 )
+_MEMBER_MAGIC = {"gzip": b"\x1f\x8b\x08", "zstd": b"\x28\xb5\x2f\xfd"}
 _READ = 1 << 20  # decompressed bytes buffered per read
 _READ_COMPRESSED = 1 << 16  # compressed bytes fed per step: the most lost before a corrupt spot
+_PROBE = 1 << 12  # compressed bytes decompressed to accept a resync candidate
+# A member's output is held back until its checksum verifies, up to this size: damaged deflate data
+# decodes to garbage before the decoder notices (16 flipped bytes gave 15 garbage "lines"), so a
+# damaged WARC record or jsonl chunk is lost whole, never half-read. Larger members (one stream for a
+# whole file) stream from then on: a record before their damage is kept, garbage after it may pass.
+_HOLD = 8 << 20
 
 
 class CorruptStream(Exception):
-    """A compressed stream that cannot be decompressed past some point."""
+    """A compressed stream that cannot be decompressed past some point (see the module docstring)."""
+
+    def __init__(self, message: str, start: int | None = None, resume: int | None = None,
+                 end: int | None = None, members: int | None = None, member: int | None = None):
+        super().__init__(message)
+        self.start, self.resume, self.end, self.members = start, resume, end, members
+        self.member = member  # which member of the opened stream (0 = the one at `start` offset) is damaged
+
+    def span(self) -> dict:
+        """The damaged span as metadata: compressed byte range [start, end) and member headers in it."""
+        return {"byte_start": self.start, "byte_end": self.end, "members_lost": self.members}
 
 
 def detect_compression(path: str) -> str | None:
@@ -38,28 +65,82 @@ def detect_compression(path: str) -> str | None:
     return next((name for magic, name in MAGIC if head.startswith(magic)), None)
 
 
-class _ZstdRaw(io.RawIOBase):
-    """Multi-frame zstd decompression that, unlike zstandard's stream_reader, notices truncation."""
+def _new_decompressor(kind: str):
+    if kind == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return zstandard.ZstdDecompressor().decompressobj()
 
-    def __init__(self, f: BinaryIO):
-        self._f = f
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._in_frame = False  # bytes of an unfinished frame were fed
+
+_ERRORS = (zlib.error, zstandard.ZstdError)
+
+
+def _plausible_header(kind: str, data: bytes) -> bool:
+    """A gzip member header as writers emit it (deflate, no reserved flags); any zstd frame magic."""
+    return kind == "zstd" or (len(data) >= 10 and data[3] & 0xE0 == 0)
+
+
+def _decodes(kind: str, data: bytes, expect: bytes) -> bool:
+    obj = _new_decompressor(kind)
+    try:
+        out = obj.decompress(data)
+    except _ERRORS:
+        return False
+    return out.startswith(expect) if len(out) >= len(expect) else obj.eof and out.startswith(expect[:len(out)])
+
+
+def find_resume(f: BinaryIO, kind: str, after: int, expect: bytes = b"") -> tuple[int | None, int]:
+    """(offset of the first member after `after` that decompresses and starts with `expect`, or None;
+    plausible member headers skipped on the way)."""
+    magic, skipped, pos = _MEMBER_MAGIC[kind], 0, after
+    while True:
+        f.seek(pos)
+        block = f.read(_READ_COMPRESSED + _PROBE)
+        if len(block) < len(magic):
+            return None, skipped
+        i = block.find(magic)
+        if i < 0:
+            pos += max(1, len(block) - len(magic) + 1)
+            continue
+        f.seek(pos + i)
+        probe = f.read(_PROBE)
+        if _decodes(kind, probe, expect):
+            return pos + i, skipped
+        skipped += _plausible_header(kind, probe)
+        pos += i + 1
+
+
+class _Members(io.RawIOBase):
+    """Consecutive gzip members or zstd frames from offset `start`; notices truncation and corruption."""
+
+    def __init__(self, f: BinaryIO, kind: str, start: int, expect: bytes):
+        self._f, self._kind, self._expect = f, kind, expect
+        self._pos = start  # compressed offset of the next byte to feed
+        self._obj = None  # the open member's decompressor
         self._pending = memoryview(b"")
-        self._error: CorruptStream | None = None  # raised once the bytes decoded before it are read
+        self.error: CorruptStream | None = None  # set where decoding failed: the stream ends there
+        self._held: list[bytes] = []  # the open member's output, not yet verified
+        self._held_bytes = 0
+        self._out = 0  # decompressed bytes released
+        self._starts: list[int] = []  # decompressed offset of each member's first byte
+        self._offsets: list[int] = []  # and its compressed offset
+        f.seek(start)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf) -> int:
         while not self._pending:
-            if self._error is not None:
-                raise self._error
+            if self.error is not None:
+                return 0
             chunk = self._f.read(_READ_COMPRESSED)
             if not chunk:
-                if self._in_frame:
-                    raise CorruptStream("truncated zstd stream (ends inside a frame)")
+                if self._obj is not None:
+                    # a cut is not damage: what decoded before it is sound, so it is released
+                    self._pending = memoryview(self._release([]))
+                    self.error = self._corrupt(f"truncated {self._kind} stream (ends inside a "
+                                               f"{'member' if self._kind == 'gzip' else 'frame'})")
+                    self._obj = None
+                    continue
                 return 0
             self._pending = memoryview(self._feed(chunk))
         n = min(len(buf), len(self._pending))
@@ -68,58 +149,107 @@ class _ZstdRaw(io.RawIOBase):
         return n
 
     def _feed(self, chunk: bytes) -> bytes:
-        out = []
+        out: list[bytes] = []  # verified (or streaming) output
         try:
             while chunk:
-                self._in_frame = True
-                out.append(self._obj.decompress(chunk))
+                if self._obj is None:
+                    self._obj = _new_decompressor(self._kind)
+                    self._starts.append(self._out + sum(map(len, out)))
+                    self._offsets.append(self._pos)
+                    self._held_bytes = 0
+                data = self._obj.decompress(chunk)
+                self._held.append(data)
+                self._held_bytes += len(data)
+                if self._held_bytes > _HOLD:
+                    self._release(out)  # too large to hold: stream the rest of this member
                 if not self._obj.eof:
+                    self._pos += len(chunk)
                     break
-                chunk = self._obj.unused_data  # the next frame starts here
-                self._obj = self._dctx.decompressobj()
-                self._in_frame = False
-        except zstandard.ZstdError as e:
-            self._error = CorruptStream(f"zstd: {e}")
+                self._release(out)  # the member's checksum verified
+                rest = self._obj.unused_data
+                self._pos += len(chunk) - len(rest)
+                chunk, self._obj = rest, None
+        except _ERRORS as e:
+            self._held = []  # decoded from damaged data: part of the lost span
+            self.error = self._corrupt(f"{self._kind}: {e}")
+        data = b"".join(out)
+        self._out += len(data)
+        return data
+
+    def _release(self, out: list[bytes]) -> bytes:
+        out.extend(self._held)
+        self._held = []
         return b"".join(out)
+
+    def _corrupt(self, message: str, member: int | None = None) -> CorruptStream:
+        member = len(self._offsets) - 1 if member is None else member
+        start = self._offsets[member] if member >= 0 else self._pos
+        resume, skipped = find_resume(self._f, self._kind, start + 1, self._expect)
+        end = resume if resume is not None else os.fstat(self._f.fileno()).st_size
+        self._f.seek(end)
+        return CorruptStream(message, start, resume, end, 1 + skipped, max(member, 0))
+
+    def corrupt_at(self, offset: int, message: str) -> CorruptStream:
+        """The span of a member found bad by the reader (at decompressed `offset`), not by the decompressor."""
+        member = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        return self._corrupt(message, member)
 
 
 class _Guarded(io.RawIOBase):
-    """A stdlib decompressor whose decompression errors (EOFError, BadGzipFile...) become CorruptStream."""
+    """A stdlib decompressor whose decompression errors (EOFError...) become CorruptStream."""
 
-    def __init__(self, inner: BinaryIO):
-        self._inner = inner
+    def __init__(self, inner: BinaryIO, f: BinaryIO):
+        self._inner, self._f = inner, f
+        self.error: CorruptStream | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf) -> int:
+        if self.error is not None:
+            return 0
         try:
             # read1: one step of decompression, so bytes decoded before an error are delivered first
             data = self._inner.read1(len(buf))
         except Exception as e:
-            if isinstance(e, CorruptStream) or not is_corrupt_stream_error(e):
+            if not is_corrupt_stream_error(e):
                 raise
-            raise CorruptStream(f"{type(e).__name__}: {e}") from e
+            size = os.fstat(self._f.fileno()).st_size  # no resync inside a bz2/xz stream
+            self.error = CorruptStream(f"{type(e).__name__}: {e}", None, None, size, None, 0)
+            return 0
         buf[: len(data)] = data
         return len(data)
 
 
-# all three read concatenated streams (multi-member gzip, as in WARC files)
-_STDLIB = {"gzip": lambda f: gzip.GzipFile(fileobj=f), "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
+_STDLIB = {"bz2": bz2.BZ2File, "xz": lzma.LZMAFile}  # both read concatenated streams
 
 
 @contextmanager
-def open_decompressed(path: str) -> Iterator[BinaryIO]:
-    """A buffered binary stream of the file's decompressed bytes."""
+def open_decompressed(path: str, start: int = 0, expect: bytes = b"") -> Iterator[BinaryIO]:
+    """A buffered binary stream of the file's decompressed bytes, from compressed offset `start`
+    (a `CorruptStream.resume`); `expect` is how every member starts (b"WARC/"), to reject false resyncs."""
     kind = detect_compression(path)
     with open(path, "rb") as raw:
         if kind is None:
+            raw.seek(start)
             yield raw
-        elif kind == "zstd":
-            yield io.BufferedReader(_ZstdRaw(raw), buffer_size=_READ)
+        elif kind in _MEMBER_MAGIC:
+            f = io.BufferedReader(_Members(raw, kind, start, expect), buffer_size=_READ)
+            yield f
+            if (error := damage(f)) is not None:
+                raise error
         else:
+            raw.seek(start)
             with _STDLIB[kind](raw) as inner:
-                yield io.BufferedReader(_Guarded(inner), buffer_size=_READ)
+                f = io.BufferedReader(_Guarded(inner, raw), buffer_size=_READ)
+                yield f
+                if (error := damage(f)) is not None:
+                    raise error
+
+
+def damage(f: BinaryIO) -> CorruptStream | None:
+    """Where the stream from open_decompressed ended early (it has reached EOF), else None."""
+    return getattr(getattr(f, "raw", None), "error", None)
 
 
 def error_text(exc: BaseException) -> str:
@@ -131,9 +261,3 @@ def is_corrupt_stream_error(exc: BaseException) -> bool:
     if isinstance(exc, (CorruptStream, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)):
         return True
     return isinstance(exc, OSError) and exc.errno is None
-
-
-def iter_lines(path: str) -> Iterator[bytes]:
-    """The file's decompressed lines (with their newline); CorruptStream where decompression fails."""
-    with open_decompressed(path) as f:
-        yield from f

@@ -2,8 +2,10 @@
 
 Each line is decoded and parsed on its own, so one bad line (invalid UTF-8, bad JSON, not an
 object, no text) becomes one quarantined row and the rest of the file is still read. A corrupt
-or truncated compressed stream ends the file with one "corrupt_stream" quarantine row: the
-records before it are kept, the pipeline goes on, and the counts show the file needs a look.
+or truncated compressed stream keeps every line before the damage and becomes one "corrupt_stream"
+row describing the damaged span (rows.corrupt_row); reading resumes at the next gzip member or
+zstd frame that decompresses, if any. The lines lost in a span cannot be counted (`records_lost`
+is null), and lines after it are numbered on from the span's row.
 """
 
 from __future__ import annotations
@@ -11,24 +13,32 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from pipelines.readers.compression import CorruptStream, error_text, iter_lines
-from pipelines.readers.rows import Row, capped, record_to_row
+from pipelines.readers.compression import CorruptStream, damage, open_decompressed
+from pipelines.readers.rows import Row, capped, corrupt_row, record_to_row
 from pipelines.records import quarantine
 
 _BOM = b"\xef\xbb\xbf"
 
 
 def iter_jsonl(path: str, text_field: str, id_field: str | None, url_field: str | None) -> Iterator[Row]:
-    index = -1  # the line number is the record index (blank lines are not records but keep numbering)
-    try:
-        for index, raw in enumerate(iter_lines(path)):
-            line = raw.rstrip(b"\r\n")
-            if index == 0 and line.startswith(_BOM):
-                line = line[len(_BOM):]
-            if line.strip():
-                yield line_row(index, line, text_field, id_field, url_field)
-    except CorruptStream as e:
-        yield Row(index + 1, reason=quarantine("corrupt_stream"), meta={"error": error_text(e)})
+    index = 0  # the line number is the record index (blank lines are not records but keep numbering)
+    start: int | None = 0
+    while start is not None:
+        try:
+            with open_decompressed(path, start) as f:
+                for raw in f:
+                    if not raw.endswith(b"\n") and damage(f) is not None:
+                        break  # a line cut by the damage belongs to the lost span
+                    line = raw.rstrip(b"\r\n")
+                    if index == 0 and line.startswith(_BOM):
+                        line = line[len(_BOM):]
+                    if line.strip():
+                        yield line_row(index, line, text_field, id_field, url_field)
+                    index += 1
+            start = None
+        except CorruptStream as e:
+            yield corrupt_row(index, e, records_lost=None)
+            index, start = index + 1, e.resume
 
 
 def line_row(index: int, line: bytes, text_field: str, id_field: str | None, url_field: str | None) -> Row:

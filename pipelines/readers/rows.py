@@ -7,7 +7,8 @@ import decimal
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from pipelines.records import REASON, dump_metadata, empty_columns, make_id, quarantine
+from pipelines.readers.compression import CorruptStream, error_text
+from pipelines.records import REASON, dump_metadata, empty_columns, load_metadata, make_id, quarantine
 
 # Characters of an unusable record's raw content kept in its quarantine row, for inspection.
 QUARANTINE_TEXT_CAP = 10_000
@@ -25,6 +26,34 @@ class Row:
 
 def capped(text: str) -> str:
     return text[:QUARANTINE_TEXT_CAP]
+
+
+CORRUPT = quarantine("corrupt_stream")
+
+
+def corrupt_row(index: int, exc: Exception, records_lost: int | None) -> Row:
+    """One row standing for a span of a file that could not be read (readers.compression).
+
+    Its metadata names the error, the compressed byte range and `records_lost` (None where the
+    format cannot count them); the run's summary adds these up as "records lost to corruption",
+    apart from the quarantined records, so a long loss is never hidden in a count of one.
+    """
+    span = exc.span() if isinstance(exc, CorruptStream) else {}
+    return Row(index, reason=CORRUPT, meta={"error": error_text(exc), **span, "records_lost": records_lost})
+
+
+def corruption_counts(metadata: list[str]) -> dict[str, int]:
+    """Totals over corrupt_row metadata: spans, records_lost (counted ones), spans_uncounted, bytes."""
+    out = {"spans": 0, "records_lost": 0, "spans_uncounted": 0, "bytes": 0}
+    for m in map(load_metadata, metadata):
+        out["spans"] += 1
+        if m.get("records_lost") is None:
+            out["spans_uncounted"] += 1
+        else:
+            out["records_lost"] += m["records_lost"]
+        if m.get("byte_end") is not None:
+            out["bytes"] += m["byte_end"] - (m.get("byte_start") or 0)
+    return out
 
 
 def utf8_safe(s: str) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import codecs
 from typing import Iterator
 
-from pipelines.readers.compression import error_text, is_corrupt_stream_error, open_decompressed
+from pipelines.readers.compression import is_corrupt_stream_error, open_decompressed
 from pipelines.readers.encoding import decode_html
-from pipelines.readers.rows import Row, capped
+from pipelines.readers.rows import Row, capped, corrupt_row
 from pipelines.records import quarantine
 
 
@@ -21,7 +21,7 @@ def _read_bytes(path: str) -> bytes | Row:
     except Exception as e:
         if not is_corrupt_stream_error(e):
             raise
-        return Row(0, reason=quarantine("corrupt_stream"), meta={"error": error_text(e)})
+        return corrupt_row(0, e, records_lost=1)  # the file is the one record
 
 
 def iter_text(path: str) -> Iterator[Row]:

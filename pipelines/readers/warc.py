@@ -6,6 +6,12 @@
 - conversion (WET): a plain-text row (invalid UTF-8 is quarantined);
 - warcinfo, request, metadata, resource, revisit records are not documents and give no row.
 The record's position in the file (over all records) is its index, so ids do not depend on filtering.
+
+Damage: WARC writers gzip (or zstd) each record as its own member, so a corrupt record costs that
+record only. Reading resumes at the next member that decompresses to "WARC/"; the damaged span
+becomes one "corrupt_stream" row whose `records_lost` counts the member headers in it, and the
+records after it keep the indexes (ids) they have in an intact file. Where the damaged member held
+several records (one gzip stream for the whole file), `records_lost` is null: not countable.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from typing import Any, Iterator
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from pipelines.readers.compression import error_text, is_corrupt_stream_error, open_decompressed
+from pipelines.readers.compression import CorruptStream, damage, open_decompressed
 from pipelines.readers.encoding import charset_from_content_type, decode_html
-from pipelines.readers.rows import Row, capped
+from pipelines.readers.rows import Row, capped, corrupt_row
 from pipelines.records import quarantine
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -25,18 +31,41 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 def iter_warc(path: str) -> Iterator[Row]:
     # Decompressed here rather than by warcio, which ends silently on a truncated gzip member.
-    with open_decompressed(path) as f:
-        index = 0  # the record being read: a failure is charged to it
+    index, start = 0, 0  # index: the record being read, the first one lost if it fails
+    while start is not None:
+        first = index
         try:
-            for record in ArchiveIterator(f):
-                row = record_row(index, record)
-                if row is not None:
-                    yield row
-                index += 1
-        except Exception as e:
-            if not (isinstance(e, ArchiveLoadFailed) or is_corrupt_stream_error(e)):
-                raise
-            yield Row(index, reason=quarantine("corrupt_stream"), meta={"error": error_text(e)})
+            with open_decompressed(path, start, expect=b"WARC/") as f:
+                records = ArchiveIterator(f)
+                try:
+                    for record in records:
+                        row = record_row(index, record)
+                        if _cut(record) and damage(f) is not None:
+                            break  # the record was cut by the damage: it is part of the lost span
+                        if row is not None:
+                            yield row
+                        index += 1
+                except ArchiveLoadFailed as e:
+                    if damage(f) is None:  # warcio found a bad record in bytes that decompressed
+                        members = getattr(f, "raw", None)
+                        if not hasattr(members, "corrupt_at"):
+                            yield corrupt_row(index, e, records_lost=None)  # plain: no resync
+                            return
+                        raise members.corrupt_at(records.offset, f"{type(e).__name__}: {e}") from e
+            start = None
+        except CorruptStream as e:
+            # countable when every member read before the damaged one held one record (the usual layout)
+            lost = e.members if e.member == index - first else None
+            yield corrupt_row(index, e, records_lost=lost)
+            index, start = index + (lost or 1), e.resume
+
+
+def _cut(record) -> bool:
+    """Whether the record's block ended before its Content-Length (read to its end to know)."""
+    raw = record.raw_stream
+    while raw.read(1 << 16):
+        pass
+    return getattr(raw, "limit", 0) > 0
 
 
 def record_row(index: int, record) -> Row | None:
