@@ -15,13 +15,20 @@ EPILOG = """Environment:
 """
 
 
+def _checked(config: str, lines: list[str]) -> int:
+    for line in lines:
+        print(f"  {line}")
+    print(f"{config}: valid")
+    return 0
+
+
 def _pipeline(args: argparse.Namespace) -> int:
     from orchestration.pipeline_config import load_pipeline_config
+    from orchestration.preflight import check_pipeline
 
     cfg = load_pipeline_config(args.config, args.overrides)
     if args.check:
-        print(f"{args.config}: valid")
-        return 0
+        return _checked(args.config, check_pipeline(cfg))
     from orchestration.pipeline import run_pipeline
 
     run_pipeline(cfg, Path(args.workdir))
@@ -38,10 +45,11 @@ def _quality_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from orchestration.train_config import load_train_config
 
+    from orchestration.preflight import check_train
+
     cfg = load_train_config(args.config, args.overrides)
     if args.check:
-        print(f"{args.config}: valid")
-        return 0
+        return _checked(args.config, check_train(cfg))
     from orchestration.train_job import run_train
 
     run_train(cfg, Path(args.workdir))
@@ -51,10 +59,11 @@ def _train(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from orchestration.chain import load_chain, run_chain
 
+    from orchestration.preflight import check_pipeline
+
     pipeline_cfg, train_cfg = load_chain(args.config, args.overrides)
-    if args.check:
-        print(f"{args.config}: valid")
-        return 0
+    if args.check:  # the training data is what the pipeline will make: its model keys were checked on load
+        return _checked(args.config, check_pipeline(pipeline_cfg))
     run_chain(pipeline_cfg, train_cfg, Path(args.workdir or f"work/{pipeline_cfg.name}"))
     return 0
 
@@ -184,15 +193,60 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *rest]
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except KeyboardInterrupt:
+        print("tokenmill: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (every failure ends as one line; the traceback goes to a log)
+        return _fail(exc, getattr(args, "workdir", None))
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """One line for a failure caused by the input, the config or the machine; None for a bug."""
+    from orchestration.dedup_index import DedupIndexError
+    from orchestration.workdir_lock import WorkdirBusy
+    from pipelines.readers.paths import InputError
+
+    cause = getattr(exc, "cause", None)  # a Ray task's exception (RayTaskError) carries the worker's one
+    if cause is not None and cause is not exc:
+        inner = _user_error(cause)
+        return None if inner is None else f"in a Ray task: {inner}"
+    if isinstance(exc, ConfigError):
+        return f"config error: {exc}"
+    if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError)):
+        return f"error: {exc}"
+    if isinstance(exc, OSError) and exc.errno is not None:  # no such file, permission denied, disk full, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"error: {where}{exc.strerror or exc}"
+    return None
+
+
+def _fail(exc: BaseException, workdir: str | None) -> int:
+    import datetime as dt
+    import tempfile
+    import traceback
+
+    if isinstance(exc, ConfigError):  # the line says it all: no traceback worth a log
         print(f"tokenmill: config error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:  # an input glob matched nothing, a model path is wrong, ...
-        print(f"tokenmill: error: {exc}", file=sys.stderr)
+    text = "".join(traceback.format_exception(exc))
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    log = None
+    for folder in ([Path(workdir)] if workdir and Path(workdir).is_dir() else []) + [Path(tempfile.gettempdir())]:
+        try:
+            log = folder / "tokenmill.log"
+            with open(log, "a") as f:
+                f.write(f"--- {stamp} tokenmill {' '.join(sys.argv[1:])}\n{text}\n")
+            break
+        except OSError:
+            log = None
+    line = _user_error(exc)
+    where = f" (traceback in {log})" if log else ""
+    if line is not None:
+        print(f"tokenmill: {line}{where}", file=sys.stderr)
         return 2
-    except ShardIntegrityError as exc:  # training refuses shards that do not verify
-        print(f"tokenmill: error: {exc}", file=sys.stderr)
-        return 2
+    print(f"tokenmill: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}; "
+          "please report it with that traceback", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

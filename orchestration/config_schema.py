@@ -1,6 +1,8 @@
 """Validating YAML into typed dataclasses, with one-line errors that name the offending key.
 
-Kept generic (driven by the dataclass type hints) so that each config file only declares its fields.
+Kept generic (driven by the dataclass type hints) so that each config file only declares its fields:
+choices as `Literal[...]`, ranges as `Annotated[int, Range(lo=1)]` (aliases below), cross-field rules
+in the dataclass's `validate(key)`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,38 @@ class ConfigError(ValueError):
     """A config problem, phrased as one line that names the key."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field; `lo_open`/`hi_open` exclude the bound itself."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def check(self, value: Any, key: str) -> None:
+        low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+        high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+        if low or high or value != value:  # NaN is in no range
+            raise ConfigError(f"{key}: must be {self.describe()}, got {value!r}")
+
+    def describe(self) -> str:
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        if lo and hi:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        return lo or hi or "a number"
+
+
+PositiveInt = typing.Annotated[int, Range(lo=1)]
+NonNegativeInt = typing.Annotated[int, Range(lo=0)]
+PositiveFloat = typing.Annotated[float, Range(lo=0, lo_open=True)]
+NonNegativeFloat = typing.Annotated[float, Range(lo=0)]
+Fraction = typing.Annotated[float, Range(lo=0, hi=1)]  # a probability or share, 0 and 1 included
+
+
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Annotated:
+        return _type_name(typing.get_args(tp)[0])
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
@@ -24,6 +57,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is typing.Annotated:
+        out = _coerce(value, args[0], key)
+        for rule in args[1:]:
+            rule.check(out, key)
+        return out
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -71,7 +109,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass `cls` from `data`; unknown keys, missing keys and wrong types are ConfigErrors."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:

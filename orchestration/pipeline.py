@@ -22,6 +22,9 @@ from pathlib import Path
 from orchestration.dedup_index import load_previous
 from orchestration.passes import DONE, digest, pass_spec, plan_passes, run_pass
 from orchestration.pipeline_config import PipelineConfig
+from orchestration.preflight import check_pipeline
+from orchestration.workdir_lock import WorkdirLock
+from orchestration.workdir_lock import describe as describe_holder
 from pipelines.readers import list_inputs
 from pipelines.stage_files import sha256_file
 from pipelines.stages import build
@@ -51,7 +54,7 @@ def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
             if entry["sha256"] is None:
                 todo.append(entry)
     if todo:
-        hashes = _hash_files([e["local"] for e in todo])
+        hashes = _hash_files([e["local"] for e in todo], cfg.ray.num_cpus)
         for e, h in zip(todo, hashes):
             e["sha256"] = cache[e["stamp"]] = h
         cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,10 +64,14 @@ def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
     return files, digest(public)
 
 
-def _hash_files(paths: list[str]) -> list[str]:
+def _hash_files(paths: list[str], num_cpus: int | None) -> list[str]:
     if len(paths) < 64:  # a Ray round trip costs more than hashing a few files here
         return [sha256_file(Path(p)) for p in paths]
     import ray
+
+    from orchestration.ray_runtime import init_ray
+
+    init_ray(num_cpus)  # our own Ray (or RAY_ADDRESS's): a bare ray.remote would join any cluster it finds
 
     remote = ray.remote(num_cpus=1)(lambda ps: [sha256_file(Path(p)) for p in ps])
     chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
@@ -106,10 +113,17 @@ def config_key(cfg: PipelineConfig, raw_digest: str, previous: list[str] = ()) -
 
 def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir, f"tokenmill pipeline {cfg.name!r}") as lock:
+        if lock.stale:
+            echo(f"tokenmill: taking over {workdir} from {describe_holder(lock.stale)}: that process is gone")
+        return _run_pipeline(cfg, workdir, lock, echo)
+
+
+def _run_pipeline(cfg: PipelineConfig, workdir: Path, lock: WorkdirLock, echo) -> dict:
     start = time.perf_counter()
-    files, raw_digest = raw_files(cfg, workdir)  # a wrong path fails here, before Ray and MLflow start
-    previous = [m["digest"] for m in load_previous(cfg)]  # so does a missing or incompatible earlier dedup index
+    check_pipeline(cfg)  # globs, models and earlier dedup indexes: a wrong path fails here, before Ray starts
+    files, raw_digest = raw_files(cfg, workdir)
+    previous = [m["digest"] for m in load_previous(cfg)]
     done_path = workdir / DONE / f"pipeline-{config_key(cfg, raw_digest, previous)}.json"
     if done_path.is_file():
         summary = json.loads(done_path.read_text())
@@ -124,6 +138,7 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
 
     resources = init_ray(cfg.ray.num_cpus)
     uri = tracking.setup(cfg.mlflow.experiment)
+    tracking.close_dead_runs(workdir, lock.stale, echo)
     cpus = resources.get("CPU", 1.0)
     echo(f"tokenmill: {describe()} with {cpus:g} CPUs; MLflow store {uri}")
     stages = build(cfg)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
-from orchestration.config_schema import ConfigError, apply_override, from_dict
+from orchestration.config_schema import (ConfigError, Fraction, PositiveFloat, PositiveInt, Range, apply_override,
+                                         from_dict)
 
-INPUT_FORMATS = ("jsonl", "parquet", "warc", "wet", "text", "html", "hf")
+InputFormat = Literal["jsonl", "parquet", "warc", "wet", "text", "html", "hf"]
 STAGES = ("ingest", "extract", "filter", "exact_dedup", "minhash")
 
 
 @dataclass
 class InputConfig:
     name: str
-    format: str
+    format: InputFormat
     paths: list[str] = field(default_factory=list)  # globs; `**` recurses
     text_field: str = "text"
     id_field: str | None = None  # use the source's own id instead of file + record index
@@ -26,8 +27,8 @@ class InputConfig:
     hf_split: str = "train"
 
     def validate(self, key: str) -> None:
-        if self.format not in INPUT_FORMATS:
-            raise ConfigError(f"{key}.format: must be one of {', '.join(INPUT_FORMATS)}, got {self.format!r}")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"{key}.name: a non-empty name without '/' (it starts every shard name), got {self.name!r}")
         if self.format == "hf" and not self.hf_dataset:
             raise ConfigError(f"{key}.hf_dataset: required when format is 'hf'")
         if self.format != "hf" and not self.paths:
@@ -36,34 +37,24 @@ class InputConfig:
 
 @dataclass
 class OutputConfig:
-    format: str = "parquet"  # or "jsonl.zst"
+    format: Literal["parquet", "jsonl.zst"] = "parquet"
     # ingest cuts each raw file into shards of about this much text; every later stage keeps the shards
     # (one task per shard: the unit of parallelism, of resume and of memory is a batch within it)
-    shard_mb: float = 64.0
+    shard_mb: PositiveFloat = 64.0
     write_intermediate: bool = False  # also write every fused stage's kept documents (debugging)
-
-    def validate(self, key: str) -> None:
-        if self.format not in ("parquet", "jsonl.zst"):
-            raise ConfigError(f"{key}.format: must be 'parquet' or 'jsonl.zst', got {self.format!r}")
-        if not self.shard_mb > 0:
-            raise ConfigError(f"{key}.shard_mb: must be > 0, got {self.shard_mb}")
 
 
 @dataclass
 class RayConfig:
-    num_cpus: int | None = None  # local Ray only; default: this machine's CPUs
-    batch_size: int = 256  # documents per batch through a shard task's stages (its memory: a batch, not a shard)
-    shuffle_partitions: int = 8  # key partitions of the dedup steps: memory per task ~ keys / partitions
-
-    def validate(self, key: str) -> None:
-        if min(self.batch_size, self.shuffle_partitions) < 1:
-            raise ConfigError(f"{key}: batch_size and shuffle_partitions must be >= 1")
+    num_cpus: PositiveInt | None = None  # local Ray only; default (null): this machine's CPUs
+    batch_size: PositiveInt = 256  # documents per batch through a shard task's stages (its memory: a batch, not a shard)
+    shuffle_partitions: PositiveInt = 8  # key partitions of the dedup steps: memory per task ~ keys / partitions
 
 
 @dataclass
 class ExtractConfig:
     enabled: bool = True
-    timeout_s: float = 5.0
+    timeout_s: PositiveFloat = 5.0
     favor_precision: bool = True
 
 
@@ -71,7 +62,7 @@ class ExtractConfig:
 class LanguageConfig:
     model_path: str | None = None  # fastText LID model (lid.176.bin, GlotLID, or one trained here); null = off
     languages: list[str] | None = None  # keep these labels (e.g. [en] or [eng_Latn]); null = any
-    min_score: float = 0.65
+    min_score: Fraction = 0.65
 
 
 @dataclass
@@ -83,7 +74,7 @@ class PiiConfig:
 @dataclass
 class FilterConfig:
     enabled: bool = True
-    word_splitter: str = "fast"  # "fast" or "spacy" (datatrove's own)
+    word_splitter: Literal["fast", "spacy"] = "fast"  # spacy: datatrove's own
     # datatrove filter keyword arguments; null disables a filter
     gopher_quality: dict[str, Any] | None = field(default_factory=dict)
     gopher_repetition: dict[str, Any] | None = field(default_factory=dict)
@@ -92,32 +83,21 @@ class FilterConfig:
     language: LanguageConfig = field(default_factory=LanguageConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
 
-    def validate(self, key: str) -> None:
-        if self.word_splitter not in ("fast", "spacy"):
-            raise ConfigError(f"{key}.word_splitter: must be 'fast' or 'spacy', got {self.word_splitter!r}")
-
 
 @dataclass
 class ExactDedupConfig:
     enabled: bool = True
-    normalize: str = "whitespace"  # "none", "whitespace" (collapse runs, strip ends) or "lower" (+ NFKC, lowercase)
-
-    def validate(self, key: str) -> None:
-        if self.normalize not in ("none", "whitespace", "lower"):
-            raise ConfigError(f"{key}.normalize: must be 'none', 'whitespace' or 'lower', got {self.normalize!r}")
+    # whitespace: collapse runs, strip ends; lower: also NFKC and lowercase
+    normalize: Literal["none", "whitespace", "lower"] = "whitespace"
 
 
 @dataclass
 class MinHashStageConfig:
     enabled: bool = True
-    ngram: int = 5
-    bands: int = 14
-    rows: int = 8
+    ngram: PositiveInt = 5
+    bands: PositiveInt = 14
+    rows: PositiveInt = 8
     seed: int = 1
-
-    def validate(self, key: str) -> None:
-        if min(self.ngram, self.bands, self.rows) < 1:
-            raise ConfigError(f"{key}: ngram, bands and rows must be >= 1")
 
 
 @dataclass
@@ -135,36 +115,32 @@ class QualityConfig:
     enabled: bool = False
     model_path: str | None = None  # a fastText classifier (trained by `tokenmill quality train`, or DCLM's)
     positive_label: str = "hq"
-    threshold: float | None = None  # keep documents scoring >= threshold ...
-    keep_fraction: float | None = None  # ... or keep this global top fraction (cut-off over the whole corpus)
+    threshold: Fraction | None = None  # keep documents scoring >= threshold ...
+    # ... or keep this global top fraction (cut-off over the whole corpus)
+    keep_fraction: Annotated[float, Range(lo=0, hi=1, lo_open=True)] | None = None
 
     def validate(self, key: str) -> None:
         if self.enabled and not self.model_path:
             raise ConfigError(f"{key}.model_path: required when quality is enabled")
         if self.enabled and (self.threshold is None) == (self.keep_fraction is None):
             raise ConfigError(f"{key}: give exactly one of threshold and keep_fraction")
-        if self.keep_fraction is not None and not 0.0 < self.keep_fraction <= 1.0:
-            raise ConfigError(f"{key}.keep_fraction: must be in (0, 1], got {self.keep_fraction}")
 
 
 @dataclass
 class TokenizerStageConfig:
     enabled: bool = False
-    vocab_size: int = 8000
-    sample_docs: int = 20000  # documents sampled (deterministically, by id hash) to train on
-    character_coverage: float = 0.9995  # lower it for many scripts with a small vocabulary (rare chars -> bytes)
+    vocab_size: Annotated[int, Range(lo=300)] = 8000
+    sample_docs: PositiveInt = 20000  # documents sampled (deterministically, by id hash) to train on
+    # lower it for many scripts with a small vocabulary (rare chars -> bytes)
+    character_coverage: Annotated[float, Range(lo=0, hi=1, lo_open=True)] = 0.9995
     seed: int = 0
     model_path: str | None = None  # use this SentencePiece model instead of training one
-
-    def validate(self, key: str) -> None:
-        if self.vocab_size < 300:
-            raise ConfigError(f"{key}.vocab_size: must be >= 300, got {self.vocab_size}")
 
 
 @dataclass
 class TokenizeConfig:
     enabled: bool = False
-    target_shard_tokens: int = 50_000_000  # shards hold about this many tokens (a document is never split)
+    target_shard_tokens: PositiveInt = 50_000_000  # shards hold about this many tokens (a document is never split)
 
 
 @dataclass

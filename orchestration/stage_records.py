@@ -198,7 +198,7 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
     stages_out, extra = [], {}
     prev = None
     previous = load_previous(cfg)
-    with tracking.parent_run(cfg.name, dataclasses.asdict(cfg), {"tokenmill.workdir": str(workdir)}) as parent:
+    with tracking.parent_run(cfg.name, dataclasses.asdict(cfg), {tracking.WORKDIR_TAG: str(workdir)}) as parent:
         mlflow.log_artifact(str(raw_path))
         for st in ("exact_dedup", "minhash"):
             if (state.get(st) or {}).get("index"):

@@ -14,6 +14,7 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 
 from pipelines.manifest import mlflow_digest
 
+WORKDIR_TAG = "tokenmill.workdir"  # on every run a process records for a workdir (parent, stages, training)
 OUTPUT_DIGEST_TAG = "tokenmill.output_digest"  # 32 hex chars, equal to the next run's input digest
 OUTPUT_SHA256_TAG = "tokenmill.output_sha256"
 KIND_TAG = "tokenmill.kind"
@@ -52,9 +53,29 @@ def parent_run(name: str, config: dict, tags: dict[str, str]) -> Iterator[mlflow
         yield run
 
 
+def close_dead_runs(workdir: Path, stale: dict | None, echo=print) -> list[str]:
+    """Mark KILLED the runs of this workdir still RUNNING: the caller holds the workdir's lock, so the
+    process that opened them is gone. Returns their ids."""
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`{WORKDIR_TAG}` = '{workdir}' and attributes.status = 'RUNNING'")
+    from orchestration.workdir_lock import describe
+
+    who = describe(stale) if stale else "an earlier process"
+    for r in runs:
+        client.set_tag(r.info.run_id, "tokenmill.ended", f"killed: {who} died before finishing it")
+        client.set_terminated(r.info.run_id, "KILLED")
+    if runs:
+        echo(f"tokenmill: marked {len(runs)} MLflow run(s) left RUNNING by {who} as KILLED: "
+             + ", ".join(r.info.run_id for r in runs))
+    return [r.info.run_id for r in runs]
+
+
 @contextmanager
 def stage_run(stage: str, params: dict) -> Iterator[mlflow.ActiveRun]:
-    with mlflow.start_run(run_name=stage, nested=True, tags={KIND_TAG: "stage", "tokenmill.stage": stage}) as run:
+    workdir = mlflow.active_run().data.tags.get(WORKDIR_TAG) if mlflow.active_run() else None
+    tags = {KIND_TAG: "stage", "tokenmill.stage": stage, **({WORKDIR_TAG: workdir} if workdir else {})}
+    with mlflow.start_run(run_name=stage, nested=True, tags=tags) as run:
         log_params(params)
         yield run
 
@@ -81,9 +102,9 @@ def log_output_manifest(manifest_path: Path, digest: str) -> None:
 
 def producer_of(digest: str, experiment_ids: list[str] | None = None) -> list[Any]:
     """Runs whose output is the dataset with this digest (what a lineage query walks back through)."""
-    return mlflow.search_runs(
+    return mlflow.search_runs(  # finished runs only: a killed run's tag names outputs it may not have written
         experiment_ids=experiment_ids,
-        filter_string=f"tags.`{OUTPUT_DIGEST_TAG}` = '{mlflow_digest(digest)}'",
+        filter_string=f"tags.`{OUTPUT_DIGEST_TAG}` = '{mlflow_digest(digest)}' and attributes.status = 'FINISHED'",
         output_format="list",
         search_all_experiments=experiment_ids is None,
     )

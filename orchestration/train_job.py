@@ -25,10 +25,13 @@ from model.flops import flops_per_token, param_counts
 from model.layers import KVCache
 from orchestration import plots, tracking
 from orchestration.config_schema import ConfigError
+from orchestration.preflight import check_train
 from orchestration.ray_runtime import describe, init_ray
 from orchestration.sampling import complete
 from orchestration.train_config import TrainConfig
 from orchestration.train_worker import train_loop
+from orchestration.workdir_lock import WorkdirLock
+from orchestration.workdir_lock import describe as describe_holder
 from pipelines.shard_reader import ShardSet
 from pipelines.stage_files import sha256_file
 from pipelines.tokenizer import Tokenizer
@@ -89,7 +92,14 @@ def _run_records(workdir: Path) -> dict[str, str]:
 
 def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir, f"tokenmill train {cfg.name!r}") as lock:
+        if lock.stale:
+            echo(f"tokenmill: taking over {workdir} from {describe_holder(lock.stale)}: that process is gone")
+        return _run_train(cfg, workdir, lock, echo)
+
+
+def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict:
+    check_train(cfg)
     manifest_path, tokenizer_path = _resolve_data(cfg)
     echo(f"tokenmill: verifying token shards {manifest_path} ...")
     shards = ShardSet(manifest_path, tokenizer_path=str(tokenizer_path), verify=True)
@@ -103,6 +113,7 @@ def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
     resources = init_ray(cfg.ray.num_cpus)
     uri = absolute_tracking_uri(tracking.setup(cfg.mlflow_experiment))
     mlflow.set_tracking_uri(uri)
+    tracking.close_dead_runs(workdir, lock.stale, echo)
     counts = param_counts(mcfg)
     fpt = flops_per_token(mcfg, cfg.data.seq_len)
     echo(f"tokenmill: {describe()} with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}")
@@ -114,11 +125,13 @@ def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
     previous = records.get(cfg.name) if any((storage / cfg.name).glob("checkpoint_step*")) else None
     start = time.perf_counter()
     with mlflow.start_run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
-                          tags={tracking.KIND_TAG: "train"}) as run:
+                          tags={tracking.KIND_TAG: "train", tracking.WORKDIR_TAG: str(workdir)}) as run:
         run_id = run.info.run_id
         (workdir / RUN_RECORD).write_text(json.dumps({**records, cfg.name: run_id}, indent=1))
         if previous:
             echo(f"tokenmill: resuming job {cfg.name!r} in MLflow run {run_id}")
+            if "tokenmill.ended" in run.data.tags:  # it was marked KILLED above: it goes on now
+                mlflow.MlflowClient().delete_tag(run_id, "tokenmill.ended")
         else:
             raw = dataclasses.asdict(cfg)
             raw.pop("base_dir")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,19 @@ def test_quickstart_config_loads_with_defaults():
         ("filter.bogus=1", "filter.bogus: unknown key"),
         ("inputs.0.format=xml", "inputs.0.format: must be one of"),
         ("extract.timeout_s=[1]", "extract.timeout_s: expected a number"),
-        ("filter.word_splitter=nltk", "filter.word_splitter: must be 'fast' or 'spacy'"),
-        ("output.format=csv", "output.format: must be 'parquet' or 'jsonl.zst'"),
+        ("filter.word_splitter=nltk", "filter.word_splitter: must be one of 'fast', 'spacy', got 'nltk'"),
+        ("output.format=csv", "output.format: must be one of 'parquet', 'jsonl.zst'"),
         ("inputs.3.name=x", "override inputs.3: '3' is not an index of a list of 1"),
+        # ranges: each of these passed before (ray.num_cpus=0 meant all CPUs)
+        ("ray.num_cpus=0", "ray.num_cpus: must be >= 1, got 0"),
+        ("extract.timeout_s=-1", "extract.timeout_s: must be > 0, got -1.0"),
+        ("output.shard_mb=0", "output.shard_mb: must be > 0, got 0.0"),
+        ("quality.threshold=1.5", "quality.threshold: must be in [0, 1], got 1.5"),
+        ("filter.language.min_score=2", "filter.language.min_score: must be in [0, 1], got 2.0"),
+        ("tokenizer.sample_docs=0", "tokenizer.sample_docs: must be >= 1, got 0"),
+        ("tokenizer.character_coverage=0", "tokenizer.character_coverage: must be in (0, 1], got 0.0"),
+        ("minhash.bands=0", "minhash.bands: must be >= 1, got 0"),
+        ("inputs.0.name=a/b", "inputs.0.name: a non-empty name without '/'"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -97,3 +108,69 @@ def test_a_training_job_name_cannot_leave_its_folder(name):
     with pytest.raises(ConfigError, match=r"^name: .* names the job's checkpoint folder"):
         load_train_config(REPO / "configs" / "train" / "quickstart.yaml", [f"name={json.dumps(name)}"])
     assert load_train_config(REPO / "configs" / "train" / "quickstart.yaml", ["name=run-2.a_b"]).name == "run-2.a_b"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.d_modle=128", "model: unknown key(s) d_modle"),  # passed --check before, failed after hashing shards
+        ("model.n_heads=3", "model: d_model (128) must be a multiple of n_heads (3)"),
+        ("optim.lr=-0.1", "optim.lr: must be > 0, got -0.1"),
+        ("optim.betas=[0.9, 1.5]", "optim.betas.1: must be in [0, 1), got 1.5"),
+        ("train.precision=fp16", "train.precision: must be one of 'auto', 'fp32', 'bf16', got 'fp16'"),
+        ("train.stop_after=0", "train.stop_after: must be >= 1, got 0"),
+        ("ray.cpus_per_worker=0", "ray.cpus_per_worker: must be > 0, got 0.0"),
+        ("sample.temperature=-1", "sample.temperature: must be >= 0, got -1.0"),
+        ("data.val_fraction=1", "data.val_fraction: must be in [0, 1), got 1.0"),
+    ],
+)
+def test_training_config_values_are_checked_on_load(override, message):
+    from orchestration.train_config import load_train_config
+
+    with pytest.raises(ConfigError) as err:
+        load_train_config(REPO / "configs" / "train" / "quickstart.yaml", [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestration.cli", *argv], capture_output=True, text=True,
+                          cwd=REPO, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (['inputs.0.paths=["/nonexistent/*.html"]'],
+         "inputs.0.paths: input pattern '/nonexistent/*.html' matches no file"),
+        (['inputs.0.paths=["configs/data"]'], "inputs.0.paths: input 'configs/data' is a directory"),
+        (["quality.enabled=true", "quality.model_path=/nonexistent/quality.bin", "quality.threshold=0.5"],
+         "quality.model_path: no such file /nonexistent/quality.bin"),
+        (["filter.language.model_path=configs/quickstart.yaml"],
+         "filter.language.model_path: {repo}/configs/quickstart.yaml is not a fastText .bin model"),
+        (["tokenizer.model_path=configs/quickstart.yaml", "tokenize.enabled=true"],
+         "tokenizer.model_path: {repo}/configs/quickstart.yaml is not a SentencePiece model"),
+    ],
+)
+def test_check_resolves_globs_and_opens_models(overrides, message):
+    """--check (and the start of a run, before Ray) finds what only failed after every earlier stage before."""
+    proc = _cli("pipeline", str(QUICKSTART), "--workdir", "unused", "--check", *overrides)
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith("tokenmill: config error: " + message.format(repo=REPO)), line
+
+
+def test_check_reports_what_it_found():
+    proc = _cli("pipeline", str(QUICKSTART), "--workdir", "unused", "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert "inputs.0 (python-docs): 99 files" in proc.stdout and proc.stdout.rstrip().endswith("valid")
+
+
+def test_unusable_workdir_is_one_line_with_the_traceback_logged(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    proc = _cli("pipeline", str(QUICKSTART), "--workdir", str(blocker / "work"))
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith(f"tokenmill: error: {blocker / 'work'}: Not a directory"), line
+    log = Path(line.rsplit("(traceback in ", 1)[1].rstrip(")"))
+    assert "NotADirectoryError" in log.read_text().rsplit("--- ", 1)[1]

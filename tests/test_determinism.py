@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from pipeline_runs import REPO, cli, env, overrides, run, same_outputs
 
+from orchestration.workdir_lock import LOCK_NAME
+
 pytestmark = pytest.mark.slow
 
 
@@ -32,6 +34,14 @@ def test_same_digests_across_cpus_after_a_driver_kill_rerun_and_parameter_change
     proc = subprocess.Popen(two_cmd, cwd=REPO, env=env(two_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
+    lock = two_dir / LOCK_NAME
+    while time.time() < deadline and not (lock.is_file() and lock.read_text()):
+        time.sleep(0.05)
+    # a second run on the same workdir is refused at once, naming the first (before, both "succeeded" while
+    # deleting each other's files)
+    second = subprocess.run(two_cmd, cwd=REPO, env=env(two_dir), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and f"is in use by tokenmill pipeline 'quickstart' (pid {proc.pid} on " \
+        in second.stderr, second.stderr[-2000:]
     done_dir = two_dir / "_done"
     while time.time() < deadline and proc.poll() is None:
         if len(list(done_dir.glob("pass1-*/*.json"))) >= 5:
@@ -44,6 +54,7 @@ def test_same_digests_across_cpus_after_a_driver_kill_rerun_and_parameter_change
     finished_before = len(list(done_dir.glob("pass1-*/*.json")))
 
     two, out = run(two_cmd, two_dir)
+    assert f"from tokenmill pipeline 'quickstart' (pid {proc.pid} on " in out and "that process is gone" in out
     same_outputs(one, two)
     assert two["passes"][0]["skipped"] == two["passes"][0]["tasks"]  # pass 0 had finished: nothing redone
     assert two["passes"][1]["skipped"] >= finished_before >= 5

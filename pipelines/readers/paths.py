@@ -10,6 +10,10 @@ from pathlib import Path
 _MAGIC = re.compile(r"[*?[]")
 
 
+class InputError(ValueError):
+    """Input paths that cannot be read as given (a directory, two files with one relative path)."""
+
+
 def _static_base(pattern: str) -> str:
     """The directory part of a pattern before its first glob character ("data/**/*.gz" -> "data")."""
     parts = Path(pattern).parts
@@ -33,7 +37,7 @@ def list_inputs(paths: list[str]) -> list[tuple[str, str]]:
     if isinstance(paths, str):
         paths = [paths]
     if not paths:
-        raise ValueError("no input paths given")
+        raise InputError("no input paths given")
     found: dict[str, str] = {}
     for pattern in paths:
         expanded = os.path.expanduser(pattern)
@@ -42,7 +46,7 @@ def list_inputs(paths: list[str]) -> list[tuple[str, str]]:
         if not matches:
             if os.path.isdir(expanded):
                 hint = expanded.rstrip("/") + "/**/*"
-                raise ValueError(f"input {pattern!r} is a directory: give a glob of its files, e.g. {hint!r}")
+                raise InputError(f"input {pattern!r} is a directory: give a glob of its files, e.g. {hint!r}")
             raise FileNotFoundError(f"input pattern {pattern!r} matches no file (relative to {os.getcwd()})")
         for match in matches:
             path = os.path.abspath(match)
@@ -50,6 +54,6 @@ def list_inputs(paths: list[str]) -> list[tuple[str, str]]:
     owners: dict[str, str] = {}
     for path, rel in found.items():
         if owners.setdefault(rel, path) != path:
-            raise ValueError(f"inputs {owners[rel]!r} and {path!r} have the same relative path {rel!r}; "
+            raise InputError(f"inputs {owners[rel]!r} and {path!r} have the same relative path {rel!r}; "
                              "use one pattern over their common directory")
     return sorted(found.items())

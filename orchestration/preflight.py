@@ -1,0 +1,90 @@
+"""Errors at the door: everything a run will need from the filesystem, checked before Ray starts.
+
+`tokenmill ... --check` and the start of every run call these, so a typo in a glob or a model path is
+one line naming the key, not a Ray traceback after every earlier stage has run. Each check opens what
+it names (fastText models by their magic number, SentencePiece models by loading them, dedup indexes
+by their manifests) and returns a line saying what it found.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from orchestration.config_schema import ConfigError
+from pipelines.readers.paths import InputError, list_inputs
+
+FASTTEXT_MAGIC = 793712314  # fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32, the first 4 bytes of a .bin model
+
+
+def fasttext_model(path: str, key: str) -> str:
+    p = _existing_file(path, key)
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or struct.unpack("<i", head[:4])[0] != FASTTEXT_MAGIC:
+        raise ConfigError(f"{key}: {p} is not a fastText .bin model (wrong magic number; a .ftz or .vec will not do)")
+    return f"{key}: fastText model {p} ({p.stat().st_size / 1e6:.1f} MB)"
+
+
+def sentencepiece_model(path: str, key: str) -> str:
+    import sentencepiece as spm
+
+    p = _existing_file(path, key)
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(p))
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"{key}: {p} is not a SentencePiece model ({str(exc).splitlines()[0]})") from None
+    return f"{key}: SentencePiece model {p} ({sp.get_piece_size()} pieces)"
+
+
+def _existing_file(path: str, key: str) -> Path:
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        raise ConfigError(f"{key}: {p} is a directory, not a file")
+    if not p.is_file():
+        raise ConfigError(f"{key}: no such file {p}")
+    return p
+
+
+def check_pipeline(cfg) -> list[str]:
+    from orchestration.dedup_index import DedupIndexError, load_previous
+
+    lines = []
+    for i, inp in enumerate(cfg.inputs):
+        if inp.format == "hf":
+            local = Path(inp.hf_dataset).expanduser()
+            lines.append(f"inputs.{i} ({inp.name}): Hugging Face dataset {inp.hf_dataset}"
+                         + (" (local)" if local.exists() else " (hub or cache: opened when the run starts)"))
+            continue
+        try:
+            files = list_inputs(inp.paths)
+        except (InputError, FileNotFoundError) as exc:
+            raise ConfigError(f"inputs.{i}.paths: {exc}") from None
+        size = sum(Path(p).stat().st_size for p, _ in files)
+        lines.append(f"inputs.{i} ({inp.name}): {len(files)} files, {size / 1e6:.1f} MB")
+    if cfg.filter.enabled and cfg.filter.language.model_path:
+        lines.append(fasttext_model(cfg.filter.language.model_path, "filter.language.model_path"))
+    if cfg.quality.enabled:
+        lines.append(fasttext_model(cfg.quality.model_path, "quality.model_path"))
+    if cfg.tokenizer.model_path:
+        lines.append(sentencepiece_model(cfg.tokenizer.model_path, "tokenizer.model_path"))
+    try:
+        previous = load_previous(cfg)
+    except DedupIndexError as exc:
+        raise ConfigError(str(exc)) from None
+    lines += [f"dedup_index.previous: {m['manifest_path']}" for m in previous]
+    return lines
+
+
+def check_train(cfg) -> list[str]:
+    if not cfg.data.manifest or not cfg.data.tokenizer:
+        raise ConfigError("data.manifest and data.tokenizer: both required (or use `tokenmill run`)")
+    manifest = _existing_file(cfg.data.manifest, "data.manifest")
+    lines = [sentencepiece_model(cfg.data.tokenizer, "data.tokenizer")]
+    import sentencepiece as spm
+
+    vocab = spm.SentencePieceProcessor(model_file=str(Path(cfg.data.tokenizer).resolve())).get_piece_size()
+    mcfg = cfg.model_config(vocab)
+    lines.append(f"data.manifest: {manifest}")
+    lines.append(f"model: d_model {mcfg.d_model}, {mcfg.n_layers} layers, vocabulary {vocab}")
+    return lines
