@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 from pipelines.stage_files import LENGTH_BINS  # noqa: E402
 
 
-def length_histogram(stage: str, kept: list[int], dropped: list[int]):
+def length_histogram(stage: str, kept: list[int], dropped: list[int], note: str = ""):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = [f"{b}" if b < 1024 else f"{b // 1024}k" for b in LENGTH_BINS]
     x = np.arange(len(LENGTH_BINS))
@@ -22,7 +22,7 @@ def length_histogram(stage: str, kept: list[int], dropped: list[int]):
     ax.set_xticks(x[::2], labels[::2], rotation=45)
     ax.set_xlabel("document length (characters, lower bin edge)")
     ax.set_ylabel("documents")
-    ax.set_title(f"{stage}: document length")
+    ax.set_title(f"{stage}: document length" + (f"\n{note}" if note else ""), fontsize=10 if note else None)
     ax.legend()
     fig.tight_layout()
     return fig

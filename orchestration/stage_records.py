@@ -14,6 +14,7 @@ import numpy as np
 
 from orchestration import plots, tracking
 from orchestration.dedup_index import finish_index, load_previous
+from orchestration.summary import trimmed_note
 from pipelines.manifest import build_manifest, mlflow_digest, write_manifest
 from pipelines.stages.filter import SCORE_BINS
 from pipelines.stages.quality import FINE_BINS
@@ -39,7 +40,7 @@ def check_accounting(stage: str, counts: dict, upstream_kept: int | None = None)
 
 def _merge(run: dict, stage: str, kept_at_end: bool) -> dict:
     c = {"in": 0, "kept": 0, "text_bytes_kept": 0, "seconds": 0.0}
-    dropped, quarantined, corrupt, extras = Counter(), Counter(), Counter(), []
+    dropped, quarantined, corrupt, trimmed, extras = Counter(), Counter(), Counter(), Counter(), []
     hk = hd = None
     files = []
     for task in run["results"]:
@@ -50,6 +51,7 @@ def _merge(run: dict, stage: str, kept_at_end: bool) -> dict:
             dropped.update(s["dropped"])
             quarantined.update(s["quarantined"])
             corrupt.update(s.get("corrupt", {}))
+            trimmed.update(s.get("extra", {}).get("trimmed", {}))
             hk = np.array(s["hist_kept"]) + (0 if hk is None else hk)
             hd = np.array(s["hist_dropped"]) + (0 if hd is None else hd)
             if s.get("dropped_file"):
@@ -60,7 +62,7 @@ def _merge(run: dict, stage: str, kept_at_end: bool) -> dict:
             extras.append((r["shard"], s.get("extra", {})))
     return {**c, "dropped": dict(sorted(dropped.items())), "quarantined": dict(sorted(quarantined.items())),
             "hist_kept": [] if hk is None else hk.tolist(), "hist_dropped": [] if hd is None else hd.tolist(),
-            "corrupt": dict(corrupt), "files": files, "extras": extras}
+            "corrupt": dict(corrupt), "trimmed": dict(sorted(trimmed.items())), "files": files, "extras": extras}
 
 
 def _figures(stage: str, m: dict, state: dict) -> tuple[dict, dict]:
@@ -124,11 +126,13 @@ def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path:
             **({"records_lost_to_corruption": m["corrupt"]["records_lost"], "corrupt_spans": m["corrupt"]["spans"],
                 "corrupt_spans_uncounted": m["corrupt"]["spans_uncounted"], "corrupt_bytes": m["corrupt"]["bytes"]}
                if m["corrupt"].get("spans") else {}),
+            **{f"trimmed.{k}": n for k, n in m["trimmed"].items()},  # text cut from kept documents
             **extra_metrics,
         }
         mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
         tracking.log_output_manifest(manifest_path, manifest["digest"])
-        figs = {"plots/length_histogram.png": plots.length_histogram(stage, m["hist_kept"], m["hist_dropped"]),
+        figs = {"plots/length_histogram.png": plots.length_histogram(
+                    stage, m["hist_kept"], m["hist_dropped"], trimmed_note(m["trimmed"], m["text_bytes_kept"])),
                 "plots/reasons.png": plots.reasons_bar(stage, m["dropped"], m["quarantined"]), **figs}
         for name, fig in figs.items():
             mlflow.log_figure(fig, name)
@@ -234,7 +238,7 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
                 run_id = _log_stage(st.name, m["params"], m, manifest, path, prev, raw, metrics, figs, run["wall"],
                                     state.get(st.name, {}), previous)
                 entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
-                         "quarantined": m["quarantined"], "corrupt": m["corrupt"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
+                         "quarantined": m["quarantined"], "corrupt": m["corrupt"], "trimmed": m["trimmed"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
                          "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),
                          "docs_per_second": round(m["in"] / m["seconds"], 1) if m["seconds"] > 0 else 0.0,
                          "output_digest": manifest["digest"], "manifest": str(path), "run_id": run_id,

@@ -21,11 +21,27 @@ def format_table(summary: dict) -> str:
         reasons = {**s["dropped"], **s["quarantined"]}
         if reasons:
             lines.append(f"  {s['stage']}: " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
+        if note := trimmed_note(s.get("trimmed") or {}, s["mb_text_kept"] * 1e6):
+            lines.append(f"  {s['stage']}: {note}")
         if (c := s.get("corrupt") or {}).get("spans"):
             uncounted = f", {c['spans_uncounted']} of them not countable" if c["spans_uncounted"] else ""
             lines.append(f"  {s['stage']}: records lost to corruption: {c['records_lost']} in {c['spans']} damaged "
                          f"spans ({c['bytes'] / 1e6:.3f} MB compressed{uncounted}); each is a corrupt_stream row")
     return "\n".join(lines)
+
+
+def trimmed_note(trimmed: dict, text_bytes_kept: float) -> str:
+    """What filters cut out of the documents they kept, in one line ("" when nothing), e.g.
+    'text cut from kept documents: 0.12 MB of 4.50 (2.7%) in 31 documents, 210 lines (c4: too_few_words=180, ...)'."""
+    cut = sum(n for k, n in trimmed.items() if k.endswith(".bytes"))
+    if not cut:
+        return ""
+    before = text_bytes_kept + cut
+    docs = sum(n for k, n in trimmed.items() if k.endswith(".docs"))
+    lines = sum(n for k, n in trimmed.items() if k.endswith(".lines"))
+    why = ", ".join(f"{k.replace('.lines.', ': ', 1)}={n}" for k, n in trimmed.items() if ".lines." in k)
+    return (f"text cut from kept documents: {cut / 1e6:.2f} MB of {before / 1e6:.2f} ({100 * cut / before:.1f}%) "
+            f"in {docs} documents, {lines} lines" + (f" ({why})" if why else ""))
 
 
 def write_summary(summary: dict, path: Path) -> None:

@@ -260,3 +260,28 @@ def test_cached_spacy_rules_are_spacys_own(tmp_path, monkeypatch):
     assert list(tmp_path.glob("tokenmill/spacy-*-rules-en.json"))
     assert cached == json.loads(json.dumps(words._rules_from_spacy("en"))) == fresh
     assert cached["specials"]["don't"] == ["do", "n't"] and cached["patterns"]["prefix"]
+
+
+def test_default_recipe_keeps_hard_wrapped_prose_and_counts_what_it_cuts():
+    """The shipped filter defaults (FineWeb's recipe) no longer cut hard-wrapped prose to a tenth, and what a
+    filter cuts from a kept document is counted (bytes, lines by C4's reason), not only seen in "MB text"."""
+    import dataclasses
+
+    from orchestration.pipeline_config import FilterConfig
+
+    _need_corpora()
+    book = (CORPORA / "gutenberg" / "pg1661.txt").read_text(encoding="utf-8")[:60_000]
+    defaults = dataclasses.asdict(FilterConfig())
+    results = {}
+    for label, c4 in (("default", defaults["c4"]), ("datatrove c4 defaults", {})):
+        # C4 alone: FineWeb's line_punct_ratio drops such a book whole, which is a visible drop reason
+        chain = FilterChain({"word_splitter": "fast", "c4": c4})
+        text, reason = chain.apply(book, {})
+        assert reason == "", (label, reason)
+        t = chain.trimmed
+        assert t["c4.bytes"] == len(book.encode()) - len(text.encode()) and t["c4.docs"] == 1
+        assert t["c4.lines"] == len(book.splitlines()) - len(text.splitlines())
+        assert t["c4.lines"] == sum(n for k, n in t.items() if k.startswith("c4.lines."))  # every line has a reason
+        results[label] = len(text.encode()) / len(book.encode())
+    assert results["default"] > 0.9  # blank lines and short headings go
+    assert results["datatrove c4 defaults"] < 0.3  # every line without terminal punctuation went

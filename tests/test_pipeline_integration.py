@@ -101,6 +101,9 @@ def test_accounting_holds_and_bad_lines_are_quarantined(pipeline_run):
     corrupt = ingest["corrupt"]  # the lost record is counted as such, beside the span's one row
     assert (corrupt["spans"], corrupt["records_lost"], corrupt["spans_uncounted"]) == (1, 1, 0)
     assert "records lost to corruption: 1 in 1 damaged spans" in format_table(summary)
+    trimmed = summary["stages"][2]["trimmed"]  # what C4's line filter cut out of kept documents, by reason
+    assert trimmed["c4.bytes"] > 0 and trimmed["c4.lines"] == sum(n for k, n in trimmed.items() if ".lines." in k)
+    assert "filter: text cut from kept documents:" in format_table(summary)
     # each stage consumes exactly what the previous one kept
     for prev, cur in zip(summary["stages"], summary["stages"][1:]):
         assert cur["docs_in"] == prev["kept"]
@@ -140,6 +143,8 @@ def test_mlflow_run_tree_params_metrics_and_digest_chain(pipeline_run):
         assert run.data.metrics["docs_per_cpu_second"] > 0 and run.data.metrics["pass_wall_seconds"] > 0
         if stage == "ingest":
             assert run.data.metrics["records_lost_to_corruption"] == 1 and run.data.metrics["corrupt_spans"] == 1
+        if stage == "filter":
+            assert run.data.metrics["trimmed.c4.bytes"] == s["trimmed"]["c4.bytes"]
         assert run.data.tags[OUTPUT_DIGEST_TAG] == mlflow_digest(s["output_digest"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "manifest.json" in artifacts

@@ -12,6 +12,7 @@ Nothing here downloads: C4BadWordsFilter (which fetches word lists) is deliberat
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from datatrove.data import Document
@@ -33,6 +34,11 @@ FILTER_CLASSES: dict[str, type[BaseFilter]] = {
     "fineweb": FineWebQualityFilter,
 }
 WORD_SPLITTERS = ("fast", "spacy")
+
+
+def _line_counters(flt: BaseFilter) -> dict[str, int]:
+    """datatrove's per-line drop counters of a line-editing filter (C4's "line-filter-*")."""
+    return {k: v.total for k, v in flt.stats.stats.items() if k.startswith("line-filter-")}
 
 
 class FilterChain:
@@ -60,6 +66,10 @@ class FilterChain:
             raise ValueError(f"unknown filters in order: {bad}")
 
         self.word_splitter: str = splitter
+        # what filters cut out of the documents they keep: "<filter>.docs", "<filter>.bytes" (UTF-8),
+        # "<filter>.lines" and "<filter>.lines.<reason>" (datatrove's per-line counters, e.g.
+        # c4.lines.no_terminal_punc); the caller resets it per shard
+        self.trimmed: Counter = Counter()
         self.names: list[str] = []
         self._filters: list[BaseFilter] = []
         for name in order:
@@ -85,6 +95,8 @@ class FilterChain:
         doc = Document(text=text, id="", metadata=dict(metadata))
         reason = ""
         for name, flt in zip(self.names, self._filters):
+            before = doc.text
+            lines_before = _line_counters(flt)
             try:
                 keep, why = get_filter_result(flt.filter(doc))
             except ZeroDivisionError:  # ratios over zero words/lines: only for empty text
@@ -92,10 +104,21 @@ class FilterChain:
             if not keep:
                 reason = f"{name}:{why or 'filtered'}"
                 break
+            if doc.text != before:
+                self._count_trim(name, before, doc.text, lines_before, _line_counters(flt))
         for key, value in doc.metadata.items():
             if metadata.get(key, object()) != value:
                 metadata[key] = value
         return doc.text, reason
+
+    def _count_trim(self, name: str, before: str, after: str, lines_before: dict, lines_after: dict) -> None:
+        t = self.trimmed
+        t[f"{name}.docs"] += 1
+        t[f"{name}.bytes"] += len(before.encode("utf-8", "surrogatepass")) - len(after.encode("utf-8", "surrogatepass"))
+        t[f"{name}.lines"] += max(0, len(before.splitlines()) - len(after.splitlines()))
+        for key, n in lines_after.items():
+            if n > lines_before.get(key, 0):
+                t[f"{name}.lines.{key.removeprefix('line-filter-')}"] += n - lines_before.get(key, 0)
 
     def __repr__(self) -> str:
         return f"FilterChain({self.names}, word_splitter={self.word_splitter!r})"

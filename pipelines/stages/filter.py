@@ -37,6 +37,7 @@ class FilterStage(Stage):
 
     def open_shard(self, ctx: ShardContext) -> None:
         self._hist = np.zeros(len(SCORE_BINS) - 1, dtype=np.int64)
+        self.chain.trimmed.clear()
 
     def apply(self, batch: pa.Table, ctx: ShardContext) -> pa.Table:
         lang, pii = self.cfg.language, self.cfg.pii
@@ -64,4 +65,7 @@ class FilterStage(Stage):
         return set_column(batch, REASON, reasons)
 
     def close_shard(self, ctx: ShardContext) -> dict:
-        return {"language_score_hist": self._hist.tolist()} if self.cfg.language.model_path else {}
+        out = {"trimmed": dict(self.chain.trimmed)}  # text cut from kept documents (C4's line filter)
+        if self.cfg.language.model_path:
+            out["language_score_hist"] = self._hist.tolist()
+        return out
