@@ -1,18 +1,48 @@
-"""The consolidated model: safetensors weights + config.json (+ the tokenizer), loadable without Ray or FSDP."""
+"""The consolidated model: safetensors weights + config.json (+ the tokenizer), loadable without Ray or FSDP.
+
+The export is byte-reproducible: the same weights give the same file, so its sha256 is a lineage key
+(a resumed job's export equals the uninterrupted job's). safetensors' own writer is not: it serializes
+`__metadata__` from a Rust HashMap, in a different order in every process. `write_safetensors` writes
+the same format with the header's keys sorted and the tensors in name order.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from model.config import ModelConfig
 from model.transformer import Decoder
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.model"
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The safetensors format (8-byte little-endian header size, JSON header padded to 8 bytes, raw
+    little-endian data), deterministic: sorted keys, tensors in name order, nothing time-dependent."""
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    offset, blobs = 0, []
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for data in blobs:
+            f.write(data)
 
 
 def save_export(out_dir: Path, state_dict: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer_path: str | None,
@@ -22,7 +52,7 @@ def save_export(out_dir: Path, state_dict: dict[str, torch.Tensor], cfg: ModelCo
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()
                if not (cfg.tie_embeddings and k == "lm_head.weight")}
-    save_file(tensors, str(out_dir / WEIGHTS), metadata={"format": "pt", "tokenmill": "decoder"})
+    write_safetensors(out_dir / WEIGHTS, tensors, {"format": "pt", "tokenmill": "decoder"})
     (out_dir / CONFIG).write_text(json.dumps({"model": cfg.to_dict(), **(extra or {})}, indent=2, sort_keys=True))
     if tokenizer_path:
         shutil.copyfile(tokenizer_path, out_dir / TOKENIZER)

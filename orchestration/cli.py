@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 def _user_error(exc: BaseException) -> str | None:
     """One line for a failure caused by the input, the config or the machine; None for a bug."""
     from orchestration.dedup_index import DedupIndexError
+    from orchestration.train_job import TrainingStopped
     from orchestration.workdir_lock import WorkdirBusy
     from pipelines.readers.paths import InputError
 
@@ -212,7 +213,7 @@ def _user_error(exc: BaseException) -> str | None:
         return None if inner is None else f"in a Ray task: {inner}"
     if isinstance(exc, ConfigError):
         return f"config error: {exc}"
-    if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError)):
+    if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped)):
         return f"error: {exc}"
     if isinstance(exc, OSError) and exc.errno is not None:  # no such file, permission denied, disk full, ...
         where = f"{exc.filename}: " if exc.filename else ""

@@ -86,9 +86,11 @@ class SampleConfig:
 
 @dataclass
 class FaultConfig:
-    """Fault injection for tests and drills: the rank's process kills itself once, after this step."""
+    """Fault injection for tests and drills, on rank kill_rank: its process kills itself once, after
+    kill_at_step; one of its weight shards is set to NaN before nan_at_step (the job must stop there)."""
     kill_at_step: PositiveInt | None = None
     kill_rank: NonNegativeInt = 0
+    nan_at_step: PositiveInt | None = None
 
 
 @dataclass

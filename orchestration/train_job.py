@@ -25,7 +25,6 @@ from model.flops import flops_per_token, param_counts
 from model.layers import KVCache
 from orchestration import plots, tracking
 from orchestration.config_schema import ConfigError
-from orchestration.preflight import check_train
 from orchestration.ray_runtime import describe, init_ray
 from orchestration.sampling import complete
 from orchestration.train_config import TrainConfig
@@ -99,7 +98,6 @@ def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
 
 
 def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict:
-    check_train(cfg)
     manifest_path, tokenizer_path = _resolve_data(cfg)
     echo(f"tokenmill: verifying token shards {manifest_path} ...")
     shards = ShardSet(manifest_path, tokenizer_path=str(tokenizer_path), verify=True)
@@ -173,6 +171,10 @@ def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict
     return {**summary, "probe_tokens": worker_out.get("probe_tokens"), "probe_logits": worker_out.get("probe_logits")}
 
 
+class TrainingStopped(RuntimeError):
+    """The loss stopped being finite: the job ended at that step, its last good checkpoint kept."""
+
+
 def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export_dir: Path, tokenizer_path: Path,
                     mcfg, echo) -> dict:
     checkpoints = []
@@ -183,12 +185,23 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export
         mlflow.set_tags({f"{CHECKPOINT_TAG}.latest": checkpoints[-1]["path"],
                          f"{CHECKPOINT_TAG}.latest_sha256": checkpoints[-1]["sha256"]})
     worker_out = result.return_value or {}
+    if worker_out.get("checkpoint_problems"):
+        mlflow.set_tag("tokenmill.checkpoint_fallback", "; ".join(worker_out["checkpoint_problems"])[:5000])
+        for problem in worker_out["checkpoint_problems"]:
+            echo(f"tokenmill: skipped an unusable checkpoint: {problem}")
+    if stopped := worker_out.get("stopped"):
+        last = checkpoints[-1]["path"] if checkpoints else "none (the job had not checkpointed yet)"
+        message = (f"training stopped: the loss is {stopped['loss']} at step {stopped['step']}; the last good "
+                   f"checkpoint is {last} (lower optim.lr or raise optim.warmup_steps, then run the job again to "
+                   "resume from it)")
+        mlflow.set_tag("tokenmill.ended", message)
+        raise TrainingStopped(message)
     weights = export_dir / WEIGHTS
     export_sha = sha256_file(weights)
     mlflow.set_tags({"tokenmill.export": str(export_dir), "tokenmill.export_sha256": export_sha})
     mlflow.log_artifacts(str(export_dir), "export")
     model, _ = load_export(export_dir)
-    _log_model(model)
+    _log_model(export_dir)
 
     client = mlflow.MlflowClient()
     train = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
@@ -214,9 +227,17 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export
             "kv_cache_bytes_per_token": kv_bytes}, worker_out
 
 
-def _log_model(model) -> None:
-    """The final model as an MLflow logged model (PyTorch flavour, with this package's model code)."""
+def _log_model(export_dir: Path) -> None:
+    """The final model as an MLflow logged model: code (orchestration/mlflow_model.py) plus the safetensors
+    export as its artifact, with this package's code; loading it unpickles nothing."""
     import model as model_pkg
+    import orchestration as orchestration_pkg
+    import pipelines as pipelines_pkg
+    from orchestration import mlflow_model
 
-    mlflow.pytorch.log_model(model, name="model", code_paths=[str(Path(model_pkg.__file__).parent)],
-                             serialization_format="pickle", pip_requirements=["torch", "safetensors"])
+    signature = mlflow.models.infer_signature(["a prompt"], ["its completion"], params=mlflow_model.DEFAULTS)
+    mlflow.pyfunc.log_model(name="model", python_model=mlflow_model.__file__, artifacts={"export": str(export_dir)},
+                            signature=signature,
+                            code_paths=[str(Path(p.__file__).parent) for p in (model_pkg, orchestration_pkg,
+                                                                                pipelines_pkg)],
+                            pip_requirements=["torch", "safetensors", "sentencepiece", "numpy"])

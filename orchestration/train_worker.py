@@ -5,11 +5,19 @@ NCCL on GPU). Checkpoints are torch.distributed.checkpoint (DCP) shards: every r
 local folder and reports it; Ray Train merges the pieces into one checkpoint folder in storage. A checkpoint
 holds the model and optimizer shards, the loader position, the step and every rank's RNG state, so a
 resumed job continues the exact sequence of batches and updates.
+
+Nothing is unpickled from a checkpoint: RNG states are safetensors, the loader state JSON; DCP reads
+tensors. Every rank also writes the sha256 of each file it wrote (files_rankNNNNN.json), and a restore
+verifies them: a corrupt or truncated checkpoint is reported with its path and the job falls back to
+the one before it. A loss that is not finite stops the job at that step, without a checkpoint, so the
+last good checkpoint stays the latest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import signal
 import sys
@@ -27,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
+from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig
 from model.data import TrainingData
@@ -55,6 +64,38 @@ def _rng_state() -> dict:
     return state
 
 
+def _file_digests(folder: Path) -> dict[str, str]:
+    out = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        out[f.relative_to(folder).as_posix()] = h.hexdigest()
+    return out
+
+
+def verify_checkpoint(path: Path, rank: int, world: int) -> str | None:
+    """None if this rank's share of the checkpoint's file lists verifies (rank r checks the lists of ranks
+    r, r + world, ...), else what is wrong. Checkpoints without lists (older ones) are not checked here."""
+    for listing in sorted(path.glob("files_rank*.json"))[rank::world]:
+        try:
+            files = json.loads(listing.read_text())
+        except ValueError as exc:
+            return f"{listing.name} unreadable ({exc})"
+        for name, digest in files.items():
+            f = path / name
+            if not f.is_file():
+                return f"{name} is missing"
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+            if h.hexdigest() != digest:
+                return f"{name} does not match its sha256 (corrupt or truncated)"
+    return None
+
+
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
@@ -79,10 +120,12 @@ def _save_checkpoint(model, optimizer, data: TrainingData, step: int, rank: int,
     msd, osd = get_state_dict(model, optimizer)
     with tempfile.TemporaryDirectory(prefix="tokenmill-ckpt-") as tmp:
         dcp.save({"model": msd, "optim": osd}, checkpoint_id=tmp)
-        torch.save(_rng_state(), Path(tmp) / f"rng_rank{rank:05d}.pt")
+        save_file(_rng_state(), str(Path(tmp) / f"rng_rank{rank:05d}.safetensors"))
         if rank == 0:
             (Path(tmp) / STATE_FILE).write_text(json.dumps({"step": step, "loss": metrics["loss"], "data": data.state_dict(), **about},
                                                                indent=1))
+        digests = _file_digests(Path(tmp))  # this rank's files (each rank writes to its own folder)
+        (Path(tmp) / f"files_rank{rank:05d}.json").write_text(json.dumps(digests, indent=1, sort_keys=True))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"checkpoint_step{step:08d}")
 
@@ -94,10 +137,43 @@ def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     meta = json.loads((Path(path) / STATE_FILE).read_text())
     data.load_state_dict(meta["data"])
-    rng = Path(path) / f"rng_rank{rank:05d}.pt"
+    rng = Path(path) / f"rng_rank{rank:05d}.safetensors"
     if rng.is_file():  # absent when the world size changed; the data order does not depend on it
-        _set_rng_state(torch.load(rng, weights_only=False))
+        _set_rng_state(load_file(str(rng)))
+    elif (old := Path(path) / f"rng_rank{rank:05d}.pt").is_file():  # checkpoints before safetensors RNG
+        _set_rng_state(torch.load(old, weights_only=True))  # a dict of tensors: nothing to unpickle
     return int(meta["step"]), float(meta.get("loss", "nan"))
+
+
+def _all_ok(ok: bool) -> bool:
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def restore(checkpoint, model, optimizer, data: TrainingData, rank: int, world: int) -> tuple[int, float, list[str]]:
+    """(step, loss, problems): the newest checkpoint that verifies and loads on every rank, starting from the
+    one Ray Train hands over and going back through the job's older ones in storage."""
+    with checkpoint.as_directory() as given:
+        given = Path(given)
+        folder = Path(checkpoint.path)
+        older = sorted((p for p in folder.parent.glob("checkpoint_step*") if p.name < folder.name), reverse=True) \
+            if folder.is_dir() else []  # a local or shared path: the job's older checkpoints are beside it
+        problems = []
+        for path in [given, *older]:
+            shown = folder if path == given else path
+            bad = verify_checkpoint(path, rank, world)
+            if _all_ok(bad is None):
+                try:
+                    step, loss = _load_checkpoint(str(path), model, optimizer, data, rank)
+                except Exception as exc:  # noqa: BLE001  (DCP raises on every rank when any rank fails)
+                    bad = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                if _all_ok(bad is None):
+                    return step, loss, problems
+            problems.append(f"{shown}: {bad or 'unreadable on another rank'}")
+            if rank == 0:
+                say(f"[train] checkpoint {shown} is unusable ({bad or 'on another rank'}); trying the one before it")
+    raise RuntimeError("no usable checkpoint: " + "; ".join(problems))
 
 
 @torch.no_grad()
@@ -134,11 +210,10 @@ def train_loop(config: dict) -> dict:
     optimizer = build_optimizer(model, optim_cfg["lr"], optim_cfg["weight_decay"], tuple(optim_cfg["betas"]),
                                 optim_cfg["eps"], fused=device.type == "cuda")
 
-    step, last_loss = 0, float("nan")
+    step, last_loss, problems = 0, float("nan"), []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            step, last_loss = _load_checkpoint(ckpt_dir, model, optimizer, data, rank)
+        step, last_loss, problems = restore(checkpoint, model, optimizer, data, rank, world)
         if rank == 0:
             say(f"[train] resumed from {checkpoint.path} at step {step} (sample position {data.position})"
                 + ("; the job is complete" if step >= loop["steps"] else ""))
@@ -162,8 +237,12 @@ def train_loop(config: dict) -> dict:
     about = {"model": mcfg.to_dict(), "tokenizer": data_cfg["tokenizer"], "tokenizer_sha256": shards.tokenizer_sha256,
              "mlflow_run_id": config["mlflow"]["run_id"], "manifest_digest": shards.manifest["digest"]}
     model.train()
+    stopped = None
     while step < total_steps:
         t0 = time.perf_counter()
+        if fault.get("nan_at_step") == step + 1 and rank == fault["kill_rank"]:
+            with torch.no_grad():  # a drill: one weight shard poisoned, as a diverging run would do itself
+                next(model.parameters()).to_local().fill_(float("nan"))
         lr = lr_at(step, optim_cfg["lr"], optim_cfg["warmup_steps"], total_steps, optim_cfg["min_lr_ratio"])
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -189,6 +268,11 @@ def train_loop(config: dict) -> dict:
         stats = torch.tensor([loss_sum, n_tok], dtype=torch.float64, device=device)
         dist.all_reduce(stats)
         last_loss = float(stats[0] / stats[1])
+        if not math.isfinite(last_loss):  # the same on every rank (all-reduced): all stop together
+            stopped = {"step": step, "loss": last_loss}
+            if rank == 0:
+                say(f"[train] loss is {last_loss} at step {step}: stopping without a checkpoint")
+            break
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
@@ -219,6 +303,12 @@ def train_loop(config: dict) -> dict:
         if stop_here:
             break
 
+    if stopped is not None:
+        if sink:
+            sink.close()
+        dist.barrier()
+        return {"stopped": stopped, "step": step, "checkpoint_problems": problems}
+
     # the sharded model's logits on one window, for checking the export against (a collective forward)
     model.eval()
     with torch.no_grad():
@@ -233,5 +323,5 @@ def train_loop(config: dict) -> dict:
         if sink:
             sink.close()
     dist.barrier()
-    return {"step": step, "loss": last_loss, "data": data.info,
+    return {"step": step, "loss": last_loss, "data": data.info, "checkpoint_problems": problems,
             "probe_tokens": probe.numpy(), "probe_logits": probe_logits.numpy()}

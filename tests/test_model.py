@@ -5,6 +5,7 @@ and the presets' sizes. Everything runs on tiny CPU models in a few seconds."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from model.config import ModelConfig
 from model.export import CONFIG, WEIGHTS, load_export, save_export
@@ -339,6 +341,31 @@ def test_export_round_trip_reproduces_logits(tmp_path, tie):
     else:
         assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
         assert loaded.lm_head.weight is not loaded.tok_emb.weight
+
+
+def test_export_is_byte_reproducible_across_processes(tmp_path):
+    """The same weights give the same file in any process (safetensors' own writer orders its metadata
+    from a Rust HashMap: a resumed job's export had another sha256 than the uninterrupted one's)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+            "from model.config import ModelConfig\nfrom model.transformer import Decoder\n"
+            "from model.export import save_export\n"
+            "torch.manual_seed(0)\n"
+            "cfg = ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=16,"
+            " tie_embeddings=False)\n"
+            "save_export(sys.argv[1], Decoder(cfg).to(torch.bfloat16).state_dict(), cfg, None)\n")
+    digests = set()
+    for i in range(3):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"e{i}")], check=True)
+        digests.add(hashlib.sha256((tmp_path / f"e{i}" / WEIGHTS).read_bytes()).hexdigest())
+    assert len(digests) == 1
+    state = load_file(str(tmp_path / "e0" / WEIGHTS))
+    with safe_open(str(tmp_path / "e0" / WEIGHTS), framework="pt") as f:
+        assert f.metadata() == {"format": "pt", "tokenmill": "decoder"}
+    assert state["tok_emb.weight"].dtype == torch.bfloat16 and "lm_head.weight" in state
 
 
 def test_load_export_without_files_raises(tmp_path):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -105,8 +106,15 @@ def test_training_run_records_lineage_in_mlflow(straight, shards):
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(summary["run_id"])}
     assert {"loss_curve.png", "samples.txt", "checkpoints.json", "export"} <= artifacts
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
-    assert any(m.source_run_id == summary["run_id"] for m in models)
+    (logged,) = [m for m in models if m.source_run_id == summary["run_id"]]
     assert summary["samples"][0]["completion"]
+    # the logged model loads without unpickling anything: code + the safetensors export
+    files = [Path(root) / f for root, _, names in os.walk(mlflow.artifacts.download_artifacts(logged.artifact_location))
+             for f in names]
+    assert not [f for f in files if f.suffix in (".pkl", ".pickle", ".pt", ".pth")], files
+    pyfunc = mlflow.pyfunc.load_model(logged.model_uri)
+    (completion,) = pyfunc.predict(["ROMEO:"], params={"max_new_tokens": 24, "temperature": 0.8, "top_k": 40, "seed": 0})
+    assert completion == summary["samples"][0]["completion"]  # the same sampler, model and seed as the job's sample
 
 
 def test_export_and_checkpoint_reproduce_the_fsdp_logits(straight):
@@ -150,6 +158,7 @@ def test_resume_is_exact_and_a_killed_worker_restarts_from_the_last_checkpoint(r
     assert (tmp_path / "ray" / f".fault_injected_step{kill_at}").is_file()  # the worker did die
     assert second["run_id"] == first["run_id"] and second["step"] == STEPS
     assert second["loss"] == summary["loss"]
+    assert second["export_sha256"] == summary["export_sha256"]  # the same weights, the same export bytes
     steps = [m.step for m in mlflow.MlflowClient().get_metric_history(second["run_id"], "loss")]
     assert steps.count(STOP) == 1 and steps.count(41) == 2 and steps.count(kill_at) == 2 and steps.count(46) == 1
     resumed = history(second["run_id"], "loss")
@@ -179,3 +188,37 @@ def test_training_refuses_shards_that_do_not_verify(store, shards, tmp_path):
     job["data"]["tokenizer"] = str(other_tok)
     with pytest.raises(ShardIntegrityError, match="not the tokenizer"):
         train(job, tmp_path / "w2")
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_one_before(ray_local, store, shards, straight, tmp_path):
+    """16 flipped bytes in the latest checkpoint's shard: the job says which checkpoint is unusable and why,
+    resumes from the one before it and still ends exactly where the uninterrupted job did."""
+    summary, _ = straight
+    job = train_job("corrupt", shards, STEPS)
+    first = train({**job, "train": {**job["train"], "stop_after": 40}}, tmp_path)
+    assert first["step"] == 40
+    latest = tmp_path / "ray" / "corrupt" / "checkpoint_step00000040"
+    shard = sorted(latest.glob("*.distcp"))[0]
+    data = bytearray(shard.read_bytes())
+    for i in range(16):
+        data[len(data) // 2 + i] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    second = train(job, tmp_path)
+    run = mlflow.get_run(second["run_id"])
+    assert f"{latest}: {shard.name} does not match its sha256" in run.data.tags["tokenmill.checkpoint_fallback"]
+    assert second["step"] == STEPS and second["loss"] == summary["loss"]  # steps 21-60 replayed exactly
+    assert second["export_sha256"] == summary["export_sha256"]
+
+
+def test_a_non_finite_loss_stops_the_job_and_keeps_the_last_good_checkpoint(ray_local, store, shards, tmp_path):
+    from orchestration.train_job import TrainingStopped
+
+    job = train_job("diverged", shards, STEPS, fault={"nan_at_step": 25, "kill_rank": 1})
+    with pytest.raises(TrainingStopped, match=r"the loss is nan at step 25; the last good checkpoint is .*"
+                                              r"checkpoint_step00000020"):
+        train(job, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "ray" / "diverged").glob("checkpoint_step*")) == ["checkpoint_step00000020"]
+    assert not (tmp_path / "model").exists()  # no export of a broken model
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string="tags.`tokenmill.job` = 'diverged'")
+    assert run.info.status == "FAILED" and "step 25" in run.data.tags["tokenmill.ended"]
