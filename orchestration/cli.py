@@ -86,6 +86,12 @@ def _generate(args: argparse.Namespace) -> int:
 SAMPLE_SEPARATOR = "-" * 40  # between samples, which span lines
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from orchestration.doctor import run
+
+    return run(args.workdir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tokenmill",
@@ -177,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--tokenizer", help="SentencePiece model (default: the one saved with the export)")
     g.set_defaults(func=_generate)
+
+    d = sub.add_parser(
+        "doctor",
+        help="check the installation and a workdir, and say what is wrong and how to fix it",
+        description="Check versions (the torch pin), that Ray can be started or reached (RAY_ADDRESS), that the "
+        "MLflow store is reachable and writable; with WORKDIR also its lock (held, or stale from a dead process), "
+        "MLflow runs left RUNNING, every manifest and the files it lists, the token shards and tokenizer, the dedup "
+        "index, the model export and free disk. Exit 1 if anything is wrong.",
+        epilog=EPILOG + "\nExample:\n  tokenmill doctor work/quickstart\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("workdir", nargs="?", help="a pipeline or training workdir to check")
+    d.set_defaults(func=_doctor)
     return parser
 
 
