@@ -229,7 +229,7 @@ def _user_error(exc: BaseException) -> str | None:
     cause = getattr(exc, "cause", None)  # a Ray task's exception (RayTaskError) carries the worker's one
     if cause is not None and cause is not exc:
         inner = _user_error(cause)
-        return None if inner is None else f"in a Ray task: {inner}"
+        return None if inner is None else f"{getattr(exc, 'where', 'in a Ray task')}: {inner}"
     if isinstance(exc, ConfigError):
         return f"config error: {exc}"
     if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped)):

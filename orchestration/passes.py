@@ -353,6 +353,15 @@ def _run_task_remote(spec: PassSpec, task: dict) -> dict:
     return run_task(spec, task)
 
 
+class TaskFailed(RuntimeError):
+    """A shard task raised: `where` names the pass, its stages and the task's file or shard; `cause` is the
+    worker's exception (for the CLI to tell bad input from a bug)."""
+
+    def __init__(self, where: str, cause: BaseException):
+        super().__init__(f"{where}: {type(cause).__name__}: {cause}")
+        self.where, self.cause = where, cause
+
+
 def run_pass(spec: PassSpec, tasks: list[dict], cpus: float) -> list[dict]:
     """Every task of a pass on the cluster; results in task order. At most max(64, 2 per CPU) are queued
     at a time: enough for an autoscaler to see the demand, not 100k task specs in the driver at once."""
@@ -368,7 +377,12 @@ def run_pass(spec: PassSpec, tasks: list[dict], cpus: float) -> list[dict]:
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
-            results[pending.pop(ref)] = ray.get(ref)
+            i = pending.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                stages = " -> ".join(st.name for st in spec.apply)
+                raise TaskFailed(f"pass {spec.index} [{stages}] on {tasks[i]['id']}", exc.cause or exc) from exc
         for i, task in it:
             pending[_run_task_remote.remote(spec_ref, task)] = i
             break

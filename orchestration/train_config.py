@@ -63,7 +63,9 @@ class LoopConfig:
 class CheckpointConfig:
     every: PositiveInt = 100  # steps
     keep: PositiveInt = 2  # the last N checkpoints
-    storage_path: str | None = None  # Ray Train storage (a shared path or bucket on a cluster); default WORKDIR/ray
+    # Ray Train storage: default WORKDIR/ray; a relative path is inside the workdir (no ".."); an absolute
+    # one (a shared filesystem on a cluster) is the explicit way out of it
+    storage_path: str | None = None
 
 
 @dataclass
@@ -127,6 +129,10 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
 
     def validate(self, key: str) -> None:
+        sp = self.checkpoint.storage_path
+        if sp is not None and not Path(sp).is_absolute() and ".." in Path(sp).parts:
+            raise ConfigError(f"checkpoint.storage_path: {sp!r} would leave the workdir; give a path inside it, or an "
+                              "absolute path to put checkpoints elsewhere on purpose")
         # the name is joined into paths (the job's checkpoint folder under the storage path)
         if not JOB_NAME.fullmatch(self.name or ""):
             raise ConfigError(f"name: {self.name!r} names the job's checkpoint folder: use letters, digits, '.', '_' "

@@ -104,7 +104,7 @@ def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict
     mcfg = cfg.model_config(shards.vocab_size)
     if cfg.data.seq_len > mcfg.max_seq_len:
         raise ConfigError(f"data.seq_len: {cfg.data.seq_len} exceeds model.max_seq_len {mcfg.max_seq_len}")
-    storage = Path(cfg.checkpoint.storage_path or workdir / "ray").resolve()
+    storage = (workdir / (cfg.checkpoint.storage_path or "ray")).resolve()  # an absolute storage_path wins
     storage.mkdir(parents=True, exist_ok=True)
     export_dir = workdir / "model"
 

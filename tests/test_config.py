@@ -122,6 +122,7 @@ def test_a_training_job_name_cannot_leave_its_folder(name):
         ("ray.cpus_per_worker=0", "ray.cpus_per_worker: must be > 0, got 0.0"),
         ("sample.temperature=-1", "sample.temperature: must be >= 0, got -1.0"),
         ("data.val_fraction=1", "data.val_fraction: must be in [0, 1), got 1.0"),
+        ("checkpoint.storage_path=../../elsewhere", "checkpoint.storage_path: '../../elsewhere' would leave the workdir"),
     ],
 )
 def test_training_config_values_are_checked_on_load(override, message):
@@ -174,3 +175,21 @@ def test_unusable_workdir_is_one_line_with_the_traceback_logged(tmp_path):
     assert "\n" not in line and line.startswith(f"tokenmill: error: {blocker / 'work'}: Not a directory"), line
     log = Path(line.rsplit("(traceback in ", 1)[1].rstrip(")"))
     assert "NotADirectoryError" in log.read_text().rsplit("--- ", 1)[1]
+
+
+def test_a_task_failure_caused_by_input_names_the_pass_and_file():
+    from orchestration.cli import _user_error
+    from orchestration.passes import TaskFailed
+
+    gone = FileNotFoundError(2, "No such file or directory", "/data/crawl/part-7.warc.gz")
+    line = _user_error(TaskFailed("pass 0 [ingest -> extract -> filter] on crawl/part-7.warc.gz", gone))
+    assert line == ("pass 0 [ingest -> extract -> filter] on crawl/part-7.warc.gz: error: /data/crawl/part-7.warc.gz: "
+                    "No such file or directory")
+    assert _user_error(TaskFailed("pass 1 [minhash] on s/00001", KeyError("bug"))) is None  # a bug: not exit 2
+
+
+def test_a_missing_model_stops_a_run_before_ray_starts(tmp_path):
+    proc = _cli("pipeline", str(QUICKSTART), "--workdir", str(tmp_path / "w"), "quality.enabled=true",
+                "quality.model_path=/nonexistent/quality.bin", "quality.threshold=0.5")
+    assert proc.returncode == 2 and "quality.model_path: no such file /nonexistent/quality.bin" in proc.stderr
+    assert "Ray" not in proc.stdout and not (tmp_path / "w" / "stages").exists()  # before: after every earlier stage
