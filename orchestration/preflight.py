@@ -47,7 +47,7 @@ def _existing_file(path: str, key: str) -> Path:
 
 
 def check_pipeline(cfg) -> list[str]:
-    from orchestration.dedup_index import DedupIndexError, load_previous
+    from orchestration.dedup_index import load_previous
 
     lines = []
     for i, inp in enumerate(cfg.inputs):
@@ -68,10 +68,7 @@ def check_pipeline(cfg) -> list[str]:
         lines.append(fasttext_model(cfg.quality.model_path, "quality.model_path"))
     if cfg.tokenizer.model_path:
         lines.append(sentencepiece_model(cfg.tokenizer.model_path, "tokenizer.model_path"))
-    try:
-        previous = load_previous(cfg)
-    except DedupIndexError as exc:
-        raise ConfigError(str(exc)) from None
+    previous = load_previous(cfg)  # DedupIndexError names the index and what is wrong with it
     lines += [f"dedup_index.previous: {m['manifest_path']}" for m in previous]
     return lines
 

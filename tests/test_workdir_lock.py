@@ -27,8 +27,10 @@ HOLDER = textwrap.dedent("""
     from orchestration.workdir_lock import WorkdirLock
     workdir = Path(sys.argv[1])
     with WorkdirLock(workdir, "tokenmill pipeline 'held'"):
+        client = mlflow.MlflowClient(sys.argv[2])
         mlflow.set_tracking_uri(sys.argv[2])
-        run = mlflow.start_run(run_name="stage", tags={tracking.WORKDIR_TAG: str(workdir),
+        run = mlflow.start_run(experiment_id=client.create_experiment("held"), run_name="stage",
+                               tags={tracking.WORKDIR_TAG: str(workdir),
                                                        tracking.OUTPUT_DIGEST_TAG: "d" * 32})
         print(run.info.run_id, flush=True)
         time.sleep(600)
@@ -38,7 +40,8 @@ HOLDER = textwrap.dedent("""
 def test_lock_refuses_a_second_process_and_a_killed_holder_is_taken_over(tmp_path):
     workdir, uri = tmp_path / "work", f"sqlite:///{tmp_path / 'mlflow.db'}"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(workdir), uri], cwd=REPO, stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                              text=True, env={**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+                                                 "PYTHONPATH": str(REPO)})
     try:
         run_id = holder.stdout.readline().strip()
         assert run_id, "the holder did not start"
