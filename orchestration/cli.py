@@ -86,6 +86,17 @@ def _generate(args: argparse.Namespace) -> int:
 SAMPLE_SEPARATOR = "-" * 40  # between samples, which span lines
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    import json
+
+    from orchestration import lineage, tracking
+
+    tracking.setup_uri()
+    tree = lineage.build(args.start)
+    print(json.dumps(tree, indent=1) if args.json else lineage.format_tree(tree))
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from orchestration.doctor import run
 
@@ -196,6 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("workdir", nargs="?", help="a pipeline or training workdir to check")
     d.set_defaults(func=_doctor)
+
+    li = sub.add_parser(
+        "lineage",
+        help="the lineage of a training run, checkpoint or manifest, back to the raw files",
+        description="Walk MLflow from START (a training or stage run id, a checkpoint folder, or a token or stage "
+        "manifest.json) back through every run that made its inputs (tokenize, tokenizer, quality, dedup, filter, "
+        "extract, ingest) to the raw input files (path, bytes, sha256); each run with its id, stage, key "
+        "parameters, counts, code version and start time.",
+        epilog=EPILOG + "\nExample:\n  tokenmill lineage work/quickstart/train/ray/quickstart-tiny/checkpoint_step00000120\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    li.add_argument("start", help="run id, checkpoint folder or manifest.json")
+    li.add_argument("--json", action="store_true", help="the same as JSON (every raw file listed)")
+    li.set_defaults(func=_lineage)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +19,34 @@ WORKDIR_TAG = "tokenmill.workdir"  # on every run a process records for a workdi
 OUTPUT_DIGEST_TAG = "tokenmill.output_digest"  # 32 hex chars, equal to the next run's input digest
 OUTPUT_SHA256_TAG = "tokenmill.output_sha256"
 KIND_TAG = "tokenmill.kind"
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10).stdout
+            return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "tokenmill " + version("tokenmill")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+CODE_VERSION_TAG = "tokenmill.code_version"
+
+
+def setup_uri() -> str:
+    """The store named by MLFLOW_TRACKING_URI, else MLflow's default; for commands that only read."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return mlflow.get_tracking_uri()
 
 
 def setup(experiment: str) -> str:
@@ -47,7 +76,8 @@ def log_params(params: dict) -> None:
 
 @contextmanager
 def parent_run(name: str, config: dict, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-    with mlflow.start_run(run_name=f"pipeline:{name}", tags={KIND_TAG: "pipeline", **tags}) as run:
+    with mlflow.start_run(run_name=f"pipeline:{name}",
+                          tags={KIND_TAG: "pipeline", CODE_VERSION_TAG: code_version(), **tags}) as run:
         log_params(config)
         mlflow.log_dict(config, "config.json")
         yield run
@@ -73,8 +103,9 @@ def close_dead_runs(workdir: Path, stale: dict | None, echo=print) -> list[str]:
 
 @contextmanager
 def stage_run(stage: str, params: dict) -> Iterator[mlflow.ActiveRun]:
-    workdir = mlflow.active_run().data.tags.get(WORKDIR_TAG) if mlflow.active_run() else None
-    tags = {KIND_TAG: "stage", "tokenmill.stage": stage, **({WORKDIR_TAG: workdir} if workdir else {})}
+    parent = mlflow.active_run().data.tags if mlflow.active_run() else {}
+    tags = {KIND_TAG: "stage", "tokenmill.stage": stage,
+            **{k: parent[k] for k in (WORKDIR_TAG, CODE_VERSION_TAG) if k in parent}}
     with mlflow.start_run(run_name=stage, nested=True, tags=tags) as run:
         log_params(params)
         yield run

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -45,24 +44,6 @@ def absolute_tracking_uri(uri: str) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str(Path(uri[len(prefix):]).resolve())
     return uri
-
-
-def code_version() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=10)
-        if out.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                   cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10).stdout
-            return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return "tokenmill " + version("tokenmill")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def checkpoint_digest(path: Path) -> str:
@@ -123,7 +104,8 @@ def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict
     previous = records.get(cfg.name) if any((storage / cfg.name).glob("checkpoint_step*")) else None
     start = time.perf_counter()
     with mlflow.start_run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
-                          tags={tracking.KIND_TAG: "train", tracking.WORKDIR_TAG: str(workdir)}) as run:
+                          tags={tracking.KIND_TAG: "train", tracking.WORKDIR_TAG: str(workdir),
+                                tracking.CODE_VERSION_TAG: tracking.code_version()}) as run:
         run_id = run.info.run_id
         (workdir / RUN_RECORD).write_text(json.dumps({**records, cfg.name: run_id}, indent=1))
         if previous:
@@ -134,14 +116,16 @@ def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict
             raw = dataclasses.asdict(cfg)
             raw.pop("base_dir")
             tracking.log_params({**raw, "model": mcfg.to_dict(), "world_size": cfg.ray.num_workers,
-                                 "code_version": code_version(), "params_total": counts["total"],
+                                 "code_version": tracking.code_version(), "params_total": counts["total"],
                                  "params_non_embedding": counts["non_embedding"], "flops_per_token": fpt,
                                  "global_batch_seqs": cfg.global_batch_seqs})
             mlflow.log_dict(raw, "train_config.json")
             tracking.log_input_manifest("tokens", manifest_path, shards.manifest["digest"], context="training")
+            data_run = shards.manifest.get("mlflow_run_id") or ""
             mlflow.set_tags({"tokenmill.tokenizer_sha256": shards.tokenizer_sha256,
                              "tokenmill.manifest_sha256": shards.manifest["digest"],
-                             "tokenmill.data_run_id": shards.manifest.get("mlflow_run_id") or "",
+                             "tokenmill.data_run_id": data_run,  # the tokenize run; its parent is the pipeline's
+                             "tokenmill.pipeline_run_id": _parent_of(data_run),
                              "tokenmill.job": cfg.name})
         trainer = TorchTrainer(
             train_loop,
@@ -169,6 +153,16 @@ def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict
     (workdir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     # not in the JSON: the sharded model's logits on one window (what the export must reproduce)
     return {**summary, "probe_tokens": worker_out.get("probe_tokens"), "probe_logits": worker_out.get("probe_logits")}
+
+
+def _parent_of(run_id: str) -> str:
+    """The pipeline run whose child made the shards ("" when the store does not have it)."""
+    if not run_id:
+        return ""
+    try:
+        return mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId", "")
+    except mlflow.exceptions.MlflowException:
+        return ""
 
 
 class TrainingStopped(RuntimeError):

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from orchestration.lineage import raw_files
 from orchestration.tracking import producer_of
 
 pytestmark = pytest.mark.slow
@@ -55,5 +56,26 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
             run = producers[0]
         assert stages == ["tokenize", "extract", "ingest"]
         assert any(t.value == "raw_input" for i in run.inputs.dataset_inputs for t in i.tags)
+        assert train_run.data.tags["tokenmill.pipeline_run_id"] == json.loads(
+            (tmp_path / "qs" / "summary.json").read_text())["mlflow_run_id"]
     finally:
         mlflow.set_tracking_uri(None)
+
+    # the same walk as one command: from the checkpoint to every raw input file
+    lineage = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", str(checkpoint), "--json"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert lineage.returncode == 0, lineage.stderr[-3000:]
+    tree = json.loads(lineage.stdout)
+    assert tree["checkpoint"] == str(checkpoint) and tree["step"] == 6
+    node, chain = tree["lineage"], []
+    while node:
+        chain.append(node.get("stage") or node["kind"])
+        assert node["code_version"] and node["status"] == "FINISHED"
+        node = next((i["produced_by"] for i in node["inputs"] if "produced_by" in i and i["name"] != "tokenizer"), None)
+    assert chain == ["train", "tokenize", "extract", "ingest"]
+    raw = json.loads((tmp_path / "qs" / "raw_files.json").read_text())["files"]
+    assert sorted(f["path"] for f in raw_files(tree)) == sorted(f["path"] for f in raw) and len(raw) == 99
+    text = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", str(checkpoint)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300).stdout
+    assert f"run {summary['run_id']}" in text and "<- raw_input tokenizer" in text and "python-docs/faq/" in text
+    print(text)  # the tree, for the record
