@@ -93,6 +93,13 @@ def _lineage(args: argparse.Namespace) -> int:
 
     tracking.setup_uri()
     tree = lineage.build(args.start)
+    if args.verify:
+        found = lineage.verify(tree)
+        for ok, line in found:
+            print(f"  {'ok' if ok else 'CHANGED'}: {line}")
+        bad = sum(not ok for ok, _ in found)
+        print(f"tokenmill lineage --verify: {'everything verifies' if not bad else f'{bad} problem(s)'}")
+        return 1 if bad else 0
     print(json.dumps(tree, indent=1) if args.json else lineage.format_tree(tree))
     return 0
 
@@ -220,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     li.add_argument("start", help="run id, checkpoint folder or manifest.json")
     li.add_argument("--json", action="store_true", help="the same as JSON (every raw file listed)")
+    li.add_argument("--verify", action="store_true",
+                    help="re-hash the token shards, stage manifests and files, tokenizer and checkpoint the lineage "
+                    "names and say what changed or is missing (exit 1 if anything did)")
     li.set_defaults(func=_lineage)
     return parser
 

@@ -134,3 +134,66 @@ def _lines(node: dict, indent: str, out: list[str], max_files: int) -> None:
             out.append(f"{indent}       {f['path']}  {f['bytes']:,} B  sha256 {f['sha256'][:16]}")
         if len(inp.get("files", [])) > max_files:
             out.append(f"{indent}       ... and {len(inp['files']) - max_files} more raw files (all of them in --json)")
+
+
+def verify(tree: dict) -> list[tuple[bool, str]]:
+    """(ok, line) for every file the lineage names that can be re-hashed here: token shards (against their
+    manifest), stage manifests and their files, the tokenizer, and the checkpoint (against its file lists)."""
+    from pipelines.manifest import load_manifest, mlflow_digest, verify_files
+    from pipelines.shard_reader import ShardIntegrityError, ShardSet
+    from pipelines.stage_files import sha256_file
+
+    out, stack, done = [], [tree["lineage"]], set()
+    if tree.get("checkpoint"):
+        out += _verify_checkpoint(Path(tree["checkpoint"]))
+    while stack:
+        node = stack.pop()
+        for inp in node.get("inputs", []):
+            stack += [inp["produced_by"]] if "produced_by" in inp else []
+            src = inp.get("source")
+            if not src or src in done or inp.get("files") is not None and src.endswith("raw_files.json"):
+                continue
+            done.add(src)
+            path = Path(src)
+            if not path.exists():
+                out.append((False, f"{path} is missing (named by run {node['run_id']} as its {inp['name']} input)"))
+                continue
+            try:
+                if path.name == "manifest.json" and "shards" in json.loads(path.read_text()):
+                    shards = ShardSet(path, verify=True)
+                    ok = mlflow_digest(shards.manifest["digest"]) == inp["digest"]
+                    out.append((ok, f"{path}: {shards.num_shards} token shards verify" if ok else
+                                f"{path}: verifies, but it is not the manifest run {node['run_id']} read (digest changed)"))
+                elif path.name == "manifest.json":
+                    manifest = load_manifest(path)
+                    verify_files(manifest, path.parents[2])  # stage manifests list files relative to the workdir
+                    ok = mlflow_digest(manifest["digest"]) == inp["digest"]
+                    out.append((ok, f"{path}: {len(manifest['files'])} files verify" if ok else
+                                f"{path}: its digest is not the one run {node['run_id']} read"))
+                else:  # a single file recorded by its sha256 (the tokenizer model)
+                    ok = mlflow_digest(sha256_file(path)) == inp["digest"]
+                    out.append((ok, f"{path}: sha256 matches" if ok else
+                                f"{path}: changed since run {node['run_id']} read it (sha256 differs)"))
+            except (ShardIntegrityError, ValueError, OSError) as exc:
+                out.append((False, f"{path}: {exc}"))
+    return out
+
+
+def _verify_checkpoint(path: Path) -> list[tuple[bool, str]]:
+    from pipelines.stage_files import sha256_file
+
+    lists = sorted(path.glob("files_rank*.json"))
+    if not lists:
+        return [(path.is_dir(), f"checkpoint {path}: " + ("no file lists to check (written before they existed)"
+                                                          if path.is_dir() else "missing"))]
+    problems = []
+    for listing in lists:
+        for name, digest in json.loads(listing.read_text()).items():
+            f = path / name
+            if not f.is_file():
+                problems.append(f"{name} is missing")
+            elif sha256_file(f) != digest:
+                problems.append(f"{name} changed (sha256 differs)")
+    if problems:
+        return [(False, f"checkpoint {path}: " + "; ".join(problems))]
+    return [(True, f"checkpoint {path}: every file verifies")]

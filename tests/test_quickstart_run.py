@@ -79,3 +79,21 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300).stdout
     assert f"run {summary['run_id']}" in text and "<- raw_input tokenizer" in text and "python-docs/faq/" in text
     print(text)  # the tree, for the record
+
+    # --verify: everything verifies; then a changed byte in a token shard and a missing checkpoint file are named
+    def verify() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", str(checkpoint), "--verify"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    clean = verify()
+    assert clean.returncode == 0 and "everything verifies" in clean.stdout, clean.stdout + clean.stderr[-2000:]
+    assert "token shards verify" in clean.stdout and "checkpoint " in clean.stdout
+    shard = sorted((tmp_path / "qs" / "tokens").rglob("*.bin"))[0]
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 1
+    shard.write_bytes(bytes(data))
+    gone = sorted(checkpoint.glob("*.distcp"))[0]
+    gone.unlink()
+    broken = verify()
+    assert broken.returncode == 1 and "2 problem(s)" in broken.stdout, broken.stdout
+    assert shard.name in broken.stdout and f"{gone.name} is missing" in broken.stdout
