@@ -94,6 +94,11 @@ def split_streams(shards, seed: int, val_fraction: float) -> tuple[TokenStream, 
             r.append([shard, off, n])
     info = {"train_documents": int((~is_val).sum()), "val_documents": int(n_val)}
     train, val = TokenStream(shards, runs[False]), TokenStream(shards, runs[True])
+    # the training documents in stream order: (shard, row in its index, first token in the stream, tokens)
+    rows = [(shard, row) for shard in range(shards.num_shards) for row in range(len(shards.index(shard)["offset"]))]
+    sizes = np.array([n for _, _, n in where], dtype=np.int64)[~is_val]
+    train.docs = (np.array([r for r, v in zip(rows, is_val.tolist()) if not v], dtype=np.int64).reshape(-1, 2),
+                  np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64), sizes)
     info.update(train_tokens=train.num_tokens, val_tokens=val.num_tokens)
     return train, val, info
 
@@ -154,6 +159,43 @@ class TrainingData:
             raise ValueError(f"global batch of {global_batch} sequences does not split over {world} ranks")
         per_rank = global_batch // world
         return self.train.windows(self.position + rank * per_rank, per_rank)
+
+    def step_documents(self, step: int, global_batch: int, world: int) -> list[dict]:
+        """The documents whose tokens are in step `step`'s global batch (steps count from 1): per rank and
+        document, the shard, the row in its index and how many of its tokens (eos included) the rank's
+        windows hold. Computed from the seeded order: nothing is logged per step."""
+        per_rank = global_batch // world
+        docs, starts, sizes = self.train.stream.docs
+        out = []
+        for rank in range(world):
+            first = (step - 1) * global_batch + rank * per_rank
+            counts: dict[int, int] = {}
+            for w in self.train.window_index(np.arange(first, first + per_rank)).tolist():
+                lo, hi = w * self.seq_len, (w + 1) * self.seq_len + 1  # the window's seq_len + 1 tokens
+                i = int(np.searchsorted(starts, lo, side="right")) - 1
+                while i < len(starts) and starts[i] < hi:
+                    counts[i] = counts.get(i, 0) + min(hi, starts[i] + sizes[i]) - max(lo, starts[i])
+                    i += 1
+            out += [{"rank": rank, "shard": int(docs[i][0]), "row": int(docs[i][1]), "tokens": n}
+                    for i, n in sorted(counts.items())]
+        return out
+
+    def document_steps(self, shard: int, row: int, steps: int, global_batch: int, world: int) -> list[dict]:
+        """The steps (1..steps) and ranks whose batches held tokens of document (shard, row); [] for a
+        validation document. Scans the order of every sample up to `steps` (vectorized)."""
+        docs, starts, sizes = self.train.stream.docs
+        hit = np.flatnonzero((docs[:, 0] == shard) & (docs[:, 1] == row))
+        if not len(hit):
+            return []
+        s, e = int(starts[hit[0]]), int(starts[hit[0]] + sizes[hit[0]])
+        w_lo, w_hi = max(0, -(-(s - self.seq_len) // self.seq_len)), (e - 1) // self.seq_len  # windows touching it
+        out, per_rank = [], global_batch // world
+        for first in range(0, steps * global_batch, 1 << 20):
+            pos = np.arange(first, min(first + (1 << 20), steps * global_batch))
+            w = self.train.window_index(pos)
+            for p in pos[(w >= w_lo) & (w <= w_hi)].tolist():
+                out.append({"step": p // global_batch + 1, "rank": (p % global_batch) // per_rank})
+        return [dict(t) for t in sorted({tuple(d.items()) for d in out})]
 
     def advance(self, global_batch: int) -> None:
         self.position += global_batch

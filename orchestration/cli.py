@@ -92,6 +92,18 @@ def _lineage(args: argparse.Namespace) -> int:
     from orchestration import lineage, tracking
 
     tracking.setup_uri()
+    if args.doc:
+        fate = lineage.doc_fate(args.doc)
+        print(json.dumps(fate, indent=1) if args.json else lineage.format_fate(fate))
+        return 0 if fate["pipelines"] else 1
+    if args.step is not None:
+        if not args.run:
+            raise ConfigError("--step: give the training run with --run RUN_ID")
+        batch = lineage.step_batch(args.run, args.step)
+        print(json.dumps(batch, indent=1) if args.json else lineage.format_batch(batch))
+        return 0
+    if not args.start:
+        raise ConfigError("lineage: give START (a run id, checkpoint folder or manifest), --doc or --run/--step")
     tree = lineage.build(args.start)
     if args.verify:
         found = lineage.verify(tree)
@@ -225,7 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG + "\nExample:\n  tokenmill lineage work/quickstart/train/ray/quickstart-tiny/checkpoint_step00000120\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    li.add_argument("start", help="run id, checkpoint folder or manifest.json")
+    li.add_argument("start", nargs="?", help="run id, checkpoint folder or manifest.json")
+    li.add_argument("--doc", help="a document id: its fate in every pipeline of the store (dropped where and why, or "
+                    "kept: its token shard and the training steps and ranks that read it)")
+    li.add_argument("--run", help="a training run id (with --step)")
+    li.add_argument("--step", type=int, help="the documents (ids, sources, tokens, ranks) of this step's global batch")
     li.add_argument("--json", action="store_true", help="the same as JSON (every raw file listed)")
     li.add_argument("--verify", action="store_true",
                     help="re-hash the token shards, stage manifests and files, tokenizer and checkpoint the lineage "

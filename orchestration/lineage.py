@@ -197,3 +197,132 @@ def _verify_checkpoint(path: Path) -> list[tuple[bool, str]]:
     if problems:
         return [(False, f"checkpoint {path}: " + "; ".join(problems))]
     return [(True, f"checkpoint {path}: every file verifies")]
+
+
+# ------------------------------------------------------------------ documents: a step's batch, a document's fate
+
+
+def _training_data(run):
+    """The training job's loader, rebuilt from its run: the shards it read and its data parameters."""
+    from model.data import TrainingData
+    from pipelines.shard_reader import ShardSet
+
+    p = run.data.params
+    source = next((_source(i.dataset.source) for i in run.inputs.dataset_inputs
+                   if any(t.value == "training" for t in i.tags)), None)
+    if not source or not Path(source).is_file():
+        raise LookupError(f"run {run.info.run_id}: its token manifest {source} is not on this machine")
+    shards = ShardSet(source, verify=False)
+    data = TrainingData(shards, int(p["data.seq_len"]), int(p["data.seed"]), float(p["data.val_fraction"]))
+    return data, shards, int(p["global_batch_seqs"]), int(p["world_size"]), int(p["train.steps"])
+
+
+def _source_name(doc_id: str) -> str:
+    return doc_id.split("#", 1)[0].split("/", 1)[0]
+
+
+def step_batch(run_id: str, step: int) -> dict:
+    """The documents of step `step`'s global batch in a training run: id, source, rank, tokens."""
+    run = mlflow.get_run(run_id)
+    data, shards, batch, world, steps = _training_data(run)
+    if not 1 <= step <= steps:
+        raise LookupError(f"run {run_id} trains steps 1..{steps}, not {step}")
+    docs = []
+    for d in data.step_documents(step, batch, world):
+        doc_id = shards.index(d["shard"])["doc_id"][d["row"]]
+        docs.append({"doc_id": doc_id, "source": _source_name(doc_id), "rank": d["rank"], "tokens": d["tokens"],
+                     "shard": shards.shards_meta[d["shard"]]["path"]})
+    return {"run_id": run_id, "step": step, "global_batch_windows": batch, "seq_len": data.seq_len,
+            "documents": docs}
+
+
+def doc_fate(doc_id: str, workdirs: list[Path] | None = None) -> dict:
+    """A document's fate in every pipeline workdir of the store (or those given): dropped at which stage, why
+    and with which metadata (duplicate_of, scores), or kept: its token shard, offset and length, and the
+    (step, rank) pairs of every training run on those shards whose batches held its tokens."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from orchestration.tracking import WORKDIR_TAG
+
+    if workdirs is None:
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string=f"tags.`{tracking.KIND_TAG}` = 'pipeline' and attributes.status = 'FINISHED'")
+        workdirs = sorted({Path(r.data.tags[WORKDIR_TAG]) for r in runs if WORKDIR_TAG in r.data.tags})
+    prefix = doc_id.split("#", 1)[0]  # the raw file's path: shards of a file are named after it
+    out = {"doc_id": doc_id, "pipelines": []}
+    for wd in workdirs:
+        fate: dict = {"workdir": str(wd)}
+        for f in sorted((wd / "stages").glob(f"*/dropped/{prefix}/*.parquet")) + \
+                sorted((wd / "stages").glob(f"*/dropped/{_source_name(doc_id)}/**/*.parquet")):
+            t = pq.read_table(f, filters=[("id", "=", doc_id)])
+            if t.num_rows:
+                row = t.to_pylist()[0]
+                fate.update(fate="dropped", stage=f.relative_to(wd / "stages").parts[0], reason=row["reason"],
+                            metadata=json.loads(row["metadata"] or "{}"), file=str(f.relative_to(wd)))
+                break
+        if "fate" not in fate:
+            for idx in sorted((wd / "tokens").glob(f"{prefix}/*.idx.parquet")):
+                t = pq.read_table(idx)
+                hit = pc.index(t.column("doc_id"), doc_id).as_py()
+                if hit >= 0:
+                    row = t.slice(hit, 1).to_pylist()[0]
+                    fate.update(fate="kept", token_file=str(idx.relative_to(wd)), offset=row["offset"],
+                                n_tokens=row["n_tokens"], training=_training_reads(wd, idx, hit))
+                    break
+        if "fate" in fate:
+            out["pipelines"].append(fate)
+    return out
+
+
+def _training_reads(workdir: Path, idx: Path, row: int) -> list[dict]:
+    """Every finished training run of the store that read this workdir's token manifest, with the steps and
+    ranks whose batches held the document."""
+    from pipelines.manifest import mlflow_digest
+
+    manifest_path = workdir / "tokens" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"datasets.digest = '{mlflow_digest(manifest['digest'])}' and "
+                                            "attributes.status = 'FINISHED'")
+    rel = idx.relative_to(workdir / "tokens").as_posix().removesuffix(".idx.parquet") + ".bin"
+    shard = next(i for i, s in enumerate(manifest["shards"]) if s["path"] == rel)
+    out = []
+    for run in runs:
+        if run.data.tags.get(tracking.KIND_TAG) != "train":
+            continue
+        data, _, batch, world, steps = _training_data(run)
+        reads = data.document_steps(shard, row, steps, batch, world)
+        docs = data.train.stream.docs[0]
+        held_out = not bool(((docs[:, 0] == shard) & (docs[:, 1] == row)).any())
+        out.append({"run_id": run.info.run_id, "name": run.info.run_name, "steps": reads, "validation": held_out})
+    return out
+
+
+def format_batch(batch: dict) -> str:
+    docs = batch["documents"]
+    lines = [f"run {batch['run_id']} step {batch['step']}: {batch['global_batch_windows']} windows of "
+             f"{batch['seq_len'] + 1} tokens, {len(docs)} document pieces"]
+    lines += [f"  rank {d['rank']}  {d['tokens']:>6} tokens  {d['doc_id']}  ({d['source']})" for d in docs]
+    return "\n".join(lines)
+
+
+def format_fate(fate: dict) -> str:
+    lines = [f"document {fate['doc_id']}"]
+    if not fate["pipelines"]:
+        lines.append("  not found in any pipeline workdir of this MLflow store")
+    for p in fate["pipelines"]:
+        if p["fate"] == "dropped":
+            extra = {k: v for k, v in p["metadata"].items() if k.startswith(("duplicate", "quality", "language"))}
+            lines.append(f"  {p['workdir']}: dropped at stage {p['stage']}: {p['reason']}"
+                         + (f" ({json.dumps(extra, sort_keys=True)})" if extra else "") + f"  [{p['file']}]")
+            continue
+        lines.append(f"  {p['workdir']}: kept: {p['token_file']} offset {p['offset']}, {p['n_tokens']} tokens")
+        for r in p["training"]:
+            if r["validation"]:
+                lines.append(f"    {r['name']} (run {r['run_id']}): held out for validation")
+                continue
+            steps = ", ".join(f"{s['step']}/rank {s['rank']}" for s in r["steps"][:50])
+            more = f" and {len(r['steps']) - 50} more" if len(r["steps"]) > 50 else ""
+            lines.append(f"    {r['name']} (run {r['run_id']}): read at steps {steps or 'none yet'}{more}")
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 from conftest import stage_table
 
@@ -37,7 +38,17 @@ def _malformed_jsonl(path: Path) -> dict[str, int]:
             f.write(line.encode() + b"\n")
             if i < len(bad):
                 f.write(bad[i] + b"\n")
-    return {"good": len(good), "bad": len(bad)}
+        for text in near_pair():
+            f.write(json.dumps({"text": text}).encode() + b"\n")
+    return {"good": len(good) + 2, "bad": len(bad)}
+
+
+def near_pair() -> list[str]:
+    """Two documents that differ in one word: Gutenberg prose (paragraphs unwrapped into lines, as on the web)."""
+    book = (REPO.parent / "shared" / "corpora" / "gutenberg" / "pg1661.txt").read_text(encoding="utf-8")
+    paragraphs = [" ".join(p.split()) for p in book[20_000:40_000].split("\n\n")[1:-1]]
+    text = "\n".join(p for p in paragraphs if len(p) > 200)
+    return [text, "Indeed, " + text]
 
 
 def _damaged_warc(corpora: Path, path: Path) -> int:
@@ -94,7 +105,7 @@ def test_accounting_holds_and_bad_lines_are_quarantined(pipeline_run):
         assert s["docs_in"] == s["kept"] + sum(s["dropped"].values()) + sum(s["quarantined"].values())
     ingest = summary["stages"][0]
     # crawl docs + WARC HTML responses + good + bad lines + the damaged WARC's (15 responses: 14 read, one span row)
-    assert ingest["docs_in"] == 697 + 37 + 12 + 4 + 15
+    assert ingest["docs_in"] == 697 + 37 + 14 + 4 + 15  # 14 good lines: 12 copies of crawl lines and a near pair
     assert ingest["quarantined"] == {"quarantine:bad_json": 1, "quarantine:corrupt_stream": 1,
                                      "quarantine:invalid_utf8": 1, "quarantine:missing_text": 1,
                                      "quarantine:text_not_string": 1}
@@ -162,3 +173,24 @@ def test_mlflow_run_tree_params_metrics_and_digest_chain(pipeline_run):
     assert by_stage["minhash"].data.params["bands"] == "14"
     assert "plots/cluster_sizes.png" in {a.path for a in client.list_artifacts(by_stage["minhash"].info.run_id, "plots")}
     assert "plots/language_scores.png" in {a.path for a in client.list_artifacts(by_stage["filter"].info.run_id, "plots")}
+
+
+def test_lineage_doc_reports_the_stage_reason_and_surviving_twin(pipeline_run):
+    """`tokenmill lineage --doc` (lineage.doc_fate) on real drops: a near-duplicate names the MinHash stage and
+    the document it duplicates, which was kept; a filtered one names the filter's reason."""
+    from orchestration.lineage import doc_fate
+
+    summary, workdir, _ = pipeline_run
+    by_stage = {s["stage"]: s for s in summary["stages"]}
+    dropped = stage_table(by_stage["minhash"], "dropped").to_pylist()
+    near = next(r for r in dropped if r["reason"] == "near_duplicate" and r["id"].startswith("bad/"))
+    (fate,) = doc_fate(near["id"], [workdir])["pipelines"]
+    assert fate["fate"] == "dropped" and fate["stage"] == "minhash" and fate["reason"] == "near_duplicate"
+    twin = fate["metadata"]["duplicate_of"]
+    kept_ids = set()
+    for f in by_stage["minhash"]["kept_files"]:
+        kept_ids |= set(pq.read_table(workdir / f, columns=["id"]).column("id").to_pylist())
+    assert twin in kept_ids and twin != near["id"]
+    filtered = next(r for r in stage_table(by_stage["filter"], "dropped").to_pylist() if r["reason"].startswith("gopher"))
+    (fate,) = doc_fate(filtered["id"], [workdir])["pipelines"]
+    assert (fate["stage"], fate["reason"]) == ("filter", filtered["reason"])

@@ -97,3 +97,23 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
     broken = verify()
     assert broken.returncode == 1 and "2 problem(s)" in broken.stdout, broken.stdout
     assert shard.name in broken.stdout and f"{gone.name} is missing" in broken.stdout
+
+    # --step: the documents of one step's batch; --doc on one of them: kept, and read at that step
+    step = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", "--run", summary["run_id"],
+                           "--step", "3", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert step.returncode == 0, step.stderr[-2000:]
+    batch = json.loads(step.stdout)
+    docs = batch["documents"]
+    assert {d["rank"] for d in docs} == {0, 1} and all(d["source"] == "python-docs" for d in docs)
+    assert sum(d["tokens"] for d in docs) == batch["global_batch_windows"] * (batch["seq_len"] + 1)
+    one = docs[0]
+    fate = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", "--doc", one["doc_id"], "--json"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert fate.returncode == 0, fate.stderr[-2000:]
+    (where,) = json.loads(fate.stdout)["pipelines"]
+    assert where["fate"] == "kept" and where["n_tokens"] > 0
+    (reads,) = where["training"]
+    assert reads["run_id"] == summary["run_id"] and {"step": 3, "rank": one["rank"]} in reads["steps"]
+    missing = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", "--doc", "no/such#1"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "not found in any pipeline workdir" in missing.stdout

@@ -323,3 +323,31 @@ def test_val_batches_are_shared_evenly_and_cover_the_first_windows(shards):
     # one rank alone gets them all, in order
     alone = torch.cat([x for x, _ in data.val_batches(max_windows, 4, 0, 1)])
     assert torch.equal(alone, torch.from_numpy(np.stack([w[:-1] for w in first])))
+
+
+def test_step_documents_are_the_batch_and_document_steps_invert_them(shards, docs):
+    """Which documents a step read, recomputed from the seeded order (nothing logged per step): each rank's
+    windows are exactly the token ranges of the documents reported for it, and document_steps gives back
+    every (step, rank) that read a document."""
+    seq_len, batch, world, steps = 16, 8, 2, 12  # 12 steps cross an epoch of the ~200 training windows
+    data = TrainingData(shards, seq_len, seed=3, val_fraction=0.1)
+    for step in (1, 7, 12):
+        reported = data.step_documents(step, batch, world)
+        for rank in range(world):
+            mine = [d for d in reported if d["rank"] == rank]
+            assert sum(d["tokens"] for d in mine) == (batch // world) * (seq_len + 1)  # every token accounted for
+            ids = {shards.index(d["shard"])["doc_id"][d["row"]] for d in mine}
+            data.position = (step - 1) * batch
+            x, y = data.rank_batch(batch, rank, world)
+            tokens = set(torch.cat([x, y[:, -1:]], dim=1).flatten().tolist())
+            assert tokens <= set(np.concatenate([np.append(docs[i], EOS) for i in ids]).tolist())
+        for d in reported:
+            back = data.document_steps(d["shard"], d["row"], steps, batch, world)
+            assert {"step": step, "rank": d["rank"]} in back
+            assert all(d2["step"] != step or d2["rank"] == d["rank"] or any(
+                r["rank"] == d2["rank"] and (r["shard"], r["row"]) == (d["shard"], d["row"]) for r in reported)
+                for d2 in back)
+    _, val = expected_split(docs, 3, 0.1)
+    where = {shards.index(s)["doc_id"][r]: (s, r) for s in range(shards.num_shards)
+             for r in range(len(shards.index(s)["doc_id"]))}
+    assert data.document_steps(*where[val[0]], steps, batch, world) == []  # validation documents are never read
