@@ -116,6 +116,22 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from orchestration import tracking
+
+    uri = tracking.setup_uri()
+    mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if mlflow_cli is None:
+        raise FileNotFoundError(2, "the mlflow command is not installed beside this Python", "mlflow")
+    print(f"tokenmill: MLflow UI for {uri} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    # exec: the UI is this process, so stopping it (Ctrl-C, SIGTERM) stops the server
+    os.execv(mlflow_cli, [mlflow_cli, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    return 0  # not reached
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from orchestration.doctor import run
 
@@ -226,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("workdir", nargs="?", help="a pipeline or training workdir to check")
     d.set_defaults(func=_doctor)
+
+    u = sub.add_parser(
+        "ui",
+        help="the MLflow UI for the configured store, on 127.0.0.1 unless told otherwise",
+        description="Start the MLflow UI on the store MLFLOW_TRACKING_URI names (else MLflow's default), bound to "
+        "127.0.0.1: other machines cannot reach it unless --host says so (e.g. --host 0.0.0.0 behind a firewall).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(func=_ui)
 
     li = sub.add_parser(
         "lineage",
