@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -26,7 +26,7 @@ def _free_port() -> int:
 def test_a_foreign_local_cluster_is_left_alone(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     ray_bin = Path(sys.executable).with_name("ray")
-    foreign = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--num-cpus=1", f"--port={_free_port()}",
+    foreign = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--num-cpus=1", f"--port={free_port()}",
                                 "--include-dashboard=false", "--node-ip-address=127.0.0.1"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -15,17 +15,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from test_ray_runtime import free_port
 
 from orchestration import tracking
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _external_ip() -> str | None:
@@ -43,7 +38,7 @@ def test_ui_serves_the_store_on_loopback_only(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     tracking.setup("tokenmill-ui-test")  # as a pipeline or training job creates its experiment
     mlflow.set_tracking_uri(None)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "ui", "--port", str(port)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
