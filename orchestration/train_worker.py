@@ -15,7 +15,6 @@ last good checkpoint stays the latest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -47,6 +46,7 @@ from orchestration.micro_batch import accumulate_fitting_memory
 from orchestration.sampling import STATE_FILE
 from orchestration.train_metrics import MetricsSink, cpu_peak_flops
 from pipelines.shard_reader import ShardSet
+from pipelines.stage_files import sha256_file
 
 
 
@@ -65,14 +65,8 @@ def _rng_state() -> dict:
 
 
 def _file_digests(folder: Path) -> dict[str, str]:
-    out = {}
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        out[f.relative_to(folder).as_posix()] = h.hexdigest()
-    return out
+    return {f.relative_to(folder).as_posix(): sha256_file(f)
+            for f in sorted(p for p in folder.rglob("*") if p.is_file())}
 
 
 def verify_checkpoint(path: Path, rank: int, world: int) -> str | None:
@@ -87,11 +81,7 @@ def verify_checkpoint(path: Path, rank: int, world: int) -> str | None:
             f = path / name
             if not f.is_file():
                 return f"{name} is missing"
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(block)
-            if h.hexdigest() != digest:
+            if sha256_file(f) != digest:
                 return f"{name} does not match its sha256 (corrupt or truncated)"
     return None
 

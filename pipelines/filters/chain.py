@@ -96,7 +96,8 @@ class FilterChain:
         reason = ""
         for name, flt in zip(self.names, self._filters):
             before = doc.text
-            lines_before = _line_counters(flt)
+            edits = isinstance(flt, C4QualityFilter)  # the one filter that edits what it keeps
+            lines_before = _line_counters(flt) if edits else {}
             try:
                 keep, why = get_filter_result(flt.filter(doc))
             except ZeroDivisionError:  # ratios over zero words/lines: only for empty text
@@ -104,7 +105,7 @@ class FilterChain:
             if not keep:
                 reason = f"{name}:{why or 'filtered'}"
                 break
-            if doc.text != before:
+            if edits and doc.text != before:
                 self._count_trim(name, before, doc.text, lines_before, _line_counters(flt))
         for key, value in doc.metadata.items():
             if metadata.get(key, object()) != value:
