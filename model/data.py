@@ -176,7 +176,7 @@ class TrainingData:
                 while i < len(starts) and starts[i] < hi:
                     counts[i] = counts.get(i, 0) + min(hi, starts[i] + sizes[i]) - max(lo, starts[i])
                     i += 1
-            out += [{"rank": rank, "shard": int(docs[i][0]), "row": int(docs[i][1]), "tokens": n}
+            out += [{"rank": rank, "shard": int(docs[i][0]), "row": int(docs[i][1]), "tokens": int(n)}
                     for i, n in sorted(counts.items())]
         return out
 

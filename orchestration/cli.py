@@ -96,6 +96,10 @@ def _lineage(args: argparse.Namespace) -> int:
         fate = lineage.doc_fate(args.doc)
         print(json.dumps(fate, indent=1) if args.json else lineage.format_fate(fate))
         return 0 if fate["pipelines"] else 1
+    if args.spikes:
+        report = lineage.loss_spikes(args.spikes)
+        print(json.dumps(report, indent=1) if args.json else lineage.format_spikes(report))
+        return 0
     if args.step is not None:
         if not args.run:
             raise ConfigError("--step: give the training run with --run RUN_ID")
@@ -112,7 +116,14 @@ def _lineage(args: argparse.Namespace) -> int:
         bad = sum(not ok for ok, _ in found)
         print(f"tokenmill lineage --verify: {'everything verifies' if not bad else f'{bad} problem(s)'}")
         return 1 if bad else 0
-    print(json.dumps(tree, indent=1) if args.json else lineage.format_tree(tree))
+    if args.format == "openlineage":
+        from orchestration import lineage_events
+
+        print(lineage_events.to_json_lines(lineage_events.events(tree)))
+    elif args.json or args.format == "json":
+        print(json.dumps(tree, indent=1))
+    else:
+        print(lineage.format_tree(tree))
     return 0
 
 
@@ -269,7 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "kept: its token shard and the training steps and ranks that read it)")
     li.add_argument("--run", help="a training run id (with --step)")
     li.add_argument("--step", type=int, help="the documents (ids, sources, tokens, ranks) of this step's global batch")
+    li.add_argument("--spikes", metavar="TRAIN_RUN_ID",
+                    help="the steps the training run flagged as loss spikes, with their batches' documents and sources")
     li.add_argument("--json", action="store_true", help="the same as JSON (every raw file listed)")
+    li.add_argument("--format", choices=("text", "json", "openlineage"), default="text",
+                    help="openlineage: OpenLineage run events, one JSON object per line (START and COMPLETE per run, "
+                    "with its input and output datasets), for a lineage backend such as Marquez")
     li.add_argument("--verify", action="store_true",
                     help="re-hash the token shards, stage manifests and files, tokenizer and checkpoint the lineage "
                     "names and say what changed or is missing (exit 1 if anything did)")

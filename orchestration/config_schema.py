@@ -125,7 +125,12 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if check is not None:
-        check(prefix)
+        try:
+            check(prefix)
+        except ConfigError:
+            raise
+        except ValueError as exc:  # components outside orchestration/ (model/) raise plain ValueErrors
+            raise ConfigError(str(exc)) from None
     return obj
 
 

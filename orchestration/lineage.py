@@ -10,6 +10,7 @@ bytes, sha256). The walk uses MLflow and the files the runs name, nothing else; 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 
@@ -59,12 +60,17 @@ def _node(run, seen: dict) -> dict:
              else dict(sorted(params.items())[:12]))
     node = {"run_id": rid, "name": run.info.run_name, "kind": kind, "stage": tags.get("tokenmill.stage"),
             "status": run.info.status,
-            "start_time": dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.timezone.utc).isoformat(
-                timespec="seconds"),
+            "start_time": _iso(run.info.start_time), "end_time": _iso(run.info.end_time),
+            "parent_run_id": tags.get("mlflow.parentRunId"), "parent_name": _run_name(tags.get("mlflow.parentRunId")),
+            "pipeline_run_id": tags.get("mlflow.parentRunId") or tags.get("tokenmill.pipeline_run_id"),
+            "experiment_id": run.info.experiment_id,
             "code_version": tags.get(tracking.CODE_VERSION_TAG) or params.get("code_version"),
             "params": shown, "metrics": {k: run.data.metrics[k] for k in METRICS if k in run.data.metrics},
             "output_digest": tags.get(tracking.OUTPUT_SHA256_TAG) or tags.get(tracking.OUTPUT_DIGEST_TAG),
             "inputs": []}
+    if kind == "train":  # what a training run made: its checkpoints and the consolidated export
+        node["outputs"] = [{"name": name, "source": tags[tag], "sha256": tags.get(f"{tag}_sha256")} for name, tag in (
+            ("checkpoint", "tokenmill.checkpoint.latest"), ("export", "tokenmill.export")) if tag in tags]
     seen[rid] = node
     for inp in run.inputs.dataset_inputs:
         ds = inp.dataset
@@ -77,6 +83,15 @@ def _node(run, seen: dict) -> dict:
             entry["files"] = _raw_files(Path(entry["source"]))
         node["inputs"].append(entry)
     return node
+
+
+@functools.lru_cache(maxsize=64)
+def _run_name(run_id: str | None) -> str | None:
+    return mlflow.get_run(run_id).info.run_name if run_id else None
+
+
+def _iso(ms: int | None) -> str | None:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds") if ms else None
 
 
 def _source(raw: str) -> str | None:
@@ -212,10 +227,9 @@ def _source_name(doc_id: str) -> str:
     return doc_id.split("#", 1)[0].split("/", 1)[0]
 
 
-def step_batch(run_id: str, step: int) -> dict:
+def step_batch(run_id: str, step: int, loaded=None) -> dict:
     """The documents of step `step`'s global batch in a training run: id, source, rank, tokens."""
-    run = mlflow.get_run(run_id)
-    data, shards, batch, world, steps = _training_data(run)
+    data, shards, batch, world, steps = loaded or _training_data(mlflow.get_run(run_id))
     if not 1 <= step <= steps:
         raise LookupError(f"run {run_id} trains steps 1..{steps}, not {step}")
     docs = []
@@ -225,6 +239,25 @@ def step_batch(run_id: str, step: int) -> dict:
                      "shard": shards.shards_meta[d["shard"]]["path"]})
     return {"run_id": run_id, "step": step, "global_batch_windows": batch, "seq_len": data.seq_len,
             "documents": docs}
+
+
+def loss_spikes(run_id: str) -> dict:
+    """The steps a training run flagged as loss spikes (the `loss_spike` metric its job logs, model/spikes.py),
+    each with its loss, what the trend of the steps before it predicted, and its batch's documents and sources."""
+    run = mlflow.get_run(run_id)
+    client = mlflow.MlflowClient()
+    flagged = sorted({m.step: m.value for m in client.get_metric_history(run_id, "loss_spike")}.items())
+    expected = {m.step: m.value for m in client.get_metric_history(run_id, "loss_spike_expected")}
+    loaded = _training_data(run) if flagged else None
+    out = []
+    for step, loss in flagged:
+        batch = step_batch(run_id, step, loaded)
+        sources: dict[str, int] = {}
+        for d in batch["documents"]:
+            sources[d["source"]] = sources.get(d["source"], 0) + d["tokens"]
+        out.append({"step": step, "loss": loss, "expected": expected.get(step),
+                    "sources": dict(sorted(sources.items(), key=lambda kv: -kv[1])), "documents": batch["documents"]})
+    return {"run_id": run_id, "tag": run.data.tags.get("tokenmill.loss_spikes"), "spikes": out}
 
 
 def doc_fate(doc_id: str, workdirs: list[Path] | None = None) -> dict:
@@ -298,15 +331,38 @@ def format_batch(batch: dict) -> str:
     return "\n".join(lines)
 
 
+def format_spikes(report: dict, max_docs: int = 10) -> str:
+    spikes = report["spikes"]
+    lines = [f"run {report['run_id']}: {len(spikes)} loss spike(s)"
+             + ("" if report["tag"] is not None else " (the run has no spike tag: it is still running, or older than "
+                "spike tagging)")]
+    for sp in spikes:
+        trend = f" where the trend of the steps before gives {sp['expected']:.4f}" if sp["expected"] is not None else ""
+        lines.append(f"  step {sp['step']}: loss {sp['loss']:.4f}{trend}")
+        lines.append("    sources: " + ", ".join(f"{src} {n:,} tokens" for src, n in sp["sources"].items()))
+        docs = sorted(sp["documents"], key=lambda d: -d["tokens"])
+        lines += [f"    rank {d['rank']}  {d['tokens']:>6} tokens  {d['doc_id']}" for d in docs[:max_docs]]
+        if len(docs) > max_docs:
+            lines.append(f"    ... and {len(docs) - max_docs} more document pieces (all of them in --json)")
+    return "\n".join(lines)
+
+
 def format_fate(fate: dict) -> str:
     lines = [f"document {fate['doc_id']}"]
     if not fate["pipelines"]:
         lines.append("  not found in any pipeline workdir of this MLflow store")
     for p in fate["pipelines"]:
         if p["fate"] == "dropped":
-            extra = {k: v for k, v in p["metadata"].items() if k.startswith(("duplicate", "quality", "language"))}
-            lines.append(f"  {p['workdir']}: dropped at stage {p['stage']}: {p['reason']}"
-                         + (f" ({json.dumps(extra, sort_keys=True)})" if extra else "") + f"  [{p['file']}]")
+            meta = p["metadata"]
+            lines.append(f"  {p['workdir']}: dropped at stage {p['stage']}: {p['reason']}  [{p['file']}]")
+            if "filter_rule" in meta:  # the value that failed the check, against its threshold
+                lines.append(f"    because {meta['filter_rule']}")
+            if "quality_cutoff" in meta:
+                lines.append(f"    because its quality score {meta['quality_score']:.6f} < the cut-off "
+                             f"{meta['quality_cutoff']:.6f}")
+            extra = {k: v for k, v in meta.items() if k.startswith(("duplicate", "language"))}
+            if extra:
+                lines.append(f"    {json.dumps(extra, sort_keys=True)}")
             continue
         lines.append(f"  {p['workdir']}: kept: {p['token_file']} offset {p['offset']}, {p['n_tokens']} tokens")
         for r in p["training"]:

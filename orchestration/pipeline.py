@@ -144,8 +144,11 @@ def _run_pipeline(cfg: PipelineConfig, workdir: Path, lock: WorkdirLock, echo) -
     stages = build(cfg)
     passes = plan_passes(stages)
     raw_path = workdir / "raw_files.json"
-    raw_path.write_text(json.dumps({"digest": raw_digest,
-                                    "files": [{k: f[k] for k in ("path", "bytes", "sha256")} for f in files]}, indent=1))
+    # "location" (where the file was read, for lineage tools) is not part of the digest: moving a corpus
+    # does not change what it is
+    raw_path.write_text(json.dumps({"digest": raw_digest, "files": [
+        {**{k: f[k] for k in ("path", "bytes", "sha256")}, "location": f.get("local", f["path"])} for f in files]},
+        indent=1))
     state: dict = {}
     steps: dict = {}
     runs: list[dict] = []

@@ -67,13 +67,16 @@ def close(fig) -> None:
     plt.close(fig)
 
 
-def loss_curve(train: list[tuple[int, float]], val: list[tuple[int, float]], title: str):
-    """Training loss per step and validation loss at its evaluation steps."""
+def loss_curve(train: list[tuple[int, float]], val: list[tuple[int, float]], title: str,
+               spikes: list[tuple[int, float]] = ()):
+    """Training loss per step, validation loss at its evaluation steps, and the loss spikes marked."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
     if train:
         ax.plot(*zip(*sorted(train)), label="train loss", linewidth=1)
     if val:
         ax.plot(*zip(*sorted(val)), "o-", label="validation loss")
+    if spikes:
+        ax.plot(*zip(*sorted(spikes)), "rv", label=f"loss spikes ({len(spikes)}: tokenmill lineage --spikes)")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats / token)")
     ax.set_title(title)

@@ -195,6 +195,17 @@ def _tokens(workdir: Path, m: dict, tok: dict, prev: dict, wall: float) -> dict:
                 "tokens_per_second": total / secs, "mb_per_second": text_bytes / 1e6 / secs}
 
 
+def _log_lineage_graph(last_run_id: str, echo) -> None:
+    """lineage/lineage.png and .html on the parent run, walked from its last stage run (all finished now)."""
+    from orchestration import lineage, lineage_graph
+
+    try:
+        lineage_graph.log_to_mlflow(lineage.build(last_run_id))
+    except Exception as exc:  # noqa: BLE001  (a drawing problem must not fail a finished pipeline; it is said)
+        echo(f"tokenmill: warning: the lineage graph was not drawn ({type(exc).__name__}: {exc}); "
+             f"`tokenmill lineage {last_run_id}` prints the same lineage")
+
+
 def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict, raw_path: Path, raw_digest: str,
                   uri: str, start: float, echo=print) -> dict:
     from orchestration.summary import format_table, write_summary
@@ -262,6 +273,7 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
         mlflow.log_artifact(str(workdir / "summary.json"))
         mlflow.log_metric("wall_seconds", total)
         mlflow.set_tags({"tokenmill.final_digest": summary["final_digest"]})
+        _log_lineage_graph(extra.get("tokens", {}).get("run_id", final["run_id"]), echo)
     echo(format_table(summary))
     echo(f"tokenmill: wrote {workdir / 'summary.json'} in {total:.1f}s; MLflow run {summary['mlflow_run_id']}")
     return summary

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 from model.config import ModelConfig
+from model.spikes import SpikeRule
 from orchestration.config_schema import (ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                          PositiveInt, Range, from_dict)
 from orchestration.pipeline_config import load_raw
@@ -89,10 +90,13 @@ class SampleConfig:
 @dataclass
 class FaultConfig:
     """Fault injection for tests and drills, on rank kill_rank: its process kills itself once, after
-    kill_at_step; one of its weight shards is set to NaN before nan_at_step (the job must stop there)."""
+    kill_at_step; one of its weight shards is set to NaN before nan_at_step (the job must stop there);
+    its token-embedding shard gets noise of 3x its own spread before spike_at_step (a loss spike that the
+    job must tag)."""
     kill_at_step: PositiveInt | None = None
     kill_rank: NonNegativeInt = 0
     nan_at_step: PositiveInt | None = None
+    spike_at_step: PositiveInt | None = None
 
 
 @dataclass
@@ -106,6 +110,7 @@ class TrainConfig:
     ray: TrainRayConfig = field(default_factory=TrainRayConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    spikes: SpikeRule = field(default_factory=SpikeRule)  # loss-spike tagging (model/spikes.py has the rule)
     mlflow_experiment: str = "tokenmill-train"
     base_dir: str = "."  # where relative preset paths start (the config file's folder; set on load)
 

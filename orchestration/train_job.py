@@ -36,6 +36,7 @@ from pipelines.tokenizer import Tokenizer
 
 RUN_RECORD = "train_run.json"  # in the workdir: the MLflow run id of each job name, for resumption
 CHECKPOINT_TAG = "tokenmill.checkpoint"
+SPIKES_TAG = "tokenmill.loss_spikes"
 
 
 def absolute_tracking_uri(uri: str) -> str:
@@ -178,6 +179,10 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export
         mlflow.log_dict({"checkpoints": checkpoints}, "checkpoints.json")
         mlflow.set_tags({f"{CHECKPOINT_TAG}.latest": checkpoints[-1]["path"],
                          f"{CHECKPOINT_TAG}.latest_sha256": checkpoints[-1]["sha256"]})
+    client = mlflow.MlflowClient()
+    spikes = sorted({m.step: m.value for m in client.get_metric_history(run_id, "loss_spike")}.items())
+    # the steps the job's spike rule flagged (model/spikes.py), searchable: tags.`tokenmill.loss_spikes` != 'none'
+    mlflow.set_tag(SPIKES_TAG, ",".join(str(s) for s, _ in spikes)[:5000] or "none")
     worker_out = result.return_value or {}
     if worker_out.get("checkpoint_problems"):
         mlflow.set_tag("tokenmill.checkpoint_fallback", "; ".join(worker_out["checkpoint_problems"])[:5000])
@@ -197,10 +202,9 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export
     model, _ = load_export(export_dir)
     _log_model(export_dir)
 
-    client = mlflow.MlflowClient()
     train = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
     val = [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")]
-    fig = plots.loss_curve(train, val, f"{cfg.name}: loss")
+    fig = plots.loss_curve(train, val, f"{cfg.name}: loss", spikes)
     mlflow.log_figure(fig, "loss_curve.png")
     plots.plt.close(fig)
 

@@ -41,6 +41,7 @@ from model.data import TrainingData
 from model.export import save_export
 from model.flops import flops_per_token, gpu_peak_flops
 from model.optim import build_optimizer, lr_at
+from model.spikes import SpikeDetector, SpikeRule
 from model.transformer import IGNORE_INDEX, Decoder
 from orchestration.micro_batch import accumulate_fitting_memory
 from orchestration.sampling import STATE_FILE
@@ -120,7 +121,7 @@ def _save_checkpoint(model, optimizer, data: TrainingData, step: int, rank: int,
                          checkpoint_dir_name=f"checkpoint_step{step:08d}")
 
 
-def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int) -> tuple[int, float]:
+def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int) -> dict:
     msd, osd = get_state_dict(model, optimizer)
     state = {"model": msd, "optim": osd}
     dcp.load(state, checkpoint_id=path)
@@ -132,7 +133,7 @@ def _load_checkpoint(path: str, model, optimizer, data: TrainingData, rank: int)
         _set_rng_state(load_file(str(rng)))
     elif (old := Path(path) / f"rng_rank{rank:05d}.pt").is_file():  # checkpoints before safetensors RNG
         _set_rng_state(torch.load(old, weights_only=True))  # a dict of tensors: nothing to unpickle
-    return int(meta["step"]), float(meta.get("loss", "nan"))
+    return meta
 
 
 def _all_ok(ok: bool) -> bool:
@@ -141,9 +142,9 @@ def _all_ok(ok: bool) -> bool:
     return bool(flag.item())
 
 
-def restore(checkpoint, model, optimizer, data: TrainingData, rank: int, world: int) -> tuple[int, float, list[str]]:
-    """(step, loss, problems): the newest checkpoint that verifies and loads on every rank, starting from the
-    one Ray Train hands over and going back through the job's older ones in storage."""
+def restore(checkpoint, model, optimizer, data: TrainingData, rank: int, world: int) -> tuple[dict, list[str]]:
+    """(its trainer state, problems): the newest checkpoint that verifies and loads on every rank, starting
+    from the one Ray Train hands over and going back through the job's older ones in storage."""
     with checkpoint.as_directory() as given:
         given = Path(given)
         folder = Path(checkpoint.path)
@@ -155,11 +156,11 @@ def restore(checkpoint, model, optimizer, data: TrainingData, rank: int, world: 
             bad = verify_checkpoint(path, rank, world)
             if _all_ok(bad is None):
                 try:
-                    step, loss = _load_checkpoint(str(path), model, optimizer, data, rank)
+                    meta = _load_checkpoint(str(path), model, optimizer, data, rank)
                 except Exception as exc:  # noqa: BLE001  (DCP raises on every rank when any rank fails)
                     bad = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 if _all_ok(bad is None):
-                    return step, loss, problems
+                    return meta, problems
             problems.append(f"{shown}: {bad or 'unreadable on another rank'}")
             if rank == 0:
                 say(f"[train] checkpoint {shown} is unusable ({bad or 'on another rank'}); trying the one before it")
@@ -200,10 +201,11 @@ def train_loop(config: dict) -> dict:
     optimizer = build_optimizer(model, optim_cfg["lr"], optim_cfg["weight_decay"], tuple(optim_cfg["betas"]),
                                 optim_cfg["eps"], fused=device.type == "cuda")
 
-    step, last_loss, problems = 0, float("nan"), []
+    step, last_loss, problems, spike_state = 0, float("nan"), [], None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        step, last_loss, problems = restore(checkpoint, model, optimizer, data, rank, world)
+        meta, problems = restore(checkpoint, model, optimizer, data, rank, world)
+        step, last_loss, spike_state = int(meta["step"]), float(meta.get("loss", "nan")), meta.get("spikes")
         if rank == 0:
             say(f"[train] resumed from {checkpoint.path} at step {step} (sample position {data.position})"
                 + ("; the job is complete" if step >= loop["steps"] else ""))
@@ -226,6 +228,10 @@ def train_loop(config: dict) -> dict:
     # and the lineage: checkpoint -> MLflow run -> shard manifest
     about = {"model": mcfg.to_dict(), "tokenizer": data_cfg["tokenizer"], "tokenizer_sha256": shards.tokenizer_sha256,
              "mlflow_run_id": config["mlflow"]["run_id"], "manifest_digest": shards.manifest["digest"]}
+    # loss spikes (model/spikes.py): judged on rank 0, logged as the metric loss_spike at their step; the
+    # detector's window travels in checkpoints so a resumed job judges against the same history
+    spike_rule = SpikeRule(**job["spikes"])
+    spikes = SpikeDetector(spike_rule, spike_state) if sink and spike_rule.enabled else None
     model.train()
     stopped = None
     while step < total_steps:
@@ -233,6 +239,10 @@ def train_loop(config: dict) -> dict:
         if fault.get("nan_at_step") == step + 1 and rank == fault["kill_rank"]:
             with torch.no_grad():  # a drill: one weight shard poisoned, as a diverging run would do itself
                 next(model.parameters()).to_local().fill_(float("nan"))
+        if fault.get("spike_at_step") == step + 1 and rank == fault["kill_rank"]:
+            with torch.no_grad():  # a drill: one embedding shard drowned in noise, the loss jumps
+                emb = next(model.parameters()).to_local()
+                emb.add_(torch.randn(emb.shape, generator=torch.Generator().manual_seed(step)).to(emb) * 3 * emb.std())
         lr = lr_at(step, optim_cfg["lr"], optim_cfg["warmup_steps"], total_steps, optim_cfg["min_lr_ratio"])
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -274,7 +284,14 @@ def train_loop(config: dict) -> dict:
             val = evaluate(model, data, loop["eval_windows"], micro, rank, world, device)
             if val is not None:
                 metrics["val_loss"] = val
-        if sink and (step % loop["log_every"] == 0 or step == total_steps or step == 1 or "val_loss" in metrics):
+        spike = spikes.observe(step, last_loss) if spikes else None
+        if spike:
+            metrics["loss_spike"], metrics["loss_spike_expected"] = last_loss, spike["expected"]
+            say(f"[train] loss spike at step {step}: {last_loss:.4f} where the trend of the steps before gives "
+                f"{spike['expected']:.4f} ({spike['sigmas']:.1f} robust sigmas above); "
+                f"tokenmill lineage --spikes {config['mlflow']['run_id']} lists its documents")
+        if sink and (step % loop["log_every"] == 0 or step == total_steps or step == 1 or "val_loss" in metrics
+                     or spike):
             sink.log(metrics, step)
             val_part = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
             say(f"[train] step {step}/{total_steps} loss {last_loss:.4f}{val_part} lr {lr:.2e} "
@@ -283,7 +300,8 @@ def train_loop(config: dict) -> dict:
         stop_here = step == loop["stop_after"]
         if step % job["checkpoint"]["every"] == 0 or step == total_steps or stop_here:
             _save_checkpoint(model, optimizer, data, step, rank, {"step": step, "loss": last_loss, **(
-                {"val_loss": metrics["val_loss"]} if "val_loss" in metrics else {})}, about)
+                {"val_loss": metrics["val_loss"]} if "val_loss" in metrics else {})},
+                about | ({"spikes": spikes.state()} if spikes else {}))
         if fault["kill_at_step"] == step and rank == fault["kill_rank"]:
             marker = Path(config["storage_path"]) / f".fault_injected_step{step}"
             if not marker.exists():

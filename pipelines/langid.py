@@ -60,7 +60,7 @@ class LanguageIdentifier:
         # the fastText model is not picklable: workers reload it from model_path
         return {**self.__dict__, "_model": None}
 
-    def _accepted(self, lang: str) -> bool:
+    def accepts(self, lang: str) -> bool:
         return self.languages is None or lang in self.languages or lang.split("_", 1)[0] in self.languages
 
     def predict(self, texts: list[str]) -> tuple[list[str], list[float]]:
@@ -90,7 +90,7 @@ class LanguageIdentifier:
         """(langs, scores, reasons); reason "" = kept, "language" = wrong language or low score."""
         langs, scores = self.predict(texts)
         reasons = [
-            "" if lang and score >= self.min_score and self._accepted(lang) else LANGUAGE_REASON
+            "" if lang and score >= self.min_score and self.accepts(lang) else LANGUAGE_REASON
             for lang, score in zip(langs, scores)
         ]
         return langs, scores, reasons

@@ -217,8 +217,141 @@ def test_empty_text_does_not_crash() -> None:
 
 def test_metadata_untouched_by_these_filters() -> None:
     meta = {"language": "en", "score": 0.5}
-    FilterChain(ALL_FILTERS).apply("Some text. " * 100, meta)
-    assert meta == {"language": "en", "score": 0.5}
+    assert FilterChain(ALL_FILTERS).apply("Some text. " * 100, meta)[1] == "gopher_repetition:top_2_gram"
+    # the datatrove filters set nothing; the chain adds only the explanation of the drop
+    assert {k: v for k, v in meta.items() if not k.startswith("filter_")} == {"language": "en", "score": 0.5}
+    assert meta["filter_value"] == round(900 / 1100, 4)  # "Some text" (9 chars) x 100 over 1,100 chars
+
+
+# ---- explained drops: the value that failed the filter and its threshold ----
+SPEC_SHEET = (  # 50+ words and hardly any stop words: only "the"
+    "Stainless steel kitchen knife set in seven pieces includes chef knife plus bread knife plus carving knife "
+    "plus utility knife plus paring knife plus kitchen shears in one wooden block. Blades forged from German "
+    "steel are hardened for lasting sharpness while handles stay ergonomic yet balanced. Dishwasher safe "
+    "although hand washing is recommended. Block measures thirty centimetres tall. Lifetime warranty against "
+    "manufacturing defects. Free delivery within three days across the country. Returns accepted within thirty "
+    "days. Customer rating four stars from many reviews. Order today for shipping tomorrow."
+)
+NEWS_BRIEF = ("The river rose overnight after heavy rain. Several roads were closed by morning.\n"
+              "Officials expect the water to recede by Friday.")
+NAV_MENU = "\n".join(["Home", "About us", "Products and services", "Contact", "Careers at our company", "Sitemap"])
+FAQ = "\n".join(["Q: Is parking free?", "A: Yes.", "Q: Pets allowed?", "A: No.", "Q: Wifi included?", "A: Yes, always."])
+NEWSLETTER = "\n".join(["Click here to subscribe to our weekly newsletter and get 10% off."] * 30)
+PROSE = "This sentence is long enough to count. " * 6
+KEPT_ARTICLE = (
+    "The old lighthouse on the northern cape was built in 1871 to guide fishing boats through the narrow "
+    "channel. For nearly a century, keepers lived in the small stone cottage beside the tower with their "
+    "families. They trimmed the wicks, polished the great lens and recorded the weather every four hours. "
+    "When the light was automated in 1964, the last keeper moved to the village, where he taught sailing "
+    "to children. Today the cottage is a museum that opens each summer, and visitors can climb the "
+    "spiral stairs to see the original lens."
+)
+
+
+def _explained(cfg: dict, text: str) -> tuple[str, dict]:
+    meta = {"source": "test"}
+    reason = FilterChain(cfg).apply(text, meta)[1]
+    assert reason and meta["source"] == "test"
+    return reason, meta
+
+
+def _fails_rule(meta: dict) -> bool:
+    """The explanation is self-consistent: its value fails the threshold the way its rule says."""
+    value, threshold, rule = meta["filter_value"], meta["filter_threshold"], meta["filter_rule"]
+    assert rule.startswith(f"{value} ")
+    if " < " in rule:
+        return value < threshold
+    if " > " in rule:
+        return value > threshold
+    return False
+
+
+@pytest.mark.parametrize(
+    "cfg, text, reason, value, threshold",
+    [
+        # 7 words ("Buy", "now", ..., "orders"), the 2 punctuation tokens do not count
+        ({"gopher_quality": {}}, "Buy now. Free shipping on all orders!", "gopher_quality:gopher_short_doc",
+         len(re.findall(r"\w+", "Buy now. Free shipping on all orders!")), 50),
+        ({"gopher_quality": {"min_doc_words": 10}}, "The cat sat on the mat.", "gopher_quality:gopher_short_doc",
+         6, 10),
+        ({"gopher_quality": {}}, SPEC_SHEET, "gopher_quality:gopher_enough_stop_words",
+         len({"the", "be", "to", "of", "and", "that", "have", "with"} & set(re.findall(r"\w+", SPEC_SHEET))), 2),
+        (ALL_FILTERS, NEWSLETTER, "gopher_repetition:dup_line_frac", round(29 / 30, 4), 0.3),
+        ({"gopher_repetition": {}}, "Some text. " * 100, "gopher_repetition:top_2_gram", round(900 / 1100, 4), 0.2),
+        ({"c4": {}}, NEWS_BRIEF, "c4:too_few_sentences", NEWS_BRIEF.count(". ") + NEWS_BRIEF.count(".\n") + 1, 5),
+        ({"fineweb": {}}, NAV_MENU, "fineweb:line_punct_ratio", 0.0, 0.12),
+        ({"fineweb": {}}, FAQ, "fineweb:short_line_ratio", 1.0, 0.67),
+        ({"fineweb": {"short_line_thr": 0.9}}, FAQ, "fineweb:short_line_ratio", 1.0, 0.9),
+    ],
+)
+def test_drop_explained_with_value_and_threshold(cfg, text, reason, value, threshold) -> None:
+    got, meta = _explained(cfg, text)
+    assert got == reason
+    assert (meta["filter_value"], meta["filter_threshold"]) == (value, threshold)
+    assert _fails_rule(meta)
+
+
+def test_drop_explanation_reads_as_a_rule() -> None:
+    _, meta = _explained({"gopher_quality": {}}, SPEC_SHEET)
+    assert meta["filter_rule"] == "1 distinct stop words < min_stop_words 2"
+    _, meta = _explained({"fineweb": {"short_line_thr": 0.9}}, FAQ)
+    assert meta["filter_rule"] == "1.0 share of short lines > short_line_thr 0.9"
+    _, meta = _explained({"gopher_repetition": {"top_n_grams": [[2, 0.5], [3, 0.18]]}}, "Some text. " * 100)
+    assert meta["filter_rule"].endswith("> top_n_grams[2] 0.5") and meta["filter_threshold"] == 0.5
+
+
+@pytest.mark.parametrize("snippet, reason", [("Lorem ipsum dolor sit amet, consectetur adipiscing elit.", "lorem_ipsum"),
+                                             ("function f() { return 1; } is what we wrote.", "curly_bracket")])
+def test_c4_document_drop_names_the_line(snippet: str, reason: str) -> None:
+    got, meta = _explained({"c4": {}}, PROSE + "\n" + snippet)
+    assert got == f"c4:{reason}"
+    assert meta["filter_threshold"] is True and meta["filter_value"] in snippet
+    assert ("lorem ipsum" if reason == "lorem_ipsum" else "{") in meta["filter_value"].lower()
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:invalid value encountered")  # datatrove's np.mean([])
+def test_empty_drop_explained() -> None:
+    # datatrove's own "empty" (gopher_repetition, fineweb) and the chain's (a division by zero words)
+    for cfg, text in (({"fineweb": {}}, "   \n  "), (ALL_FILTERS, ""), ({"gopher_quality": {"min_doc_words": None}}, " ")):
+        reason, meta = _explained(cfg, text)
+        assert reason.endswith(":empty")
+        assert meta["filter_value"] == 0 and meta["filter_threshold"] is None
+
+
+def test_kept_document_has_no_filter_keys() -> None:
+    meta = {"source": "test"}
+    text, reason = FilterChain(ALL_FILTERS).apply(KEPT_ARTICLE, meta)
+    assert reason == "" and meta == {"source": "test"}
+
+
+def test_explain_says_nothing_rather_than_something_wrong() -> None:
+    from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter
+
+    from pipelines.filters.explain import explain
+
+    assert explain(GopherQualityFilter(), "no_such_reason", "text") is None
+    assert explain(GopherQualityFilter(), "gopher_short_doc", KEPT_ARTICLE) is None  # 80 words: not short
+    assert explain(C4QualityFilter(), "curly_bracket", PROSE) is None  # no bracket to point at
+    assert explain(object(), "gopher_short_doc", "x") is None  # never raises
+
+
+def test_every_corpus_drop_is_explained(corpus: list[str]) -> None:
+    chain = FilterChain(ALL_FILTERS)
+    drops = 0
+    for text in corpus[:300]:
+        meta = {}
+        reason = chain.apply(text, meta)[1]
+        if not reason:
+            assert not any(k.startswith("filter_") for k in meta)
+            continue
+        drops += 1
+        assert {"filter_value", "filter_threshold", "filter_rule"} <= set(meta), reason
+        if reason.endswith((":empty", ":lorem_ipsum", ":curly_bracket")):
+            continue
+        value, threshold, rule = meta["filter_value"], meta["filter_threshold"], meta["filter_rule"]
+        # rounded to 4 places, a value just past its threshold may print equal to it
+        assert (value <= threshold) if " < " in rule else (value >= threshold), (reason, rule)
+    assert drops > 50
 
 
 def test_chain_pickles() -> None:

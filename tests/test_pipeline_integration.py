@@ -178,7 +178,7 @@ def test_mlflow_run_tree_params_metrics_and_digest_chain(pipeline_run):
 def test_lineage_doc_reports_the_stage_reason_and_surviving_twin(pipeline_run):
     """`tokenmill lineage --doc` (lineage.doc_fate) on real drops: a near-duplicate names the MinHash stage and
     the document it duplicates, which was kept; a filtered one names the filter's reason."""
-    from orchestration.lineage import doc_fate
+    from orchestration.lineage import doc_fate, format_fate
 
     summary, workdir, _ = pipeline_run
     by_stage = {s["stage"]: s for s in summary["stages"]}
@@ -194,3 +194,14 @@ def test_lineage_doc_reports_the_stage_reason_and_surviving_twin(pipeline_run):
     filtered = next(r for r in stage_table(by_stage["filter"], "dropped").to_pylist() if r["reason"].startswith("gopher"))
     (fate,) = doc_fate(filtered["id"], [workdir])["pipelines"]
     assert (fate["stage"], fate["reason"]) == ("filter", filtered["reason"])
+    # and the value that failed it: every filter drop (language ID and each heuristic) records value,
+    # threshold and the rule in words
+    drops = stage_table(by_stage["filter"], "dropped").to_pylist()
+    assert {r["reason"].split(":")[0] for r in drops} >= {"language", "gopher_quality"}
+    for r in drops:
+        meta = json.loads(r["metadata"])
+        assert {"filter_value", "filter_threshold", "filter_rule"} <= set(meta), (r["reason"], meta)
+        if r["reason"] == "language":
+            assert meta["filter_value"] == meta["language_score"] and meta["filter_threshold"] == 0.3
+            assert ("min_score" in meta["filter_rule"]) == (meta["language"].startswith("eng")), meta
+    assert fate["metadata"]["filter_rule"] in format_fate(doc_fate(filtered["id"], [workdir]))

@@ -1,15 +1,22 @@
-"""`tokenmill run` on the quickstart: the pipeline, then training on its shards, and the lineage between them."""
+"""`tokenmill run` on the quickstart: the pipeline, then training on its shards, and the lineage between them:
+the tree, OpenLineage events, the graph on the pipeline run, the MLflow UI in a browser, --step/--doc and
+--verify (last: it breaks files). One run feeds every test of the module."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
+from test_ray_runtime import free_port
 
 from orchestration.lineage import raw_files
 from orchestration.tracking import producer_of
@@ -18,27 +25,43 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path):
+def cli(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestration.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def qs(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("quickstart")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", "run", "configs/quickstart.yaml", "--workdir", str(tmp_path / "qs"),
-         # the filters and dedup stages are covered elsewhere (test_pipeline_integration); here: the chain
-         "ray.num_cpus=2", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
-         "train.train.steps=6", "train.train.eval_every=3", "train.checkpoint.every=3"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "RAY_ADDRESS"}
+    env["MLFLOW_TRACKING_URI"] = uri
+    out = cli("run", "configs/quickstart.yaml", "--workdir", str(tmp_path / "qs"),
+              # the filters and dedup stages are covered elsewhere (test_pipeline_integration); here: the chain
+              "ray.num_cpus=2", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
+              "train.train.steps=6", "train.train.eval_every=3", "train.checkpoint.every=3", env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("tokenmill: sample ") == 3  # the config's three prompts
     summary = json.loads((tmp_path / "qs" / "train" / "train_summary.json").read_text())
+    pipeline = json.loads((tmp_path / "qs" / "summary.json").read_text())
+    mlflow.set_tracking_uri(uri)
+    try:
+        checkpoint = Path(mlflow.get_run(summary["run_id"]).data.tags["tokenmill.checkpoint.latest"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    return {"tmp": tmp_path, "uri": uri, "env": env, "stdout": out.stdout, "summary": summary, "pipeline": pipeline,
+            "checkpoint": checkpoint}
+
+
+def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(qs):
+    tmp_path, uri, env, summary, checkpoint = qs["tmp"], qs["uri"], qs["env"], qs["summary"], qs["checkpoint"]
+    assert qs["stdout"].count("tokenmill: sample ") == 3  # the config's three prompts
     assert summary["step"] == 6
-    tokens = json.loads((tmp_path / "qs" / "summary.json").read_text())["tokens"]
+    tokens = qs["pipeline"]["tokens"]
 
     # lineage: checkpoint -> training run -> token manifest -> tokenize stage run -> ... -> raw files
     mlflow.set_tracking_uri(uri)
     try:
         train_run = mlflow.get_run(summary["run_id"])
-        checkpoint = Path(train_run.data.tags["tokenmill.checkpoint.latest"])
         assert checkpoint.name == "checkpoint_step00000006"
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         assert state["mlflow_run_id"] == summary["run_id"] and state["step"] == 6
@@ -62,8 +85,7 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
         mlflow.set_tracking_uri(None)
 
     # the same walk as one command: from the checkpoint to every raw input file
-    lineage = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", str(checkpoint), "--json"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    lineage = cli("lineage", str(checkpoint), "--json", env=env)
     assert lineage.returncode == 0, lineage.stderr[-3000:]
     tree = json.loads(lineage.stdout)
     assert tree["checkpoint"] == str(checkpoint) and tree["step"] == 6
@@ -75,15 +97,196 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
     assert chain == ["train", "tokenize", "extract", "ingest"]
     raw = json.loads((tmp_path / "qs" / "raw_files.json").read_text())["files"]
     assert sorted(f["path"] for f in raw_files(tree)) == sorted(f["path"] for f in raw) and len(raw) == 99
-    text = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", str(checkpoint)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300).stdout
+    text = cli("lineage", str(checkpoint), env=env).stdout
     assert f"run {summary['run_id']}" in text and "<- raw_input tokenizer" in text and "python-docs/faq/" in text
     print(text)  # the tree, for the record
 
+
+
+def _rebuild(event: dict):
+    """An emitted event rebuilt with the openlineage client's classes: their validators check the run id is a
+    UUID and the times are ISO date-times; the round trip must give back exactly what was emitted."""
+    from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+    from openlineage.client.serde import Serde
+
+    rebuilt = RunEvent(eventType=RunState(event["eventType"]), eventTime=event["eventTime"],
+                       run=Run(runId=event["run"]["runId"]), job=Job(namespace=event["job"]["namespace"],
+                                                                      name=event["job"]["name"]),
+                       inputs=[InputDataset(namespace=d["namespace"], name=d["name"]) for d in event["inputs"]],
+                       outputs=[OutputDataset(namespace=d["namespace"], name=d["name"]) for d in event["outputs"]],
+                       producer=event["producer"])
+    plain = Serde.to_dict(rebuilt)
+    strip = {k: v for k, v in event.items() if k not in ("run", "job", "inputs", "outputs")}
+    assert {k: v for k, v in plain.items() if k not in ("run", "job", "inputs", "outputs")} == strip
+    return rebuilt
+
+
+def test_openlineage_events_name_every_runs_inputs_and_outputs(qs):
+    env, checkpoint = qs["env"], qs["checkpoint"]
+    tree = json.loads(cli("lineage", str(checkpoint), "--json", env=env).stdout)
+    out = cli("lineage", str(checkpoint), "--format", "openlineage", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    for e in events:
+        _rebuild(e)
+    runs, stack = {}, [tree["lineage"]]
+    while stack:
+        node = stack.pop()
+        if not node.get("see_above"):
+            runs[node["run_id"]] = node
+            stack += [i["produced_by"] for i in node["inputs"] if "produced_by" in i]
+    by_run: dict[str, list[dict]] = {}
+    for e in events:
+        by_run.setdefault(e["run"]["runId"].replace("-", ""), []).append(e)
+    assert set(by_run) == set(runs)  # one START and one COMPLETE per run of the lineage, nothing else
+    assert all([e["eventType"] for e in evs] == ["START", "COMPLETE"] for evs in by_run.values())
+    order = [e["run"]["runId"].replace("-", "") for e in events if e["eventType"] == "START"]
+    names = {rid: {(d["namespace"], d["name"]) for e in evs for d in e["outputs"]} for rid, evs in by_run.items()}
+    for rid, node in runs.items():
+        ins = {(d["namespace"], d["name"]) for d in by_run[rid][-1]["inputs"]}
+        for inp in node["inputs"]:
+            if "produced_by" in inp:  # a stage's input is its producer's output, and the producer comes first
+                producer = inp["produced_by"]["run_id"]
+                assert ("file", inp["source"]) in ins and ("file", inp["source"]) in names[producer]
+                assert order.index(producer) < order.index(rid)
+            elif inp.get("files"):  # raw files: one dataset each, by absolute path, with sha256 and size
+                assert {("file", f["location"]) for f in inp["files"]} <= ins
+                assert all(Path(f["location"]).is_absolute() for f in inp["files"])
+            else:
+                assert ("file", inp["source"]) in ins
+        if node["stage"]:  # stage runs name their pipeline run as parent
+            parent = by_run[rid][0]["run"]["facets"]["parent"]
+            assert parent["run"]["runId"].replace("-", "") == qs["pipeline"]["mlflow_run_id"]
+            assert by_run[rid][0]["job"]["name"] == f"{parent['job']['name']}.{node['stage']}"
+    ingest = next(evs for rid, evs in by_run.items() if runs[rid]["stage"] == "ingest")[-1]
+    raw = [d for d in ingest["inputs"]]
+    assert len(raw) == 99 and all(d["facets"]["version"]["datasetVersion"] for d in raw)
+    assert all(d["inputFacets"]["inputStatistics"]["size"] > 0 for d in raw)
+    train = by_run[qs["summary"]["run_id"]][-1]
+    assert ("file", str(checkpoint)) in {(d["namespace"], d["name"]) for d in train["outputs"]}
+
+
+def test_the_pipeline_run_carries_its_lineage_graph(qs):
+    """lineage/lineage.png and a self-contained lineage/lineage.html on the pipeline's parent run."""
+    mlflow.set_tracking_uri(qs["uri"])
+    try:
+        parent = qs["pipeline"]["mlflow_run_id"]
+        names = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "lineage")}
+        assert names == {"lineage/lineage.png", "lineage/lineage.html"}
+        folder = Path(mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="lineage"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert (folder / "lineage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (folder / "lineage.html").read_text()
+    assert "<script" not in page and "src=" not in page and "<svg" in page  # nothing fetched, nothing run
+    stages = {s["run_id"] for s in qs["pipeline"]["stages"]} | {qs["pipeline"]["tokens"]["run_id"],
+                                                               qs["pipeline"]["tokenizer"]["run_id"]}
+    assert all(rid in page for rid in stages)
+    raw = json.loads((qs["tmp"] / "qs" / "raw_files.json").read_text())["files"]
+    assert all(f["sha256"] in page for f in raw)
+
+
+def _chromium() -> str:
+    """Debian's chromium; installed here (apt-get, as root) when missing. Skips only where that cannot be done."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("the browser test needs Debian's chromium; it is not installed and this user cannot apt-get it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "chromium"]):
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if cmd[1] == "install" and done.returncode == 0:
+            break
+    if not shutil.which("chromium"):
+        pytest.skip(f"apt-get install chromium failed: {done.stderr.strip()[-500:]}")
+    return shutil.which("chromium")
+
+
+def _browse(chromium: str, url: str, profile: Path, *mode: str) -> subprocess.CompletedProcess:
+    # the flags keep headless Chromium off the network (a closed network refuses its background fetches)
+    return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={profile}", "--window-size=1500,1000", "--virtual-time-budget=30000",
+                           *mode, url], capture_output=True, text=True, timeout=300)
+
+
+def test_mlflow_ui_in_headless_chromium_shows_the_pipeline_stages_and_the_training_input(qs, tmp_path):
+    chromium = _chromium()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "ui", "--port", str(port)], cwd=REPO,
+                            env=qs["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        mlflow.set_tracking_uri(qs["uri"])
+        try:
+            parent = mlflow.get_run(qs["pipeline"]["mlflow_run_id"])
+            train = mlflow.get_run(qs["summary"]["run_id"])
+        finally:
+            mlflow.set_tracking_uri(None)
+        exp = parent.info.experiment_id
+        # the experiment's runs: the pipeline run (its stage runs folded under it) and the training run
+        runs_page = _browse(chromium, f"{base}/#/experiments/{exp}/runs", tmp_path / "profile",
+                            "--dump-dom").stdout
+        shot = tmp_path / "mlflow_runs.png"
+        _browse(chromium, f"{base}/#/experiments/{exp}/runs", tmp_path / "profile", f"--screenshot={shot}")
+        assert shot.is_file() and shot.stat().st_size > 10_000
+        assert parent.info.run_name in runs_page and train.info.run_name in runs_page, runs_page[-3000:]
+        parent_url = f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}"
+        run_page = _browse(chromium, parent_url, tmp_path / "profile", "--dump-dom").stdout
+        _browse(chromium, parent_url, tmp_path / "profile", f"--screenshot={tmp_path / 'mlflow_pipeline_run.png'}")
+        pipeline = qs["pipeline"]
+        stages = {s["stage"]: s["run_id"] for s in pipeline["stages"]} | {
+            "tokenizer": pipeline["tokenizer"]["run_id"], "tokenize": pipeline["tokens"]["run_id"]}
+        assert set(stages) == {"ingest", "extract", "tokenizer", "tokenize"}
+        assert "Child runs" in run_page, run_page[-3000:]
+        for stage, run_id in stages.items():  # each stage run listed, linked to its own page
+            assert f'/runs/{run_id}">{stage}</a>' in run_page, stage
+        train_page = _browse(chromium, f"{base}/#/experiments/{train.info.experiment_id}/runs/{train.info.run_id}",
+                             tmp_path / "profile", "--dump-dom").stdout
+        dataset = train.inputs.dataset_inputs[0].dataset
+        assert dataset.name in train_page and dataset.digest in train_page
+        _browse(chromium, f"{base}/#/experiments/{train.info.experiment_id}/runs/{train.info.run_id}",
+                tmp_path / "profile", f"--screenshot={tmp_path / 'mlflow_train_run.png'}")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_step_and_doc_answer_from_the_loader_order(qs):
+    env, summary = qs["env"], qs["summary"]
+    # --step: the documents of one step's batch; --doc on one of them: kept, and read at that step
+    step = cli("lineage", "--run", summary["run_id"], "--step", "3", "--json", env=env)
+    assert step.returncode == 0, step.stderr[-2000:]
+    batch = json.loads(step.stdout)
+    docs = batch["documents"]
+    assert {d["rank"] for d in docs} == {0, 1} and all(d["source"] == "python-docs" for d in docs)
+    assert sum(d["tokens"] for d in docs) == batch["global_batch_windows"] * (batch["seq_len"] + 1)
+    one = docs[0]
+    fate = cli("lineage", "--doc", one["doc_id"], "--json", env=env)
+    assert fate.returncode == 0, fate.stderr[-2000:]
+    (where,) = json.loads(fate.stdout)["pipelines"]
+    assert where["fate"] == "kept" and where["n_tokens"] > 0
+    (reads,) = where["training"]
+    assert reads["run_id"] == summary["run_id"] and {"step": 3, "rank": one["rank"]} in reads["steps"]
+    missing = cli("lineage", "--doc", "no/such#1", env=env)
+    assert missing.returncode == 1 and "not found in any pipeline workdir" in missing.stdout
+
+
+def test_verify_names_a_changed_shard_byte_and_a_missing_checkpoint_file(qs):
+    """Last in the module: it breaks files of the shared run."""
+    tmp_path, env, checkpoint = qs["tmp"], qs["env"], qs["checkpoint"]
+
     # --verify: everything verifies; then a changed byte in a token shard and a missing checkpoint file are named
     def verify() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", str(checkpoint), "--verify"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        return cli("lineage", str(checkpoint), "--verify", env=env)
 
     clean = verify()
     assert clean.returncode == 0 and "everything verifies" in clean.stdout, clean.stdout + clean.stderr[-2000:]
@@ -98,22 +301,3 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(tmp_path
     assert broken.returncode == 1 and "2 problem(s)" in broken.stdout, broken.stdout
     assert shard.name in broken.stdout and f"{gone.name} is missing" in broken.stdout
 
-    # --step: the documents of one step's batch; --doc on one of them: kept, and read at that step
-    step = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", "--run", summary["run_id"],
-                           "--step", "3", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert step.returncode == 0, step.stderr[-2000:]
-    batch = json.loads(step.stdout)
-    docs = batch["documents"]
-    assert {d["rank"] for d in docs} == {0, 1} and all(d["source"] == "python-docs" for d in docs)
-    assert sum(d["tokens"] for d in docs) == batch["global_batch_windows"] * (batch["seq_len"] + 1)
-    one = docs[0]
-    fate = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", "--doc", one["doc_id"], "--json"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert fate.returncode == 0, fate.stderr[-2000:]
-    (where,) = json.loads(fate.stdout)["pipelines"]
-    assert where["fate"] == "kept" and where["n_tokens"] > 0
-    (reads,) = where["training"]
-    assert reads["run_id"] == summary["run_id"] and {"step": 3, "rank": one["rank"]} in reads["steps"]
-    missing = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", "--doc", "no/such#1"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert missing.returncode == 1 and "not found in any pipeline workdir" in missing.stdout

@@ -10,6 +10,7 @@ import mlflow
 import pytest
 from conftest import stage_table
 
+from orchestration.lineage import doc_fate, format_fate
 from orchestration.pipeline import run_pipeline
 from orchestration.pipeline_config import load_pipeline_config
 from orchestration.tracking import OUTPUT_DIGEST_TAG
@@ -58,7 +59,19 @@ def test_quality_keeps_the_global_top_fraction_and_ray_scores_equal_plain_python
     plain = QualityScorer(str(quality_model)).score(kept.column("text").to_pylist())
     assert ray_scores == [round(float(s), 6) for s in plain]
     dropped = stage_table(quality, "dropped")
-    assert max(json.loads(m)["quality_score"] for m in dropped.column("metadata").to_pylist()) <= min(ray_scores)
+    metas = [json.loads(m) for m in dropped.column("metadata").to_pylist()]
+    assert max(m["quality_score"] for m in metas) <= min(ray_scores)
+    # each dropped document records the cut-off it missed; tokenmill lineage --doc says it
+    (cutoff,) = {m["quality_cutoff"] for m in metas}
+    assert all(m["quality_score"] < cutoff for m in metas) and min(ray_scores) >= round(cutoff, 6) - 1e-6
+    mlflow.set_tracking_uri(chain[1])
+    try:
+        fate = doc_fate(dropped.column("id")[0].as_py(), [Path(summary["workdir"])])
+    finally:
+        mlflow.set_tracking_uri(None)
+    (where,) = fate["pipelines"]
+    assert (where["fate"], where["stage"], where["reason"]) == ("dropped", "quality", "quality")
+    assert f"< the cut-off {cutoff:.6f}" in format_fate(fate)
 
 
 def test_token_shards_verify_and_hold_each_documents_tokens(chain):

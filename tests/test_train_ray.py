@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -17,6 +18,7 @@ import torch
 from model.data import TrainingData
 from model.export import load_export
 from orchestration.cli import SAMPLE_SEPARATOR
+from orchestration.lineage import step_batch
 from orchestration.sampling import load_dcp_checkpoint
 from orchestration.train_config import train_config_from_dict
 from orchestration.train_job import run_train
@@ -99,6 +101,7 @@ def test_training_run_records_lineage_in_mlflow(straight, shards):
     for key in ("lr", "grad_norm", "tokens_per_s", "mfu"):
         assert len(history(summary["run_id"], key)) == STEPS, key
     assert any(k.startswith("system/") for k in run.data.metrics)
+    assert run.data.tags["tokenmill.loss_spikes"] == "none"  # a healthy curve: the spike rule stays quiet
     latest = run.data.tags["tokenmill.checkpoint.latest"]
     assert latest.endswith(f"checkpoint_step{STEPS:08d}")
     assert [c["path"] for c in summary["checkpoints"]][-1] == latest
@@ -222,3 +225,27 @@ def test_a_non_finite_loss_stops_the_job_and_keeps_the_last_good_checkpoint(ray_
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                 filter_string="tags.`tokenmill.job` = 'diverged'")
     assert run.info.status == "FAILED" and "step 25" in run.data.tags["tokenmill.ended"]
+
+
+def test_a_loss_spike_is_tagged_and_lineage_lists_its_documents(ray_local, store, shards, tmp_path):
+    """A drill: noise in one rank's embedding shard before step 30 makes the loss jump; the job tags that step
+    (and no earlier one), and `tokenmill lineage --spikes` lists the documents of its batch."""
+    job = train_job("spiked", shards, 36, fault={"spike_at_step": 30, "kill_rank": 1})
+    summary = train(job, tmp_path)
+    run = mlflow.get_run(summary["run_id"])
+    flagged = [int(s) for s in run.data.tags["tokenmill.loss_spikes"].split(",")]
+    assert flagged[0] == 30, flagged
+    loss = history(summary["run_id"], "loss")
+    assert loss[30] > max(loss[s] for s in range(20, 30)) + 0.3, loss  # the jump, and no flag before it
+    report = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", "--spikes", summary["run_id"],
+                             "--json"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+                            | {"MLFLOW_TRACKING_URI": store})
+    assert report.returncode == 0, report.stderr[-2000:]
+    spikes = json.loads(report.stdout)["spikes"]
+    assert [s["step"] for s in spikes] == flagged
+    first = spikes[0]
+    assert first["loss"] == loss[30] and first["expected"] < loss[30] - 0.5
+    batch = step_batch(summary["run_id"], 30)
+    assert first["documents"] == batch["documents"] and {d["rank"] for d in batch["documents"]} == {0, 1}
+    assert first["sources"] == {"tinyshakespeare": sum(d["tokens"] for d in batch["documents"])}

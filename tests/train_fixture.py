@@ -19,7 +19,7 @@ def build_shakespeare_shards(corpora: Path, out: Path, target_tokens: int = 150_
     tokenized into shards + manifest exactly as the pipeline's tokenize stage lays them out."""
     text = (corpora / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     speeches = [s.strip() for s in text.split("\n\n") if s.strip()]
-    ids = [f"tinyshakespeare:{i:05d}" for i in range(len(speeches))]
+    ids = [f"tinyshakespeare/input.txt#{i}" for i in range(len(speeches))]  # the pipeline's id form: source/file#n
     tok_info = train_tokenizer(speeches, out / "tokenizer" / "tokenizer", TokenizerConfig(vocab_size=VOCAB))
     tok = Tokenizer(tok_info["model_path"])
     arrays = tok.encode_batch(speeches)

@@ -24,6 +24,7 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 
+from pipelines.filters.explain import explain
 from pipelines.filters.words import fast_tokenizer_for
 
 # canonical order = FineWeb's recipe (repetition, quality, C4, FineWeb); cfg["order"] overrides it
@@ -90,7 +91,8 @@ class FilterChain:
         """Return (text, reason). reason "" = kept, else "<filter>:<datatrove reason>".
 
         The text comes back as the filters left it: C4QualityFilter drops lines (and strips the
-        others) of documents it keeps. `metadata` is updated in place with any key a filter sets.
+        others) of documents it keeps. `metadata` is updated in place with any key a filter sets, and for
+        a dropped document with "filter_value", "filter_threshold" and "filter_rule" (explain.py).
         """
         doc = Document(text=text, id="", metadata=dict(metadata))
         reason = ""
@@ -104,6 +106,10 @@ class FilterChain:
                 keep, why = False, "empty"
             if not keep:
                 reason = f"{name}:{why or 'filtered'}"
+                found = explain(flt, why, before) if why else None  # the value that failed it, and the threshold
+                if found:
+                    for key in ("value", "threshold", "rule"):
+                        doc.metadata[f"filter_{key}"] = found[key]
                 break
             if edits and doc.text != before:
                 self._count_trim(name, before, doc.text, lines_before, _line_counters(flt))

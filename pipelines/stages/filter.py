@@ -50,6 +50,11 @@ class FilterStage(Stage):
             for i, (label, score, reason) in enumerate(zip(labels, scores, lang_reasons)):
                 metas[i]["language"], metas[i]["language_score"] = label, round(float(score), 4)
                 reasons[i] = reason
+                if reason:  # why, in the document's own record (tokenmill lineage --doc shows it)
+                    wrong = not (label and langid.accepts(label))
+                    metas[i].update(filter_value=round(float(score), 4), filter_threshold=lang.min_score,
+                                    filter_rule=f"language {label or '?'} is not one of {sorted(lang.languages or [])}"
+                                    if wrong else f"language score {score:.4f} < min_score {lang.min_score}")
             self._hist += np.histogram(np.asarray(scores, dtype=float), bins=SCORE_BINS)[0]
         for i, text in enumerate(texts):
             if reasons[i]:

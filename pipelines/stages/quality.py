@@ -66,13 +66,16 @@ class QualityStage(Stage):
 
     def apply(self, batch: pa.Table, ctx: ShardContext) -> pa.Table:
         scores = self._scores(batch)
+        cutoff = self.cutoff(ctx)
         metas = []
         for meta_s, score in zip(batch.column("metadata").to_pylist(), scores.tolist()):
             meta = load_metadata(meta_s)
             meta["quality_score"] = round(float(score), 6)
+            if score < cutoff:  # a dropped document records the cut-off it missed (tokenmill lineage --doc)
+                meta["quality_cutoff"] = cutoff
             metas.append(dump_metadata(meta))
         # float64 compare: a float32 score s is in a bin >= b exactly when s >= b / 2**16 (powers of two)
-        keep = pc.greater_equal(pa.array(scores.astype(np.float64)), pa.scalar(self.cutoff(ctx), pa.float64()))
+        keep = pc.greater_equal(pa.array(scores.astype(np.float64)), pa.scalar(cutoff, pa.float64()))
         batch = set_column(batch, "metadata", metas)
         if not self.global_needed():  # a fixed threshold: the histogram is collected while applying
             self._bins.update(score_bins(scores).tolist())
