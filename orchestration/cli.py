@@ -127,6 +127,16 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_shards(args: argparse.Namespace) -> int:
+    from pipelines.shard_export import export_shards
+
+    out = export_shards(args.manifest, args.out, args.format, include_eos=not args.no_eos,
+                        tokenizer_name=args.tokenizer_name)
+    print(f"tokenmill: exported {out['documents']:,} documents, {out['tokens']:,} tokens to {args.out} "
+          f"({args.format}, {len(out['files'])} files; {out['path']} lists them with their sha256)")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     import os
     import shutil
@@ -253,6 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("workdir", nargs="?", help="a pipeline or training workdir to check")
     d.set_defaults(func=_doctor)
+
+    x = sub.add_parser(
+        "export-shards",
+        help="write a token shard set in Megatron-LM, datatrove or dolma/OLMo files (no re-tokenizing)",
+        description="Export the token shards of MANIFEST, verified while they are read, to another trainer's "
+        "format, one part per shard in manifest order: megatron (.bin + .idx; ids in .doc_ids.jsonl), datatrove "
+        "(.ds + .ds.index + .ds.metadata; ids in .ds.doc_ids.jsonl) or dolma (raw .npy memmap + .csv.gz with "
+        "start,end,id,src,loc per document, what OLMo's MemMapDataset reads). Each document ends with its eos, "
+        "as those formats' own tokenizers write it, unless --no-eos. OUT/export.json lists every file and sha256.",
+        epilog=EPILOG + "\nExample:\n  tokenmill export-shards work/quickstart/tokens/manifest.json --format megatron "
+        "--out work/megatron\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    x.add_argument("manifest", help="a token shard manifest.json")
+    x.add_argument("--format", required=True, choices=("megatron", "datatrove", "dolma"))
+    x.add_argument("--out", required=True, help="a new or empty folder")
+    x.add_argument("--no-eos", action="store_true", help="export each document without its eos token")
+    x.add_argument("--tokenizer-name", help="the name datatrove's .ds.metadata records (default: tokenmill-sha256-<sha>)")
+    x.set_defaults(func=_export_shards)
 
     u = sub.add_parser(
         "ui",

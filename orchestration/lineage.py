@@ -183,7 +183,9 @@ def verify(tree: dict) -> list[tuple[bool, str]]:
                     manifest = load_manifest(path)
                     verify_files(manifest, path.parents[2])  # stage manifests list files relative to the workdir
                     ok = mlflow_digest(manifest["digest"]) == inp["digest"]
-                    out.append((ok, f"{path}: {len(manifest['files'])} files verify" if ok else
+                    files = (f"{len(manifest['files'])} files verify" if manifest["files"] else
+                             "its digest verifies (no files of its own: the stage ran fused into the next one's pass)")
+                    out.append((ok, f"{path}: {files}" if ok else
                                 f"{path}: its digest is not the one run {node['run_id']} read"))
                 else:  # a single file recorded by its sha256 (the tokenizer model)
                     ok = mlflow_digest(sha256_file(path)) == inp["digest"]
