@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestration.config_schema import ConfigError
-from orchestration.pipeline_config import PipelineConfig, load_pipeline_config, load_raw
+from orchestration.config_schema import ConfigError, load_yaml_config
+from orchestration.pipeline_config import PipelineConfig, load_pipeline_config
 from orchestration.train_config import TrainConfig, train_config_from_dict
 
 
@@ -18,8 +18,8 @@ def load_chain(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineCon
         raise ConfigError(f"{path}: `train:` (a training job YAML) is required by `tokenmill run`")
     if not pipeline.tokenize.enabled:
         raise ConfigError("tokenize.enabled: `tokenmill run` trains on the pipeline's token shards")
-    train_path = Path(path).resolve().parent / pipeline.train
-    raw = load_raw(train_path, train_over)
+    train_path = Path(pipeline.train)  # made absolute on load, against the pipeline config's folder
+    raw = load_yaml_config(train_path, train_over, TrainConfig)
     raw.setdefault("data", {})
     # placeholders until the pipeline has written them; validated again with the real paths
     raw["data"].setdefault("manifest", None)

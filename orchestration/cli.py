@@ -9,7 +9,10 @@ from pathlib import Path
 from orchestration.config_schema import ConfigError
 from pipelines.shard_reader import ShardIntegrityError
 
-EPILOG = """Environment:
+EPILOG = """Paths:
+  relative paths in a config file (inputs, models, the training job, manifests) are relative to that
+  file's folder; in dotted.key=value overrides, to the current folder; absolute paths and URIs as given
+Environment:
   RAY_ADDRESS          run on this Ray cluster instead of a local Ray started for the run
   MLFLOW_TRACKING_URI  MLflow store (default: MLflow's own, sqlite:///mlflow.db in the current directory)
 """

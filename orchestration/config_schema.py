@@ -8,8 +8,10 @@ in the dataclass's `validate(key)`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, Union
 
 
@@ -39,6 +41,18 @@ class Range:
         return lo or hi or "a number"
 
 
+@dataclasses.dataclass(frozen=True)
+class IsPath:
+    """Marks a field as a file path or glob that a config names. A relative one is resolved on load against
+    the folder of the config file it is written in (against the current folder when it comes from a
+    command-line override); absolute paths, `~` paths and URIs (`s3://...`, `file://...`) are kept as they
+    are. So `tokenmill run /elsewhere/configs/quickstart.yaml` works from any folder."""
+
+    def check(self, value: Any, key: str) -> None:
+        return None
+
+
+PathStr = typing.Annotated[str, IsPath()]
 PositiveInt = typing.Annotated[int, Range(lo=1)]
 NonNegativeInt = typing.Annotated[int, Range(lo=0)]
 PositiveFloat = typing.Annotated[float, Range(lo=0, lo_open=True)]
@@ -174,3 +188,86 @@ def _index(node: list, part: str, key: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
         raise ConfigError(f"override {key}: {part!r} is not an index of a list of {len(node)}")
     return int(part)
+
+
+def absolute_path(value: str, base: Path) -> str:
+    """`value` resolved against `base` unless it is a URI or already absolute (globs are kept as globs)."""
+    if "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return value if path.is_absolute() and not value.startswith("~") else os.path.normpath(base / path)
+
+
+def resolve_paths(value: Any, tp: Any, base: Path) -> Any:
+    """`value` (raw YAML data of type `tp`) with every IsPath field resolved against `base`."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        if any(isinstance(a, IsPath) for a in args[1:]) and isinstance(value, str):
+            return absolute_path(value, base)
+        return resolve_paths(value, args[0], base)
+    if origin in (Union, types.UnionType):
+        for arg in (a for a in args if a is not type(None)):
+            if (dataclasses.is_dataclass(arg) and isinstance(value, dict)) or \
+                    (typing.get_origin(arg) is list and isinstance(value, list)) or \
+                    (typing.get_origin(arg) is typing.Annotated and isinstance(value, str)):
+                return resolve_paths(value, arg, base)
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        return {k: resolve_paths(v, hints[k], base) if k in hints else v for k, v in value.items()}
+    if origin is list and isinstance(value, list):
+        return [resolve_paths(v, args[0], base) for v in value]
+    return value
+
+
+def field_type(cls: type, dotted: str) -> Any:
+    """The declared type at a dotted key (`inputs.0.paths`), or Any where the schema does not say."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        while True:  # unwrap Optional / Annotated down to a dataclass or list
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+            if origin in (Union, types.UnionType):
+                inner = [a for a in args if a is not type(None)]
+                tp = next((a for a in inner if dataclasses.is_dataclass(a) or typing.get_origin(a) is list), inner[0])
+            elif origin is typing.Annotated and not any(isinstance(a, IsPath) for a in args[1:]):
+                tp = args[0]
+            else:
+                break
+        if dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp, include_extras=True).get(part, Any)
+        elif typing.get_origin(tp) is list and part.isdigit():
+            tp = typing.get_args(tp)[0]
+        else:
+            return Any
+    return tp
+
+
+def load_yaml_config(path: str | Path, overrides: list[str] = (), schema: type | None = None) -> dict:
+    """The raw mapping of a YAML config with `dotted.key=value` overrides applied. With `schema`, IsPath
+    fields are made absolute: the file's own against its folder, the overrides' against the current one."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    if schema is not None:
+        data = resolve_paths(data, schema, path.resolve().parent)
+    for assignment in overrides:
+        apply_override(data, assignment)
+        if schema is not None:
+            key = assignment.split("=", 1)[0].strip()
+            parts = key.split(".")
+            node: Any = data
+            for i, part in enumerate(parts[:-1]):
+                node = _child(node, part, ".".join(parts[: i + 1]))
+            last = int(parts[-1]) if isinstance(node, list) else parts[-1]
+            node[last] = resolve_paths(node[last], field_type(schema, key), Path.cwd())
+    return data

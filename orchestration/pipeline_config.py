@@ -6,10 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-
-from orchestration.config_schema import (ConfigError, Fraction, PositiveFloat, PositiveInt, Range, apply_override,
-                                         from_dict)
+from orchestration.config_schema import (ConfigError, Fraction, PathStr, PositiveFloat, PositiveInt, Range,
+                                         from_dict, load_yaml_config)
 
 InputFormat = Literal["jsonl", "parquet", "warc", "wet", "text", "html", "hf"]
 STAGES = ("ingest", "extract", "filter", "exact_dedup", "minhash")
@@ -19,7 +17,7 @@ STAGES = ("ingest", "extract", "filter", "exact_dedup", "minhash")
 class InputConfig:
     name: str
     format: InputFormat
-    paths: list[str] = field(default_factory=list)  # globs; `**` recurses
+    paths: list[PathStr] = field(default_factory=list)  # globs; `**` recurses
     text_field: str = "text"
     id_field: str | None = None  # use the source's own id instead of file + record index
     url_field: str | None = "url"
@@ -60,7 +58,7 @@ class ExtractConfig:
 
 @dataclass
 class LanguageConfig:
-    model_path: str | None = None  # fastText LID model (lid.176.bin, GlotLID, or one trained here); null = off
+    model_path: PathStr | None = None  # fastText LID model (lid.176.bin, GlotLID, or one trained here); null = off
     languages: list[str] | None = None  # keep these labels (e.g. [en] or [eng_Latn]); null = any
     min_score: Fraction = 0.65
 
@@ -109,13 +107,13 @@ class DedupIndexConfig:
     write: bool = True
     # earlier runs' workdirs (or index directories): documents duplicating one they kept are dropped, with
     # the earlier document's id and MLflow run in the drop record
-    previous: list[str] = field(default_factory=list)
+    previous: list[PathStr] = field(default_factory=list)
 
 
 @dataclass
 class QualityConfig:
     enabled: bool = False
-    model_path: str | None = None  # a fastText classifier (trained by `tokenmill quality train`, or DCLM's)
+    model_path: PathStr | None = None  # a fastText classifier (trained by `tokenmill quality train`, or DCLM's)
     positive_label: str = "hq"
     threshold: Fraction | None = None  # keep documents scoring >= threshold ...
     # ... or keep this global top fraction (cut-off over the whole corpus)
@@ -136,7 +134,7 @@ class TokenizerStageConfig:
     # lower it for many scripts with a small vocabulary (rare chars -> bytes)
     character_coverage: Annotated[float, Range(lo=0, hi=1, lo_open=True)] = 0.9995
     seed: int = 0
-    model_path: str | None = None  # use this SentencePiece model instead of training one
+    model_path: PathStr | None = None  # use this SentencePiece model instead of training one
 
 
 @dataclass
@@ -165,7 +163,7 @@ class PipelineConfig:
     tokenizer: TokenizerStageConfig = field(default_factory=TokenizerStageConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    train: str | None = None  # training job YAML (relative to this file) that `tokenmill run` runs afterwards
+    train: PathStr | None = None  # training job YAML (relative to this file) that `tokenmill run` runs afterwards
 
     def validate(self, key: str) -> None:
         if not self.inputs:
@@ -181,20 +179,5 @@ class PipelineConfig:
             raise ConfigError(f"inputs: names must be unique, got {names}")
 
 
-def load_raw(path: str | Path, overrides: list[str] = ()) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    for assignment in overrides:
-        apply_override(data, assignment)
-    return data
-
-
 def load_pipeline_config(path: str | Path, overrides: list[str] = ()) -> PipelineConfig:
-    return from_dict(PipelineConfig, load_raw(path, overrides))
+    return from_dict(PipelineConfig, load_yaml_config(path, overrides, PipelineConfig))

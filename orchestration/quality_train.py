@@ -12,8 +12,8 @@ import mlflow
 import numpy as np
 
 from orchestration import plots, tracking
-from orchestration.config_schema import from_dict
-from orchestration.pipeline_config import InputConfig, load_raw
+from orchestration.config_schema import PathStr, from_dict, load_yaml_config
+from orchestration.pipeline_config import InputConfig
 from pipelines.quality import QualityTrainConfig, split_documents, train_quality_classifier
 from pipelines.readers import list_inputs, read_file
 
@@ -29,7 +29,7 @@ class QualityTrainJob:
     name: str
     positives: list[SourceConfig]
     negatives: list[SourceConfig]
-    output: str  # where the model is written
+    output: PathStr  # where the model is written
     train: dict = field(default_factory=lambda: {"epoch": 20, "lr": 0.5})  # QualityTrainConfig fields
     experiment: str = "tokenmill-quality"
 
@@ -48,7 +48,7 @@ def _texts(src: SourceConfig) -> list[str]:
 
 
 def run_quality_train(config_path: str, overrides: list[str], echo=print) -> dict:
-    job = from_dict(QualityTrainJob, load_raw(config_path, overrides))
+    job = from_dict(QualityTrainJob, load_yaml_config(config_path, overrides, QualityTrainJob))
     cfg = QualityTrainConfig(**job.train)
     tracking.setup(job.experiment)
     with mlflow.start_run(run_name=f"quality-train:{job.name}", tags={tracking.KIND_TAG: "quality_train"}):

@@ -11,17 +11,16 @@ import yaml
 
 from model.config import ModelConfig
 from model.spikes import SpikeRule
-from orchestration.config_schema import (ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                                         PositiveInt, Range, from_dict)
-from orchestration.pipeline_config import load_raw
+from orchestration.config_schema import (ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PathStr,
+                                         PositiveFloat, PositiveInt, Range, from_dict, load_yaml_config)
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass
 class DataConfig:
-    manifest: str | None = None  # token shard manifest.json (set by `tokenmill run` from the pipeline)
-    tokenizer: str | None = None  # the SentencePiece model the shards were made with (verified against the manifest)
+    manifest: PathStr | None = None  # token shard manifest.json (set by `tokenmill run` from the pipeline)
+    tokenizer: PathStr | None = None  # the SentencePiece model the shards were made with (verified against the manifest)
     seq_len: Annotated[int, Range(lo=2)] = 256
     # documents (by hash of seed and id) held out for validation
     val_fraction: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.05
@@ -159,7 +158,7 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    raw = load_raw(path, overrides)
+    raw = load_yaml_config(path, overrides, TrainConfig)
     raw.setdefault("base_dir", str(Path(path).resolve().parent))
     return from_dict(TrainConfig, raw)
 

@@ -58,8 +58,47 @@ def test_overrides_apply_typed_values():
         QUICKSTART, ["minhash.bands=20", "ray.num_cpus=1", 'inputs.0.paths=["a/*.html", "b.html"]', "filter.c4=null"]
     )
     assert cfg.minhash.bands == 20 and cfg.ray.num_cpus == 1
-    assert cfg.inputs[0].paths == ["a/*.html", "b.html"]
+    assert cfg.inputs[0].paths == [str(Path.cwd() / "a/*.html"), str(Path.cwd() / "b.html")]  # typed here: cwd
     assert cfg.filter.c4 is None
+
+
+def test_relative_paths_resolve_against_the_config_files_folder(tmp_path, monkeypatch):
+    """Paths written in a config are relative to that file; overrides typed in a shell to the current folder;
+    absolute paths, ~ and URIs are kept. The training job a pipeline names resolves against its own file."""
+    from orchestration.chain import load_chain
+    from orchestration.train_config import load_train_config
+
+    conf = tmp_path / "conf"
+    (conf / "train").mkdir(parents=True)
+    (conf / "pipeline.yaml").write_text(
+        "name: p\n"
+        "inputs:\n"
+        "  - {name: a, format: html, paths: ['data/**/*.html', '/abs/x.html', 's3://bucket/crawl/*.warc.gz', '~/y.html']}\n"
+        "filter: {language: {model_path: ../models/lid.bin}}\n"
+        "tokenizer: {enabled: true}\ntokenize: {enabled: true}\ntrain: train/job.yaml\n")
+    (conf / "train" / "job.yaml").write_text("name: j\ndata: {tokenizer: ../tok/t.model}\nmodel: {preset: tiny.yaml}\n")
+    (conf / "train" / "tiny.yaml").write_text((REPO / "configs" / "model" / "tiny.yaml").read_text())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_pipeline_config(conf / "pipeline.yaml", ["quality.model_path=q.bin"])
+    assert cfg.inputs[0].paths == [str(conf / "data/**/*.html"), "/abs/x.html", "s3://bucket/crawl/*.warc.gz",
+                                   str(Path.home() / "y.html")]
+    assert cfg.filter.language.model_path == str(tmp_path / "models" / "lid.bin")  # ".." folded
+    assert cfg.quality.model_path == str(elsewhere / "q.bin")
+    assert cfg.train == str(conf / "train" / "job.yaml")
+    job = load_train_config(conf / "train" / "job.yaml", ["data.manifest=m.json"])
+    assert job.data.tokenizer == str(conf / "tok" / "t.model") and job.data.manifest == str(elsewhere / "m.json")
+    assert Path(job.base_dir) == conf / "train"  # model presets, as before
+    _, chained = load_chain(conf / "pipeline.yaml", ["train.data.tokenizer=../t2.model"])
+    assert chained.data.tokenizer == str(tmp_path / "t2.model")
+
+
+def test_the_quickstart_checks_from_another_folder(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", str(QUICKSTART), "--check"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0 and "99 files" in out.stdout, out.stdout + out.stderr
 
 
 def test_missing_required_key(tmp_path):
@@ -90,10 +129,10 @@ def test_cli_help_explains_itself():
 def test_shipped_configs_are_valid(path):
     if path.name.startswith("quality_"):
         from orchestration.config_schema import from_dict
-        from orchestration.pipeline_config import load_raw
+        from orchestration.config_schema import load_yaml_config
         from orchestration.quality_train import QualityTrainJob
 
-        job = from_dict(QualityTrainJob, load_raw(path))
+        job = from_dict(QualityTrainJob, load_yaml_config(path, schema=QualityTrainJob))
         assert job.positives and job.negatives
     else:
         cfg = load_pipeline_config(path)
@@ -143,7 +182,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess:
     [
         (['inputs.0.paths=["/nonexistent/*.html"]'],
          "inputs.0.paths: input pattern '/nonexistent/*.html' matches no file"),
-        (['inputs.0.paths=["configs/data"]'], "inputs.0.paths: input 'configs/data' is a directory"),
+        (['inputs.0.paths=["configs/data"]'], "inputs.0.paths: input '{repo}/configs/data' is a directory"),
         (["quality.enabled=true", "quality.model_path=/nonexistent/quality.bin", "quality.threshold=0.5"],
          "quality.model_path: no such file /nonexistent/quality.bin"),
         (["filter.language.model_path=configs/quickstart.yaml"],
