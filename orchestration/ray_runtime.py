@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
 import ray
 
@@ -28,13 +30,28 @@ def init_ray(num_cpus: int | None = None) -> dict:
     common = dict(log_to_driver=True, logging_level=logging.WARNING,
                   logging_config=ray.LoggingConfig(log_level="ERROR"))
     if address:
-        ray.init(address=address, runtime_env={"py_modules": [pipelines, orchestration, model]}, **common)
+        ray.init(address=address, runtime_env=_code_runtime_env(), **common)
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     return ray.cluster_resources()
+
+
+def _code_runtime_env() -> dict | None:
+    """How the project's code reaches the cluster's workers. Inside `ray job submit` whose runtime env ships
+    it (a working_dir or py_modules, e.g. `--working-dir .` from a checkout) the job's own env applies and
+    nothing is added; otherwise the three packages go as py_modules (by path: Ray deep-copies the env to
+    merge it with a job's, and module objects cannot be copied)."""
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set by Ray for the driver of a submitted job
+    try:
+        job_env = (json.loads(job).get("runtime_env") or {}) if job else {}
+    except ValueError:
+        job_env = {}
+    if job_env.get("working_dir") or job_env.get("py_modules"):
+        return None
+    return {"py_modules": [str(Path(m.__file__).parent) for m in (pipelines, orchestration, model)]}
 
 
 def describe() -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from debian_packages import ensure
 from test_ray_runtime import free_port
 
 from orchestration.lineage import raw_files
@@ -187,21 +188,7 @@ def test_the_pipeline_run_carries_its_lineage_graph(qs):
 
 
 def _chromium() -> str:
-    """Debian's chromium; installed here (apt-get, as root) when missing. Skips only where that cannot be done."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("the browser test needs Debian's chromium; it is not installed and this user cannot apt-get it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"],
-                ["apt-get", "install", "-y", "-q", "chromium"]):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if cmd[1] == "install" and done.returncode == 0:
-            break
-    if not shutil.which("chromium"):
-        pytest.skip(f"apt-get install chromium failed: {done.stderr.strip()[-500:]}")
-    return shutil.which("chromium")
+    return ensure("chromium", lambda: shutil.which("chromium"), "the browser test")
 
 
 def _browse(chromium: str, url: str, profile: Path, *mode: str) -> subprocess.CompletedProcess:
