@@ -86,3 +86,14 @@ def one_node_summary(tmp_path_factory, corpora, langid_model, quality_model) -> 
     workdir = tmp_path_factory.mktemp("one-node") / "work"
     extra = ["ray.num_cpus=1", "ray.batch_size=16", "ray.shuffle_partitions=3"]
     return run(cli(workdir, overrides(corpora, langid_model, quality_model, extra)), workdir)[0]
+
+
+def lineage_chain(tree: dict) -> list[dict]:
+    """The runs of a `tokenmill lineage --json` tree along its main line (the tokenizer's branch left out),
+    from the start back to ingest; each must be FINISHED and carry a code version."""
+    node, chain = tree["lineage"], []
+    while node:
+        assert node["code_version"] and node["status"] == "FINISHED", node
+        chain.append(node)
+        node = next((i["produced_by"] for i in node["inputs"] if "produced_by" in i and i["name"] != "tokenizer"), None)
+    return chain

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import lineage_chain
 from test_ray_runtime import free_port
 
 pytestmark = pytest.mark.slow
@@ -99,11 +100,8 @@ def test_pipeline_and_training_jobs_run_on_a_submitted_cluster(head, tmp_path):
                          env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     tree = json.loads(out.stdout)
-    chain, node = [], tree["lineage"]
-    while node:
-        chain.append(node.get("stage") or node["kind"])
-        node = next((i["produced_by"] for i in node["inputs"] if "produced_by" in i and i["name"] != "tokenizer"), None)
-    assert chain == ["train", "tokenize", "exact_dedup", "extract", "ingest"]
+    assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == \
+        ["train", "tokenize", "exact_dedup", "extract", "ingest"]
     raw = json.loads((work / "raw_files.json").read_text())["files"]
     from orchestration.lineage import raw_files
     assert sorted(f["path"] for f in raw_files(tree)) == sorted(f["path"] for f in raw) and len(raw) == 99
