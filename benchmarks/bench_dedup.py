@@ -42,7 +42,7 @@ from bench_pipeline import MINHASH, run_tokenmill  # noqa: E402
 def tokenmill_config(corpus_dir: Path, partitions: int) -> dict:
     return {
         "name": "bench-dedup",
-        "inputs": [{"name": "bench", "format": "jsonl", "paths": [str(corpus_dir / "part-*.jsonl.gz")], "id_field": "id"}],
+        "inputs": [{"name": "bench", "format": "jsonl", "paths": [str(Path(corpus_dir).resolve() / "part-*.jsonl.gz")], "id_field": "id"}],
         "output": {"format": "parquet", "shard_mb": 16},
         "ray": {"shuffle_partitions": partitions},
         "extract": {"enabled": False}, "filter": {"enabled": False},

@@ -42,7 +42,7 @@ MINHASH = {"ngram": 5, "bands": 14, "rows": 8}
 def tokenmill_config(corpus_dir: Path, vocab: int, sample_docs: int) -> dict:
     return {
         "name": "bench",
-        "inputs": [{"name": "bench", "format": "jsonl", "paths": [str(corpus_dir / "part-*.jsonl.gz")], "id_field": "id"}],
+        "inputs": [{"name": "bench", "format": "jsonl", "paths": [str(Path(corpus_dir).resolve() / "part-*.jsonl.gz")], "id_field": "id"}],
         "output": {"format": "parquet", "shard_mb": 16},
         "extract": {"enabled": False},  # plain text: datatrove runs no extraction either
         "filter": {"word_splitter": "fast", **FILTERS, "language": {"model_path": None},

@@ -119,8 +119,30 @@ def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
         return _run_pipeline(cfg, workdir, lock, echo)
 
 
+def _train_quality_model(cfg: PipelineConfig, workdir: Path, echo) -> None:
+    """quality.train without quality.model_path: train that classifier into WORKDIR/quality/ (an MLflow run in
+    the pipeline's experiment, whose output digest the quality stage's input names), unless the same YAML
+    trained the model already there; then use it."""
+    q = cfg.quality
+    if not q.enabled or q.model_path or not q.train:
+        return
+    from orchestration.quality_train import run_quality_train
+
+    out = workdir / "quality" / "quality.bin"
+    stamp_path = out.with_suffix(".stamp.json")
+    stamp = digest({"config": Path(q.train).read_text(), "experiment": cfg.mlflow.experiment})
+    done = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+    if done.get("stamp") == stamp and out.is_file() and sha256_file(out) == done.get("sha256"):
+        echo(f"tokenmill: quality classifier {out} already trained from {q.train}")
+    else:
+        result = run_quality_train(q.train, [f"output={out}", f"experiment={cfg.mlflow.experiment}"], echo)
+        stamp_path.write_text(json.dumps({"stamp": stamp, "sha256": result["sha256"]}))
+    q.model_path = str(out)
+
+
 def _run_pipeline(cfg: PipelineConfig, workdir: Path, lock: WorkdirLock, echo) -> dict:
     start = time.perf_counter()
+    _train_quality_model(cfg, workdir, echo)
     check_pipeline(cfg)  # globs, models and earlier dedup indexes: a wrong path fails here, before Ray starts
     files, raw_digest = raw_files(cfg, workdir)
     previous = [m["digest"] for m in load_previous(cfg)]

@@ -114,14 +114,18 @@ class DedupIndexConfig:
 class QualityConfig:
     enabled: bool = False
     model_path: PathStr | None = None  # a fastText classifier (trained by `tokenmill quality train`, or DCLM's)
+    # ... or a `tokenmill quality train` YAML: without model_path, the pipeline trains it first, into
+    # WORKDIR/quality/ (again only when that YAML changes), and uses it
+    train: PathStr | None = None
     positive_label: str = "hq"
     threshold: Fraction | None = None  # keep documents scoring >= threshold ...
     # ... or keep this global top fraction (cut-off over the whole corpus)
     keep_fraction: Annotated[float, Range(lo=0, hi=1, lo_open=True)] | None = None
 
     def validate(self, key: str) -> None:
-        if self.enabled and not self.model_path:
-            raise ConfigError(f"{key}.model_path: required when quality is enabled")
+        if self.enabled and not (self.model_path or self.train):
+            raise ConfigError(f"{key}.model_path: required when quality is enabled (or {key}.train: a quality "
+                              "training YAML the pipeline trains first)")
         if self.enabled and (self.threshold is None) == (self.keep_fraction is None):
             raise ConfigError(f"{key}: give exactly one of threshold and keep_fraction")
 

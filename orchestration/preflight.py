@@ -46,6 +46,21 @@ def _existing_file(path: str, key: str) -> Path:
     return p
 
 
+def _quality_train(path: str) -> str:
+    from orchestration.config_schema import from_dict, load_yaml_config
+    from orchestration.quality_train import QualityTrainJob
+
+    job = from_dict(QualityTrainJob, load_yaml_config(_existing_file(path, "quality.train"), schema=QualityTrainJob))
+    counts = []
+    for side in ("positives", "negatives"):
+        for i, src in enumerate(getattr(job, side)):
+            try:
+                counts.append(f"{src.name} {len(list_inputs(src.paths))} files")
+            except (InputError, FileNotFoundError) as exc:
+                raise ConfigError(f"quality.train: {path}: {side}.{i}.paths: {exc}") from None
+    return f"quality.train: {path} (trained by the run: {', '.join(counts)})"
+
+
 def check_pipeline(cfg) -> list[str]:
     from orchestration.dedup_index import load_previous
 
@@ -64,8 +79,10 @@ def check_pipeline(cfg) -> list[str]:
         lines.append(f"inputs.{i} ({inp.name}): {len(files)} files, {size / 1e6:.1f} MB")
     if cfg.filter.enabled and cfg.filter.language.model_path:
         lines.append(fasttext_model(cfg.filter.language.model_path, "filter.language.model_path"))
-    if cfg.quality.enabled:
+    if cfg.quality.enabled and cfg.quality.model_path:
         lines.append(fasttext_model(cfg.quality.model_path, "quality.model_path"))
+    elif cfg.quality.enabled:  # trained by the run, before the stages: its config and inputs must be there
+        lines.append(_quality_train(cfg.quality.train))
     if cfg.tokenizer.model_path:
         lines.append(sentencepiece_model(cfg.tokenizer.model_path, "tokenizer.model_path"))
     previous = load_previous(cfg)  # DedupIndexError names the index and what is wrong with it

@@ -14,6 +14,8 @@ import numpy as np
 from orchestration import plots, tracking
 from orchestration.config_schema import PathStr, from_dict, load_yaml_config
 from orchestration.pipeline_config import InputConfig
+from pipelines.extract import HtmlExtractor
+from pipelines.manifest import mlflow_digest
 from pipelines.quality import QualityTrainConfig, split_documents, train_quality_classifier
 from pipelines.readers import list_inputs, read_file
 
@@ -36,9 +38,14 @@ class QualityTrainJob:
 
 def _texts(src: SourceConfig) -> list[str]:
     texts = []
+    # HTML is extracted as the pipeline's extract stage does (its defaults), so the classifier learns from
+    # the same kind of text it will score
+    html = HtmlExtractor() if src.format in ("html", "warc") else None
     for path, rel in list_inputs(src.paths):
         for cols in read_file(path, f"{src.name}/{rel}", src.format, src.name, text_field=src.text_field):
             texts += [t for t, r in zip(cols["text"], cols["_reason"]) if not r]
+    if html is not None:
+        texts = [text for text, reason in map(html.extract, texts) if not reason]
     if src.split_words:
         texts = split_documents(texts, min_words=src.split_words[0], max_words=src.split_words[1])
     if src.max_docs is not None and len(texts) > src.max_docs:
@@ -51,7 +58,8 @@ def run_quality_train(config_path: str, overrides: list[str], echo=print) -> dic
     job = from_dict(QualityTrainJob, load_yaml_config(config_path, overrides, QualityTrainJob))
     cfg = QualityTrainConfig(**job.train)
     tracking.setup(job.experiment)
-    with mlflow.start_run(run_name=f"quality-train:{job.name}", tags={tracking.KIND_TAG: "quality_train"}):
+    with mlflow.start_run(run_name=f"quality-train:{job.name}", tags={tracking.KIND_TAG: "quality_train",
+                                                                  tracking.CODE_VERSION_TAG: tracking.code_version()}):
         tracking.log_params({"job": dataclasses.asdict(job), "train_config": dataclasses.asdict(cfg)})
         start = time.perf_counter()
         positives = {s.name: _texts(s) for s in job.positives}
@@ -62,7 +70,8 @@ def run_quality_train(config_path: str, overrides: list[str], echo=print) -> dic
         mlflow.log_metrics({f"docs.{k}": len(v) for k, v in {**positives, **negatives}.items()})
         mlflow.log_metric("wall_seconds", time.perf_counter() - start)
         mlflow.log_artifact(result["model_path"], "model")
-        mlflow.set_tags({"tokenmill.model_sha256": result["sha256"], tracking.OUTPUT_SHA256_TAG: result["sha256"]})
+        mlflow.set_tags({"tokenmill.model_sha256": result["sha256"], tracking.OUTPUT_SHA256_TAG: result["sha256"],
+                         tracking.OUTPUT_DIGEST_TAG: mlflow_digest(result["sha256"])})  # what the quality stage reads
         labels = np.array([lab == cfg.positive_label for lab, _ in result["scores"]])
         scores = np.array([s for _, s in result["scores"]])
         edges = np.linspace(0, 1, 41)

@@ -18,6 +18,7 @@ from orchestration.summary import trimmed_note
 from pipelines.manifest import build_manifest, mlflow_digest, write_manifest
 from pipelines.stages.filter import SCORE_BINS
 from pipelines.stages.quality import FINE_BINS
+from pipelines.stage_files import sha256_file
 from pipelines.stages.tokenize import TOKENS_PER_DOC_BINS
 from pipelines.token_shards import build_token_manifest, write_token_manifest
 
@@ -107,6 +108,9 @@ def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path:
             tracking.log_raw_input(*raw)
         if prev is not None:
             tracking.log_input_manifest(prev["stage"], prev["manifest"], prev["output_digest"])
+        if stage == "quality":  # the classifier, by its sha256: lineage finds the run that trained it
+            model = Path(params["model_path"]).resolve()
+            tracking.log_raw_input("quality_model", str(model), sha256_file(model))
         if stage in ("exact_dedup", "minhash"):
             for old in previous:  # the earlier runs' dedup indexes this stage deduplicated against
                 tracking.log_input_manifest(f"dedup_index:{old['mlflow_run_id']}", Path(old["manifest_path"]),

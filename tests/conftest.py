@@ -89,11 +89,13 @@ def one_node_summary(tmp_path_factory, corpora, langid_model, quality_model) -> 
 
 
 def lineage_chain(tree: dict) -> list[dict]:
-    """The runs of a `tokenmill lineage --json` tree along its main line (the tokenizer's branch left out),
+    """The runs of a `tokenmill lineage --json` tree along its main line (the tokenizer's and the quality
+    classifier's branches left out),
     from the start back to ingest; each must be FINISHED and carry a code version."""
     node, chain = tree["lineage"], []
     while node:
         assert node["code_version"] and node["status"] == "FINISHED", node
         chain.append(node)
-        node = next((i["produced_by"] for i in node["inputs"] if "produced_by" in i and i["name"] != "tokenizer"), None)
+        node = next((i["produced_by"] for i in node["inputs"]
+                     if "produced_by" in i and i["name"] not in ("tokenizer", "quality_model")), None)
     return chain

@@ -20,7 +20,7 @@ def overrides(corpora: Path, langid_model: Path, quality_model: Path, extra: lis
     )
     return [inputs, f"filter.language.model_path={langid_model}",
             "filter.language.min_score=0.3", "quality.enabled=true", f"quality.model_path={quality_model}",
-            "quality.keep_fraction=0.7", "tokenizer.enabled=true", "tokenizer.vocab_size=3000",
+            "quality.threshold=null", "quality.keep_fraction=0.7", "tokenizer.enabled=true", "tokenizer.vocab_size=3000",
             "tokenize.enabled=true", "tokenize.target_shard_tokens=30000", "output.shard_mb=0.05", *extra]
 
 

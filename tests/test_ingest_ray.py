@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 INGEST_ONLY = ["extract.enabled=false", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
-               "tokenizer.enabled=false", "tokenize.enabled=false"]
+               "quality.enabled=false", "tokenizer.enabled=false", "tokenize.enabled=false"]
 
 
 def test_ingest_reads_zstd_parquet_hf_and_warc(tmp_path, corpora, ray_local, mlflow_store):

@@ -84,7 +84,10 @@ def test_pipeline_and_training_jobs_run_on_a_submitted_cluster(head, tmp_path):
     assert "Job 'raysubmit_" in pipeline.stdout and "succeeded" in pipeline.stdout
     summary = json.loads((work / "summary.json").read_text())
     tokens = summary["tokens"]
-    assert tokens["documents"] == 99 and tokens["tokens"] > 0
+    # the quickstart's quality classifier was trained inside the job (before the stages) and applied
+    assert [s["stage"] for s in summary["stages"]] == ["ingest", "extract", "exact_dedup", "quality"]
+    assert tokens["documents"] == summary["stages"][-1]["kept"] and tokens["tokens"] > 0
+    assert (work / "quality" / "quality.bin").is_file()
 
     train = submit(head, store, "train", "configs/train/quickstart.yaml", "--workdir", str(tmp_path / "train"),
                    f"data.manifest={tokens['manifest_path']}", f"data.tokenizer={summary['tokenizer']['model_path']}",
@@ -101,7 +104,7 @@ def test_pipeline_and_training_jobs_run_on_a_submitted_cluster(head, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     tree = json.loads(out.stdout)
     assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == \
-        ["train", "tokenize", "exact_dedup", "extract", "ingest"]
+        ["train", "tokenize", "quality", "exact_dedup", "extract", "ingest"]
     raw = json.loads((work / "raw_files.json").read_text())["files"]
     from orchestration.lineage import raw_files
     assert sorted(f["path"] for f in raw_files(tree)) == sorted(f["path"] for f in raw) and len(raw) == 99

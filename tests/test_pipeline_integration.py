@@ -74,7 +74,8 @@ def _config(tmp_path: Path, corpora: Path, langid_model: Path, extra: list[str] 
         "filter.language.languages=[eng]",
         "filter.language.min_score=0.3",
         "mlflow.experiment=integration",
-        "tokenizer.enabled=false",  # tokenization is covered by test_tokenize_ray
+        "quality.enabled=false",  # quality and tokenization are covered by test_tokenize_ray
+        "tokenizer.enabled=false",
         "tokenize.enabled=false",
         *extra,
     ]

@@ -74,12 +74,12 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(qs):
         run = tokenize_run
         while True:
             stages.append(run.data.tags.get("tokenmill.stage", run.info.run_name))
-            inputs = [i for i in run.inputs.dataset_inputs if i.dataset.name != "tokenizer"]
+            inputs = [i for i in run.inputs.dataset_inputs if i.dataset.name not in ("tokenizer", "quality_model")]
             producers = [p for i in inputs for p in producer_of(i.dataset.digest)]
             if not producers:
                 break
             run = producers[0]
-        assert stages == ["tokenize", "extract", "ingest"]
+        assert stages == ["tokenize", "quality", "extract", "ingest"]
         assert any(t.value == "raw_input" for i in run.inputs.dataset_inputs for t in i.tags)
         assert train_run.data.tags["tokenmill.pipeline_run_id"] == json.loads(
             (tmp_path / "qs" / "summary.json").read_text())["mlflow_run_id"]
@@ -91,7 +91,8 @@ def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(qs):
     assert lineage.returncode == 0, lineage.stderr[-3000:]
     tree = json.loads(lineage.stdout)
     assert tree["checkpoint"] == str(checkpoint) and tree["step"] == 6
-    assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == ["train", "tokenize", "extract", "ingest"]
+    assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == \
+        ["train", "tokenize", "quality", "extract", "ingest"]
     raw = json.loads((tmp_path / "qs" / "raw_files.json").read_text())["files"]
     assert sorted(f["path"] for f in raw_files(tree)) == sorted(f["path"] for f in raw) and len(raw) == 99
     text = cli("lineage", str(checkpoint), env=env).stdout
@@ -228,7 +229,7 @@ def test_mlflow_ui_in_headless_chromium_shows_the_pipeline_stages_and_the_traini
         pipeline = qs["pipeline"]
         stages = {s["stage"]: s["run_id"] for s in pipeline["stages"]} | {
             "tokenizer": pipeline["tokenizer"]["run_id"], "tokenize": pipeline["tokens"]["run_id"]}
-        assert set(stages) == {"ingest", "extract", "tokenizer", "tokenize"}
+        assert set(stages) == {"ingest", "extract", "quality", "tokenizer", "tokenize"}
         assert "Child runs" in run_page, run_page[-3000:]
         for stage, run_id in stages.items():  # each stage run listed, linked to its own page
             assert f'/runs/{run_id}">{stage}</a>' in run_page, stage

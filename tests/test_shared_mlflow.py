@@ -213,7 +213,7 @@ def test_the_runs_are_rows_in_postgresql(shared, postgres):
     parent = pipeline["mlflow_run_id"]
     stages = {s["stage"]: s["run_id"] for s in pipeline["stages"]} | {
         "tokenizer": pipeline["tokenizer"]["run_id"], "tokenize": pipeline["tokens"]["run_id"]}
-    assert set(stages) == {"ingest", "extract", "tokenizer", "tokenize"}
+    assert set(stages) == {"ingest", "extract", "quality", "tokenizer", "tokenize"}
     conn = psycopg2.connect(**postgres["dsn"])
     try:
         with conn.cursor() as cur:
@@ -279,7 +279,8 @@ def test_lineage_reads_back_through_the_server_to_the_raw_files(shared):
     assert lineage.returncode == 0, lineage.stderr[-3000:]
     tree = json.loads(lineage.stdout)
     assert tree["checkpoint"] == str(checkpoint) and tree["step"] == 4
-    assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == ["train", "tokenize", "extract", "ingest"]
+    assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == \
+        ["train", "tokenize", "quality", "extract", "ingest"]
     raw = json.loads((shared["tmp"] / "qs" / "raw_files.json").read_text())["files"]
     assert sorted(f["path"] for f in raw_files(tree)) == sorted(f["path"] for f in raw) and len(raw) == 99
 

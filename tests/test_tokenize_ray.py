@@ -35,7 +35,8 @@ def chain(tmp_path_factory, corpora, ray_local, quality_model):
         cfg = load_pipeline_config(REPO / "configs" / "quickstart.yaml", [
             f'inputs=[{{name: crawl, format: jsonl, paths: ["{corpora / DOLMA_CRAWL}"]}}]',
             "extract.enabled=false", "filter.enabled=false", "minhash.enabled=false",
-            "quality.enabled=true", f"quality.model_path={quality_model}", "quality.keep_fraction=0.5",
+            "quality.enabled=true", f"quality.model_path={quality_model}", "quality.threshold=null",
+            "quality.keep_fraction=0.5",
             "tokenizer.enabled=true", "tokenizer.vocab_size=4000", "tokenize.enabled=true",
             "tokenize.target_shard_tokens=100000",
         ])
