@@ -166,7 +166,7 @@ def verify(tree: dict) -> list[tuple[bool, str]]:
         for inp in node.get("inputs", []):
             stack += [inp["produced_by"]] if "produced_by" in inp else []
             src = inp.get("source")
-            if not src or src in done or inp.get("files") is not None and src.endswith("raw_files.json"):
+            if not src or src in done or inp.get("files") is not None:  # a list of raw files: its files are outside
                 continue
             done.add(src)
             path = Path(src)

@@ -4,6 +4,7 @@ YAML (DCLM-style), recorded as an MLflow run with its validation metrics and the
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,22 @@ def _texts(src: SourceConfig) -> list[str]:
     return texts
 
 
+def _log_sources(job: QualityTrainJob, model_path: Path) -> None:
+    """The files the classifier learned from, per side, as raw inputs of the run (path, bytes, sha256 in
+    MODEL.sources-<side>.json, the way a pipeline records raw_files.json): lineage goes on to them."""
+    from orchestration.passes import digest
+    from pipelines.stage_files import sha256_file
+
+    for side, sources in (("positives", job.positives), ("negatives", job.negatives)):
+        files = [{"path": f"{src.name}/{rel}", "bytes": Path(path).stat().st_size, "sha256": sha256_file(Path(path)),
+                  "location": str(path)} for src in sources for path, rel in list_inputs(src.paths)]
+        files.sort(key=lambda f: f["path"])
+        listed = digest([{k: f[k] for k in ("path", "bytes", "sha256")} for f in files])
+        out = model_path.with_name(f"{model_path.stem}.sources-{side}.json")
+        out.write_text(json.dumps({"digest": listed, "files": files}, indent=1))
+        tracking.log_raw_input(f"raw:{side}", str(out), listed)
+
+
 def run_quality_train(config_path: str, overrides: list[str], echo=print) -> dict:
     job = from_dict(QualityTrainJob, load_yaml_config(config_path, overrides, QualityTrainJob))
     cfg = QualityTrainConfig(**job.train)
@@ -69,6 +86,7 @@ def run_quality_train(config_path: str, overrides: list[str], echo=print) -> dic
         mlflow.log_metrics({k: float(result[k]) for k in ("precision", "recall", "f1", "roc_auc")})
         mlflow.log_metrics({f"docs.{k}": len(v) for k, v in {**positives, **negatives}.items()})
         mlflow.log_metric("wall_seconds", time.perf_counter() - start)
+        _log_sources(job, Path(result["model_path"]))
         mlflow.log_artifact(result["model_path"], "model")
         mlflow.set_tags({"tokenmill.model_sha256": result["sha256"], tracking.OUTPUT_SHA256_TAG: result["sha256"],
                          tracking.OUTPUT_DIGEST_TAG: mlflow_digest(result["sha256"])})  # what the quality stage reads
