@@ -35,13 +35,20 @@ BIN = Path(sys.executable).parent
 def head():
     tmp = Path(tempfile.mkdtemp(prefix="tmjob", dir="/tmp"))  # short: Ray's socket paths live under it
     port, dash = free_port(), free_port()
+    # every port the head would take by default, free ones: the test session's own Ray holds the defaults
+    # (its dashboard agent on 52365: a second agent there fails to bind, and the head then refuses every
+    # job with "No available agent to submit job")
+    ports = {flag: str(free_port()) for flag in (
+        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+        "--metrics-export-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
     env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true",
-         "--num-cpus", "2", "--disable-usage-stats", "--temp-dir", str(tmp / "ray")],
+         "--num-cpus", "2", "--disable-usage-stats", "--temp-dir", str(tmp / "ray"),
+         *[x for flag, value in ports.items() for x in (flag, value)]],
         env=env, stdout=subprocess.DEVNULL, stderr=(tmp / "head.log").open("w"), start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
@@ -68,16 +75,10 @@ def head():
 
 def submit(head: dict, store: str, *entrypoint: str) -> subprocess.CompletedProcess:
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": store}}
-    for _ in range(60):
-        done = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", head["url"], "--working-dir", str(REPO),
-             "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", "orchestration.cli", *entrypoint],
-            env=head["env"], capture_output=True, text=True, timeout=900)
-        # the dashboard answers before the head's job agent is up (seen on 2 loaded cores): Ray asks to retry
-        if "No available agent to submit job" not in done.stdout + done.stderr:
-            return done
-        time.sleep(2)
-    return done
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", head["url"], "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps(runtime_env), "--", "python", "-m", "orchestration.cli", *entrypoint],
+        env=head["env"], capture_output=True, text=True, timeout=900)
 
 
 def test_pipeline_and_training_jobs_run_on_a_submitted_cluster(head, tmp_path):
