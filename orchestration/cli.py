@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from orchestration.config_schema import ConfigError
+from pipelines.shard_export import FORMATS as EXPORT_FORMATS
 from pipelines.shard_reader import ShardIntegrityError
 
 EPILOG = """Paths:
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     x.add_argument("manifest", help="a token shard manifest.json")
-    x.add_argument("--format", required=True, choices=("megatron", "datatrove", "dolma"))
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     x.add_argument("--out", required=True, help="a new or empty folder")
     x.add_argument("--no-eos", action="store_true", help="export each document without its eos token")
     x.add_argument("--tokenizer-name", help="the name datatrove's .ds.metadata records (default: tokenmill-sha256-<sha>)")
