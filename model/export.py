@@ -9,7 +9,6 @@ the same format with the header's keys sorted and the tensors in name order.
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.config import ModelConfig
+from pipelines import storage
 from model.transformer import Decoder
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.model"
@@ -47,21 +47,25 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
 
 def save_export(out_dir: Path, state_dict: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer_path: str | None,
                 extra: dict | None = None) -> Path:
-    """Write a full (unsharded) state dict. A tied output projection is stored once, as the embedding."""
-    out_dir = Path(out_dir)
+    """Write a full (unsharded) state dict. A tied output projection is stored once, as the embedding.
+    `out_dir` may be a URI: the folder is written locally, then published (uploaded) whole."""
+    dest = storage.path(out_dir)
+    out_dir = storage.scratch_for(dest, directory=True) if storage.is_uri(dest) else dest
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()
                if not (cfg.tie_embeddings and k == "lm_head.weight")}
     write_safetensors(out_dir / WEIGHTS, tensors, {"format": "pt", "tokenmill": "decoder"})
     (out_dir / CONFIG).write_text(json.dumps({"model": cfg.to_dict(), **(extra or {})}, indent=2, sort_keys=True))
     if tokenizer_path:
-        shutil.copyfile(tokenizer_path, out_dir / TOKENIZER)
-    return out_dir
+        (out_dir / TOKENIZER).write_bytes(storage.path(tokenizer_path).read_bytes())
+    if out_dir != dest:
+        storage.publish(out_dir, dest)
+    return dest
 
 
 def load_export(path: Path, device: str = "cpu") -> tuple[Decoder, dict]:
-    """The model (eval mode) and the export's config.json."""
-    path = Path(path)
+    """The model (eval mode) and the export's config.json (a local folder or a URI: read through the cache)."""
+    path = storage.local_copy(path)
     if not (path / WEIGHTS).is_file() or not (path / CONFIG).is_file():
         raise FileNotFoundError(f"{path}: not a tokenmill model export (needs {WEIGHTS} and {CONFIG})")
     meta = json.loads((path / CONFIG).read_text())

@@ -7,6 +7,7 @@ from pathlib import Path
 from orchestration.config_schema import ConfigError, load_yaml_config
 from orchestration.pipeline_config import PipelineConfig, load_pipeline_config
 from orchestration.train_config import TrainConfig, train_config_from_dict
+from pipelines import storage
 
 
 def load_chain(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineConfig, TrainConfig]:
@@ -31,7 +32,7 @@ def run_chain(pipeline: PipelineConfig, train: TrainConfig, workdir: Path, echo=
     from orchestration.pipeline import run_pipeline
     from orchestration.train_job import run_train
 
-    workdir = Path(workdir)
+    workdir = storage.path(workdir)
     summary = run_pipeline(pipeline, workdir)
     train.data.manifest = summary["tokens"]["manifest_path"]
     train.data.tokenizer = summary["tokenizer"]["model_path"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from orchestration.config_schema import ConfigError
+from pipelines import storage
 from pipelines.shard_export import FORMATS as EXPORT_FORMATS
 from pipelines.shard_reader import ShardIntegrityError
 
@@ -35,7 +36,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         return _checked(args.config, check_pipeline(cfg))
     from orchestration.pipeline import run_pipeline
 
-    run_pipeline(cfg, Path(args.workdir))
+    run_pipeline(cfg, storage.path(args.workdir))
     return 0
 
 
@@ -56,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
         return _checked(args.config, check_train(cfg))
     from orchestration.train_job import run_train
 
-    run_train(cfg, Path(args.workdir))
+    run_train(cfg, storage.path(args.workdir))
     return 0
 
 
@@ -68,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     pipeline_cfg, train_cfg = load_chain(args.config, args.overrides)
     if args.check:  # the training data is what the pipeline will make: its model keys were checked on load
         return _checked(args.config, check_pipeline(pipeline_cfg))
-    run_chain(pipeline_cfg, train_cfg, Path(args.workdir or f"work/{pipeline_cfg.name}"))
+    run_chain(pipeline_cfg, train_cfg, storage.path(args.workdir or f"work/{pipeline_cfg.name}"))
     return 0
 
 

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 import ray
 
 from orchestration.passes import digest
-from pipelines.stage_files import sha256_file
+from pipelines import storage
+from pipelines.stage_files import read_parquet, sha256_file
 from pipelines.stages.dedup_common import ROW_COL, RUN_SHIFT, doc_keys, load_drops, shard_ranks
 
 INDEX_DIR = Path("dedup") / "index"
@@ -55,8 +56,8 @@ def index_params(cfg) -> dict:
     }
 
 
-def _manifest_path(path: str | Path) -> Path:
-    p = Path(path).expanduser().resolve()
+def _manifest_path(path) -> storage.StoragePath:
+    p = storage.path(path).expanduser().resolve()
     for cand in (p, p / "manifest.json", p / INDEX_DIR / "manifest.json"):
         if cand.is_file():
             return cand
@@ -71,7 +72,7 @@ def load_previous(cfg) -> list[dict]:
     seen: set[str] = set()
     want = index_params(cfg)
 
-    def add(path: str | Path, named_as: str) -> None:
+    def add(path, named_as: str) -> None:
         mpath = _manifest_path(path)
         if str(mpath) in seen:
             return
@@ -102,7 +103,7 @@ def load_previous(cfg) -> list[dict]:
 
 def previous_files(previous: list[dict], stage: str, part: int) -> list[tuple[int, list[str]]]:
     """(run bits, absolute file paths) of every earlier index's partition `part` of `stage`."""
-    return [(i, [str(Path(m["root"]) / f["path"]) for f in m["files"].get(stage, {}).get(str(part), [])])
+    return [(i, [str(storage.path(m["root"]) / f["path"]) for f in m["files"].get(stage, {}).get(str(part), [])])
             for i, m in enumerate(previous)]
 
 
@@ -111,7 +112,7 @@ def read_previous(entries: list[tuple[int, list[str]]], columns: list[str]) -> p
     tables = []
     for run, files in entries:
         for f in files:
-            t = pq.read_table(f)
+            t = read_parquet(f)
             key = t.column("doc").to_numpy() | (np.int64(run) << RUN_SHIFT)
             cols = {c: t.column(c) for c in columns if c in t.column_names}
             tables.append(pa.table({**cols, "doc": pa.array(key)}))
@@ -122,7 +123,7 @@ def read_previous(entries: list[tuple[int, list[str]]], columns: list[str]) -> p
 def _index_shards(root: str, shards: list[dict], ranks: dict[str, int], drop_files: dict[str, list[str]]) -> list[dict]:
     """For each shard: its key rows minus the documents either dedup step dropped, re-written per partition."""
     out = []
-    root_p = Path(root)
+    root_p = storage.path(root)
     for s in shards:
         dropped = set()
         for files in drop_files.values():
@@ -131,23 +132,23 @@ def _index_shards(root: str, shards: list[dict], ranks: dict[str, int], drop_fil
                 dropped.update(t.column("id").to_pylist())
         for stage, parts in s["keys"].items():
             for part, path in parts.items():
-                t = pq.read_table(root_p / path)
+                t = read_parquet(root_p / path)
                 if dropped:
                     t = t.filter(pc.invert(pc.is_in(t.column("id"), pa.array(list(dropped), pa.string()))))
                 doc = doc_keys(t.column("shard"), t.column(ROW_COL).to_numpy(), ranks, 0)
                 cols = {c: t.column(c) for c in COLUMNS[stage] if c in t.column_names}
                 rel = Path(stage) / f"p{int(part):04d}" / f"{s['shard']}.parquet"
                 dest = root_p / INDEX_DIR / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(dest.name + ".tmp")
+                tmp = storage.scratch_for(dest)
                 pq.write_table(pa.table({**cols, "doc": pa.array(doc)}), tmp, compression="zstd")
-                tmp.replace(dest)
+                sha256 = sha256_file(tmp)
+                storage.publish(tmp, dest)
                 out.append({"stage": stage, "part": int(part), "path": str(rel), "rows": t.num_rows,
-                            "sha256": sha256_file(dest)})
+                            "sha256": sha256})
     return out
 
 
-def write_index(workdir: Path, results: list[dict], state: dict, cfg, previous: list[dict]) -> dict:
+def write_index(workdir: storage.StoragePath, results: list[dict], state: dict, cfg, previous: list[dict]) -> dict:
     """Index this run's dedup survivors (one task per SHARDS_PER_TASK shards); returns its manifest."""
     stages = [s for s in ("exact_dedup", "minhash") if getattr(cfg, s).enabled]
     ranks = shard_ranks([r["shard"] for task in results for r in task["shards"]])
@@ -177,15 +178,13 @@ def write_index(workdir: Path, results: list[dict], state: dict, cfg, previous: 
                               "digest": m["digest"]} for m in previous]}
     manifest["digest"] = digest({k: manifest[k] for k in ("format", "params", "files")})
     path = workdir / INDEX_DIR / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=1))
+    storage.write_atomic(path, json.dumps(manifest, indent=1))
     return {"index_manifest": str(path), "index_digest": manifest["digest"], "files": [str(path)]}
 
 
 def finish_index(manifest_path: str, run_id: str) -> None:
     """Name the pipeline run that wrote the index (a later run refuses an index without one)."""
-    path = Path(manifest_path)
+    path = storage.path(manifest_path)
     man = json.loads(path.read_text())
     man["mlflow_run_id"] = run_id
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(man, indent=1))
-    tmp.replace(path)
+    storage.write_atomic(path, json.dumps(man, indent=1))

@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import storage
+
 TORCH_PIN = "2.13.0"
 
 
@@ -91,7 +93,7 @@ def mlflow_check() -> list[Finding]:
 def workdir_check(workdir: Path) -> list[Finding]:
     from orchestration.workdir_lock import describe, inspect
 
-    workdir = Path(workdir).resolve()
+    workdir = storage.path(workdir).resolve()
     if not workdir.is_dir():
         return [Finding(False, f"{workdir} does not exist", "give the --workdir of a run")]
     out = []
@@ -182,7 +184,7 @@ def _disk(workdir: Path) -> list[Finding]:
 def run(workdir: str | None, echo=print) -> int:
     sections = [("installation", installation), ("Ray", ray_check), ("MLflow", mlflow_check)]
     if workdir:
-        sections.append((f"workdir {Path(workdir).resolve()}", lambda: workdir_check(Path(workdir))))
+        sections.append((f"workdir {storage.path(workdir).resolve()}", lambda: workdir_check(storage.path(workdir))))
     problems = 0
     for title, check in sections:
         echo(f"{title}:")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import heapq
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,22 +33,22 @@ from orchestration.passes import DONE, digest, peak_rss_mb, reset_peak_rss
 from orchestration.components import star_components
 from orchestration.dedup_index import load_previous, previous_files, read_previous, write_index
 from pipelines.components import both_directions, bucket_edges, partition_of_keys, route_rows
-from pipelines.stage_files import read_shard, sha256_file
+from pipelines import storage
+from pipelines.stage_files import read_parquet, read_shard, sha256_file
 from pipelines.stages.dedup_common import (ROW_COL, doc_keys, key_rank, key_run, partition_of, shard_ranks,
                                            write_drops)
 from pipelines.stages.quality import FINE_BINS, cutoff_from_histogram
 from pipelines.tokenizer import Tokenizer, TokenizerConfig, train_tokenizer
 
 
-def cached(workdir: Path, name: str, key: Any, fn: Callable[[], dict]) -> dict:
+def cached(workdir: storage.StoragePath, name: str, key: Any, fn: Callable[[], dict]) -> dict:
     path = workdir / DONE / f"{name}-{digest(key)[:16]}.json"
     if path.is_file():
         out = json.loads(path.read_text())
-        if all(Path(f).exists() for f in out.get("files", [])):
+        if all(storage.path(f).exists() for f in out.get("files", [])):
             return {**out, "skipped": True}
     out = fn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out))
+    storage.write_atomic(path, json.dumps(out))
     return {**out, "skipped": False}
 
 
@@ -64,7 +63,7 @@ def key_files(results: list[dict], stage: str) -> dict[int, list[str]]:
 
 
 def _read(files: list[str], root: str, columns: list[str]) -> pa.Table:
-    tables = [pq.read_table(Path(root) / f, columns=columns) for f in files]
+    tables = [read_parquet(storage.path(root) / f, columns) for f in files]
     return pa.concat_tables(tables) if tables else None
 
 
@@ -100,11 +99,11 @@ def _exact_partition(files: list[str], root: str, out: str, ranks: dict[str, int
     mine = key_run(keys) == run
     sizes = Counter(np.bincount(group[mine]).tolist()) if mine.any() else Counter()
     sizes.pop(0, None)
-    entry = write_drops(rows, Path(out))
+    entry = write_drops(rows, storage.path(out))
     return {**entry, "sizes": {str(k): v for k, v in sizes.items()}, "peak_rss_mb": peak_rss_mb()}
 
 
-def exact_dedup(workdir: Path, results: list[dict], previous: list[dict]) -> dict:
+def exact_dedup(workdir: storage.StoragePath, results: list[dict], previous: list[dict]) -> dict:
     parts = key_files(results, "exact_dedup")
     stamps = {"keys": {p: [sha256_file(workdir / f) for f in fs] for p, fs in parts.items()},
               "previous": [m["digest"] for m in previous]}
@@ -204,10 +203,10 @@ def _name_survivors(partitions: int, n_names: int, shards: list[str], run_ids: l
 
 @ray.remote(num_cpus=1, max_retries=3)
 def _write_drops(out: str, *tables: pa.Table) -> dict:
-    return write_drops(pa.concat_tables(tables), Path(out))
+    return write_drops(pa.concat_tables(tables), storage.path(out))
 
 
-def minhash(workdir: Path, results: list[dict], partitions: int, previous: list[dict]) -> dict:
+def minhash(workdir: storage.StoragePath, results: list[dict], partitions: int, previous: list[dict]) -> dict:
     """Band buckets -> star edges -> distributed connected components -> drop lists by shard. Every step
     is one task per partition; rows move through the object store (see orchestration.components)."""
     parts = key_files(results, "minhash")
@@ -265,7 +264,7 @@ def _sample(files: list[str], root: str, n: int) -> list[tuple[int, str, str]]:
     global n smallest are among them), reading one file at a time: memory is n rows."""
     heap: list[tuple[int, str, str]] = []  # negated keys: a max-heap of the n smallest
     for f in files:
-        t = pq.read_table(Path(root) / f, columns=["key", "id", "shard"])
+        t = read_parquet(storage.path(root) / f, ["key", "id", "shard"])
         for k, i, s in zip(t.column("key").to_pylist(), t.column("id").to_pylist(), t.column("shard").to_pylist()):
             item = (-k, i, s)
             if len(heap) < n:
@@ -282,18 +281,18 @@ def _train_tokenizer(root: str, files: dict[str, list[str]], order: list[str], o
     by_id: dict[str, str] = {}
     for path, ids in files.items():
         wanted = set(ids)
-        for t in read_shard(Path(root) / path, 1000):
+        for t in read_shard(storage.path(root) / path, 1000):
             for i, text in zip(t.column("id").to_pylist(), t.column("text").to_pylist()):
                 if i in wanted:
                     by_id[i] = text
-    return {**train_tokenizer((by_id[i] for i in order), Path(out_prefix), cfg), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {**train_tokenizer((by_id[i] for i in order), storage.path(out_prefix), cfg), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def tokenizer(workdir: Path, results: list[dict], cfg) -> dict:
+def tokenizer(workdir: storage.StoragePath, results: list[dict], cfg) -> dict:
     """cfg: TokenizerStageConfig. The sample: the `sample_docs` smallest sample keys over all shards."""
     if cfg.model_path:
         tok = Tokenizer(cfg.model_path)
-        return {"model_path": str(Path(cfg.model_path).resolve()), "sha256": tok.sha256, "vocab_size": tok.vocab_size,
+        return {"model_path": str(storage.path(cfg.model_path).resolve()), "sha256": tok.sha256, "vocab_size": tok.vocab_size,
                 "trained": False, "sample_docs": 0}
     docs_file = {r["shard"]: r["docs_file"]["path"] for task in results for r in task["shards"] if r["docs_file"]}
     files = [f for fs in key_files(results, "tokenize").values() for f in fs]

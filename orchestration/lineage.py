@@ -18,6 +18,8 @@ import mlflow
 
 from orchestration import tracking
 from orchestration.sampling import STATE_FILE
+from pipelines import storage
+from pipelines.stage_files import read_parquet
 
 # the parameters worth a line per kind of run (stage runs show all of theirs: they are few)
 TRAIN_PARAMS = ("model.d_model", "model.n_layers", "train.steps", "optim.lr", "train.global_batch_tokens",
@@ -28,7 +30,7 @@ METRICS = ("docs_in", "docs_kept", "docs_dropped", "docs_quarantined", "document
 
 def resolve(start: str) -> tuple[str, dict]:
     """(run id, what the start was) for a run id, a checkpoint folder or a manifest path."""
-    path = Path(start)
+    path = storage.path(start)
     if path.is_dir() and (path / STATE_FILE).is_file():
         state = json.loads((path / STATE_FILE).read_text())
         return state["mlflow_run_id"], {"checkpoint": str(path.resolve()), "step": state.get("step")}
@@ -79,8 +81,8 @@ def _node(run, seen: dict) -> dict:
         producers = tracking.producer_of(ds.digest)
         if producers:
             entry["produced_by"] = _node(producers[0], seen)
-        elif context == "raw_input" and entry["source"] and Path(entry["source"]).is_file():
-            entry["files"] = _raw_files(Path(entry["source"]))
+        elif context == "raw_input" and entry["source"] and storage.path(entry["source"]).is_file():
+            entry["files"] = _raw_files(storage.path(entry["source"]))
         node["inputs"].append(entry)
     return node
 
@@ -160,7 +162,7 @@ def verify(tree: dict) -> list[tuple[bool, str]]:
 
     out, stack, done = [], [tree["lineage"]], set()
     if tree.get("checkpoint"):
-        out += _verify_checkpoint(Path(tree["checkpoint"]))
+        out += _verify_checkpoint(storage.path(tree["checkpoint"]))
     while stack:
         node = stack.pop()
         for inp in node.get("inputs", []):
@@ -169,7 +171,7 @@ def verify(tree: dict) -> list[tuple[bool, str]]:
             if not src or src in done or inp.get("files") is not None:  # a list of raw files: its files are outside
                 continue
             done.add(src)
-            path = Path(src)
+            path = storage.path(src)
             if not path.exists():
                 out.append((False, f"{path} is missing (named by run {node['run_id']} as its {inp['name']} input)"))
                 continue
@@ -196,7 +198,7 @@ def verify(tree: dict) -> list[tuple[bool, str]]:
     return out
 
 
-def _verify_checkpoint(path: Path) -> list[tuple[bool, str]]:
+def _verify_checkpoint(path) -> list[tuple[bool, str]]:
     from orchestration.train_worker import verify_checkpoint
 
     if not path.is_dir():
@@ -218,7 +220,7 @@ def _training_data(run):
     p = run.data.params
     source = next((_source(i.dataset.source) for i in run.inputs.dataset_inputs
                    if any(t.value == "training" for t in i.tags)), None)
-    if not source or not Path(source).is_file():
+    if not source or not storage.path(source).is_file():
         raise LookupError(f"run {run.info.run_id}: its token manifest {source} is not on this machine")
     shards = ShardSet(source, verify=False)
     data = TrainingData(shards, int(p["data.seq_len"]), int(p["data.seed"]), float(p["data.val_fraction"]))
@@ -274,14 +276,15 @@ def doc_fate(doc_id: str, workdirs: list[Path] | None = None) -> dict:
     if workdirs is None:
         runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                   filter_string=f"tags.`{tracking.KIND_TAG}` = 'pipeline' and attributes.status = 'FINISHED'")
-        workdirs = sorted({Path(r.data.tags[WORKDIR_TAG]) for r in runs if WORKDIR_TAG in r.data.tags})
+        workdirs = sorted({storage.path(r.data.tags[WORKDIR_TAG]) for r in runs if WORKDIR_TAG in r.data.tags}, key=str)
     prefix = doc_id.split("#", 1)[0]  # the raw file's path: shards of a file are named after it
     out = {"doc_id": doc_id, "pipelines": []}
     for wd in workdirs:
         fate: dict = {"workdir": str(wd)}
         for f in sorted((wd / "stages").glob(f"*/dropped/{prefix}/*.parquet")) + \
                 sorted((wd / "stages").glob(f"*/dropped/{_source_name(doc_id)}/**/*.parquet")):
-            t = pq.read_table(f, filters=[("id", "=", doc_id)])
+            t = pq.read_table(storage.pyarrow_location(f)[1], filesystem=storage.pyarrow_location(f)[0],
+                              filters=[("id", "=", doc_id)])
             if t.num_rows:
                 row = t.to_pylist()[0]
                 fate.update(fate="dropped", stage=f.relative_to(wd / "stages").parts[0], reason=row["reason"],
@@ -289,7 +292,7 @@ def doc_fate(doc_id: str, workdirs: list[Path] | None = None) -> dict:
                 break
         if "fate" not in fate:
             for idx in sorted((wd / "tokens").glob(f"{prefix}/*.idx.parquet")):
-                t = pq.read_table(idx)
+                t = read_parquet(idx)
                 hit = pc.index(t.column("doc_id"), doc_id).as_py()
                 if hit >= 0:
                     row = t.slice(hit, 1).to_pylist()[0]

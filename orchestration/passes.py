@@ -28,7 +28,6 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from pipelines import storage
 from pipelines.readers.rows import CORRUPT, corruption_counts
 from pipelines.records import REASON, RECORD_SCHEMA, is_quarantined
 from pipelines.stage_files import DROPPED_SCHEMA, FORMATS, LENGTH_BINS, RecordWriter, length_histogram, read_shard
@@ -100,7 +100,7 @@ class PassSpec:
 VOLATILE = ("peak_rss_mb", "components_peak_heap_mb", "max_task_rows", "seconds", "skipped")  # in a global step's outcome, but not what it decided
 
 
-def pass_spec(p: Pass, state: dict, workdir: Path, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:
+def pass_spec(p: Pass, state: dict, workdir: storage.StoragePath, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:
     stage_state = {s.name: state.get(s.name) for s in p.apply}
     decided = {n: {k: v for k, v in (st or {}).items() if k not in VOLATILE} for n, st in stage_state.items()}
     apply_key = digest({
@@ -146,20 +146,20 @@ class _StageStats:
                 "corrupt": dict(self.corrupt), "seconds": self.seconds}
 
 
-def _docs_path(root: Path, stage: str, shard: str, fmt: str) -> Path:
+def _docs_path(root: storage.StoragePath, stage: str, shard: str, fmt: str) -> storage.StoragePath:
     return root / "docs" / stage / f"{shard}{FORMATS[fmt]}"
 
 
-def _dropped_path(root: Path, stage: str, shard: str, fmt: str) -> Path:
+def _dropped_path(root: storage.StoragePath, stage: str, shard: str, fmt: str) -> storage.StoragePath:
     return root / "stages" / stage / "dropped" / f"{shard}{FORMATS[fmt]}"
 
 
-def _key_path(root: Path, stage: str, part: int, shard: str) -> Path:
+def _key_path(root: storage.StoragePath, stage: str, part: int, shard: str) -> storage.StoragePath:
     return root / "keys" / stage / f"p{part:04d}" / f"{shard}.parquet"
 
 
 class _KeyWriters:
-    def __init__(self, root: Path, stage: str, shard: str):
+    def __init__(self, root: storage.StoragePath, stage: str, shard: str):
         self.root, self.stage, self.shard = root, stage, shard
         self.writers: dict[int, RecordWriter] = {}
 
@@ -184,7 +184,7 @@ class _KeyWriters:
 
 def _shard_stream(spec: PassSpec, task: dict) -> Iterator[tuple[str, pa.Table]]:
     if task["kind"] == "shard":
-        for t in read_shard(Path(spec.workdir) / task["path"], spec.batch_docs):
+        for t in read_shard(storage.path(spec.workdir) / task["path"], spec.batch_docs):
             yield task["shard"], t.append_column(REASON, pa.array([""] * t.num_rows, pa.string()))
     else:
         yield from cut_into_shards(source_batches(task, spec.batch_docs), task["prefix"], spec.shard_bytes)
@@ -192,7 +192,7 @@ def _shard_stream(spec: PassSpec, task: dict) -> Iterator[tuple[str, pa.Table]]:
 
 def _process(spec: PassSpec, task: dict, apply: list[Stage], collect: list[Stage]) -> list[dict]:
     """Stream one task's input through `apply` then `collect`; one result per shard."""
-    root = Path(spec.workdir)
+    root = storage.path(spec.workdir)
     results: list[dict] = []
     current = None
 
@@ -267,11 +267,11 @@ def _process(spec: PassSpec, task: dict, apply: list[Stage], collect: list[Stage
     return results
 
 
-def _record_path(spec: PassSpec, task: dict) -> Path:
-    return Path(spec.workdir) / DONE / f"pass{spec.index}-{spec.apply_key}" / f"{digest(task['id'])[:24]}.json"
+def _record_path(spec: PassSpec, task: dict) -> storage.StoragePath:
+    return storage.path(spec.workdir) / DONE / f"pass{spec.index}-{spec.apply_key}" / f"{digest(task['id'])[:24]}.json"
 
 
-def _files_present(root: Path, shard_results: list[dict]) -> bool:
+def _files_present(root: storage.StoragePath, shard_results: list[dict]) -> bool:
     paths = []
     for r in shard_results:
         paths.append(r.get("docs_file"))
@@ -287,7 +287,7 @@ def run_task(spec: PassSpec, task: dict) -> dict:
     """One task: skipped when its completion record matches, else streamed; returns its shard results and
     `done`: "skipped", "collected" (only a changed collect stage ran, over the written documents) or "ran"."""
     reset_peak_rss()
-    root = Path(spec.workdir)
+    root = storage.path(spec.workdir)
     record_path = _record_path(spec, task)
     record = None
     if record_path.is_file():
@@ -317,10 +317,7 @@ def run_task(spec: PassSpec, task: dict) -> dict:
                     got = fresh[0]["collect"][s.name] if fresh else {"keys": {}, "extra": {}, "seconds": 0.0}
                     r["collect"][s.name] = {**got, "key": spec.collect_keys[s.name]}
             done = "collected"
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(record_path)
+    storage.write_atomic(record_path, json.dumps(record))
     return {**record, "done": done, "skipped": done == "skipped", "peak_rss_mb": peak_rss_mb()}
 
 

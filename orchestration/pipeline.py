@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import time
-from pathlib import Path
 
 from orchestration.dedup_index import load_previous
 from orchestration.passes import DONE, digest, pass_spec, plan_passes, run_pass
@@ -25,6 +24,7 @@ from orchestration.pipeline_config import PipelineConfig
 from orchestration.preflight import check_pipeline
 from orchestration.workdir_lock import WorkdirLock
 from orchestration.workdir_lock import describe as describe_holder
+from pipelines import storage
 from pipelines.readers import list_inputs
 from pipelines.stage_files import sha256_file
 from pipelines.stages import build
@@ -34,7 +34,7 @@ from pipelines.stages import build
 STEP_FIGURES = ("duplicates", "candidate_edges", "clusters", "rounds", "max_task_rows", "components_peak_heap_mb")
 
 
-def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
+def raw_files(cfg: PipelineConfig, workdir: storage.StoragePath) -> tuple[list[dict], str]:
     """(path, bytes, sha256) of every raw file and the digest of that list. Hashes are cached by
     (path, size, mtime), so a re-run does not read the raw corpus again."""
     cache_path = workdir / DONE / "raw_hashes.json"
@@ -46,7 +46,7 @@ def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
                           "input": inp.name})
             continue
         for path, rel in list_inputs(inp.paths):
-            st = os.stat(path)
+            st = storage.path(path).stat()
             stamp = f"{path}|{st.st_size}|{st.st_mtime_ns}"
             entry = {"path": f"{inp.name}/{rel}", "bytes": st.st_size, "sha256": cache.get(stamp), "input": inp.name,
                      "local": str(path), "relpath": rel, "stamp": stamp}
@@ -57,8 +57,7 @@ def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
         hashes = _hash_files([e["local"] for e in todo], cfg.ray.num_cpus)
         for e, h in zip(todo, hashes):
             e["sha256"] = cache[e["stamp"]] = h
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_text(json.dumps(cache))
+        storage.write_atomic(cache_path, json.dumps(cache))
     files.sort(key=lambda f: f["path"])
     public = [{k: f[k] for k in ("path", "bytes", "sha256")} for f in files]
     return files, digest(public)
@@ -66,14 +65,14 @@ def raw_files(cfg: PipelineConfig, workdir: Path) -> tuple[list[dict], str]:
 
 def _hash_files(paths: list[str], num_cpus: int | None) -> list[str]:
     if len(paths) < 64:  # a Ray round trip costs more than hashing a few files here
-        return [sha256_file(Path(p)) for p in paths]
+        return [sha256_file(p) for p in paths]
     import ray
 
     from orchestration.ray_runtime import init_ray
 
     init_ray(num_cpus)  # our own Ray (or RAY_ADDRESS's): a bare ray.remote would join any cluster it finds
 
-    remote = ray.remote(num_cpus=1)(lambda ps: [sha256_file(Path(p)) for p in ps])
+    remote = ray.remote(num_cpus=1)(lambda ps: [sha256_file(p) for p in ps])
     chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
     return [h for part in ray.get([remote.remote(c) for c in chunks]) for h in part]
 
@@ -111,15 +110,15 @@ def config_key(cfg: PipelineConfig, raw_digest: str, previous: list[str] = ()) -
     return digest({"config": body, "raw": raw_digest, "previous": list(previous)})[:16]
 
 
-def run_pipeline(cfg: PipelineConfig, workdir: Path, echo=print) -> dict:
-    workdir = Path(workdir).resolve()
+def run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, echo=print) -> dict:
+    workdir = storage.path(workdir).resolve()
     with WorkdirLock(workdir, f"tokenmill pipeline {cfg.name!r}") as lock:
         if lock.stale:
             echo(f"tokenmill: taking over {workdir} from {describe_holder(lock.stale)}: that process is gone")
         return _run_pipeline(cfg, workdir, lock, echo)
 
 
-def _train_quality_model(cfg: PipelineConfig, workdir: Path, echo) -> None:
+def _train_quality_model(cfg: PipelineConfig, workdir: storage.StoragePath, echo) -> None:
     """quality.train without quality.model_path: train that classifier into WORKDIR/quality/ (an MLflow run in
     the pipeline's experiment, whose output digest the quality stage's input names), unless the same YAML
     trained the model already there; then use it."""
@@ -130,17 +129,17 @@ def _train_quality_model(cfg: PipelineConfig, workdir: Path, echo) -> None:
 
     out = workdir / "quality" / "quality.bin"
     stamp_path = out.with_suffix(".stamp.json")
-    stamp = digest({"config": Path(q.train).read_text(), "experiment": cfg.mlflow.experiment})
+    stamp = digest({"config": storage.path(q.train).read_text(), "experiment": cfg.mlflow.experiment})
     done = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
     if done.get("stamp") == stamp and out.is_file() and sha256_file(out) == done.get("sha256"):
         echo(f"tokenmill: quality classifier {out} already trained from {q.train}")
     else:
         result = run_quality_train(q.train, [f"output={out}", f"experiment={cfg.mlflow.experiment}"], echo)
-        stamp_path.write_text(json.dumps({"stamp": stamp, "sha256": result["sha256"]}))
+        storage.write_atomic(stamp_path, json.dumps({"stamp": stamp, "sha256": result["sha256"]}))
     q.model_path = str(out)
 
 
-def _run_pipeline(cfg: PipelineConfig, workdir: Path, lock: WorkdirLock, echo) -> dict:
+def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: WorkdirLock, echo) -> dict:
     start = time.perf_counter()
     _train_quality_model(cfg, workdir, echo)
     check_pipeline(cfg)  # globs, models and earlier dedup indexes: a wrong path fails here, before Ray starts
@@ -149,7 +148,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: Path, lock: WorkdirLock, echo) -
     done_path = workdir / DONE / f"pipeline-{config_key(cfg, raw_digest, previous)}.json"
     if done_path.is_file():
         summary = json.loads(done_path.read_text())
-        if Path(summary["final_manifest"]).is_file():
+        if storage.path(summary["final_manifest"]).is_file():
             echo(f"tokenmill: pipeline already complete in {workdir} (MLflow run {summary['mlflow_run_id']}); "
                  f"nothing to do (outputs unchanged: {summary['final_digest'][:12]}...)")
             return {**summary, "already_complete": True}
@@ -168,7 +167,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: Path, lock: WorkdirLock, echo) -
     raw_path = workdir / "raw_files.json"
     # "location" (where the file was read, for lineage tools) is not part of the digest: moving a corpus
     # does not change what it is
-    raw_path.write_text(json.dumps({"digest": raw_digest, "files": [
+    storage.write_atomic(raw_path, json.dumps({"digest": raw_digest, "files": [
         {**{k: f[k] for k in ("path", "bytes", "sha256")}, "location": f.get("local", f["path"])} for f in files]},
         indent=1))
     state: dict = {}
@@ -198,7 +197,6 @@ def _run_pipeline(cfg: PipelineConfig, workdir: Path, lock: WorkdirLock, echo) -
             echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
                  + (" (already done)" if steps[st.name]["skipped"] else ""))
     summary = record_stages(cfg, workdir, runs, state, steps, raw_path, raw_digest, uri, start, echo)
-    done_path.parent.mkdir(parents=True, exist_ok=True)
-    done_path.write_text(json.dumps(summary))
+    storage.write_atomic(done_path, json.dumps(summary))
     return summary
 

@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 from orchestration.config_schema import ConfigError
+from pipelines import storage
 from pipelines.readers.paths import InputError, list_inputs
 
 FASTTEXT_MAGIC = 793712314  # fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32, the first 4 bytes of a .bin model
@@ -19,7 +20,7 @@ FASTTEXT_MAGIC = 793712314  # fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32, the fi
 
 def fasttext_model(path: str, key: str) -> str:
     p = _existing_file(path, key)
-    with open(p, "rb") as f:
+    with p.open("rb") as f:
         head = f.read(8)
     if len(head) < 8 or struct.unpack("<i", head[:4])[0] != FASTTEXT_MAGIC:
         raise ConfigError(f"{key}: {p} is not a fastText .bin model (wrong magic number; a .ftz or .vec will not do)")
@@ -31,14 +32,14 @@ def sentencepiece_model(path: str, key: str) -> str:
 
     p = _existing_file(path, key)
     try:
-        sp = spm.SentencePieceProcessor(model_file=str(p))
+        sp = spm.SentencePieceProcessor(model_file=str(storage.local_copy(p)))
     except (OSError, RuntimeError) as exc:
         raise ConfigError(f"{key}: {p} is not a SentencePiece model ({str(exc).splitlines()[0]})") from None
     return f"{key}: SentencePiece model {p} ({sp.get_piece_size()} pieces)"
 
 
-def _existing_file(path: str, key: str) -> Path:
-    p = Path(path).expanduser().resolve()
+def _existing_file(path: str, key: str):
+    p = storage.path(path).expanduser().resolve()
     if p.is_dir():
         raise ConfigError(f"{key}: {p} is a directory, not a file")
     if not p.is_file():
@@ -75,7 +76,7 @@ def check_pipeline(cfg) -> list[str]:
             files = list_inputs(inp.paths)
         except (InputError, FileNotFoundError) as exc:
             raise ConfigError(f"inputs.{i}.paths: {exc}") from None
-        size = sum(Path(p).stat().st_size for p, _ in files)
+        size = sum(storage.path(p).stat().st_size for p, _ in files)
         lines.append(f"inputs.{i} ({inp.name}): {len(files)} files, {size / 1e6:.1f} MB")
     if cfg.filter.enabled and cfg.filter.language.model_path:
         lines.append(fasttext_model(cfg.filter.language.model_path, "filter.language.model_path"))
@@ -97,7 +98,7 @@ def check_train(cfg) -> list[str]:
     lines = [sentencepiece_model(cfg.data.tokenizer, "data.tokenizer")]
     import sentencepiece as spm
 
-    vocab = spm.SentencePieceProcessor(model_file=str(Path(cfg.data.tokenizer).resolve())).get_piece_size()
+    vocab = spm.SentencePieceProcessor(model_file=str(storage.local_copy(cfg.data.tokenizer))).get_piece_size()
     mcfg = cfg.model_config(vocab)
     lines.append(f"data.manifest: {manifest}")
     lines.append(f"model: d_model {mcfg.d_model}, {mcfg.n_layers} layers, vocabulary {vocab}")

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from orchestration import plots, tracking
 from orchestration.config_schema import PathStr, from_dict, load_yaml_config
 from orchestration.pipeline_config import InputConfig
+from pipelines import storage
 from pipelines.extract import HtmlExtractor
 from pipelines.manifest import mlflow_digest
 from pipelines.quality import QualityTrainConfig, split_documents, train_quality_classifier
@@ -55,19 +55,19 @@ def _texts(src: SourceConfig) -> list[str]:
     return texts
 
 
-def _log_sources(job: QualityTrainJob, model_path: Path) -> None:
+def _log_sources(job: QualityTrainJob, model_path) -> None:
     """The files the classifier learned from, per side, as raw inputs of the run (path, bytes, sha256 in
     MODEL.sources-<side>.json, the way a pipeline records raw_files.json): lineage goes on to them."""
     from orchestration.passes import digest
     from pipelines.stage_files import sha256_file
 
     for side, sources in (("positives", job.positives), ("negatives", job.negatives)):
-        files = [{"path": f"{src.name}/{rel}", "bytes": Path(path).stat().st_size, "sha256": sha256_file(Path(path)),
+        files = [{"path": f"{src.name}/{rel}", "bytes": storage.path(path).stat().st_size, "sha256": sha256_file(path),
                   "location": str(path)} for src in sources for path, rel in list_inputs(src.paths)]
         files.sort(key=lambda f: f["path"])
         listed = digest([{k: f[k] for k in ("path", "bytes", "sha256")} for f in files])
         out = model_path.with_name(f"{model_path.stem}.sources-{side}.json")
-        out.write_text(json.dumps({"digest": listed, "files": files}, indent=1))
+        storage.write_atomic(out, json.dumps({"digest": listed, "files": files}, indent=1))
         tracking.log_raw_input(f"raw:{side}", str(out), listed)
 
 
@@ -82,12 +82,12 @@ def run_quality_train(config_path: str, overrides: list[str], echo=print) -> dic
         positives = {s.name: _texts(s) for s in job.positives}
         negatives = {s.name: _texts(s) for s in job.negatives}
         result = train_quality_classifier([t for v in positives.values() for t in v],
-                                          [t for v in negatives.values() for t in v], Path(job.output), cfg)
+                                          [t for v in negatives.values() for t in v], storage.path(job.output), cfg)
         mlflow.log_metrics({k: float(result[k]) for k in ("precision", "recall", "f1", "roc_auc")})
         mlflow.log_metrics({f"docs.{k}": len(v) for k, v in {**positives, **negatives}.items()})
         mlflow.log_metric("wall_seconds", time.perf_counter() - start)
-        _log_sources(job, Path(result["model_path"]))
-        mlflow.log_artifact(result["model_path"], "model")
+        _log_sources(job, storage.path(result["model_path"]))
+        tracking.log_artifact(result["model_path"], "model")
         mlflow.set_tags({"tokenmill.model_sha256": result["sha256"], tracking.OUTPUT_SHA256_TAG: result["sha256"],
                          tracking.OUTPUT_DIGEST_TAG: mlflow_digest(result["sha256"])})  # what the quality stage reads
         labels = np.array([lab == cfg.positive_label for lab, _ in result["scores"]])

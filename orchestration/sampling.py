@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipelines import storage
+
 import torch
 
 from model.config import ModelConfig
@@ -31,7 +33,7 @@ def load_dcp_checkpoint(path: Path) -> tuple[Decoder, dict]:
 
 
 def load_for_sampling(checkpoint: str | Path, tokenizer: str | None = None) -> tuple[Decoder, Tokenizer]:
-    path = Path(checkpoint)
+    path = storage.local_copy(checkpoint)  # an export or checkpoint on object storage: read through the cache
     if (path / WEIGHTS).is_file():
         model, meta = load_export(path)
         tok_path = tokenizer or path / TOKENIZER
@@ -41,10 +43,10 @@ def load_for_sampling(checkpoint: str | Path, tokenizer: str | None = None) -> t
     else:
         raise FileNotFoundError(f"{path}: neither a model export ({WEIGHTS}) nor a Ray Train checkpoint "
                                 f"({STATE_FILE} + DCP .metadata)")
-    if not tok_path or not Path(tok_path).is_file():
+    if not tok_path or not storage.path(tok_path).is_file():
         raise FileNotFoundError(f"tokenizer {tok_path}: not found (pass --tokenizer)")
     expected = meta.get("tokenizer_sha256")
-    if expected and sha256_file(Path(tok_path)) != expected:
+    if expected and sha256_file(tok_path) != expected:
         raise ValueError(f"tokenizer {tok_path} is not the one the model was trained with (sha256 {expected[:12]}...)")
     return model, Tokenizer(tok_path)
 

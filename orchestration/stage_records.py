@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,6 +14,9 @@ import numpy as np
 from orchestration import plots, tracking
 from orchestration.dedup_index import finish_index, load_previous
 from orchestration.summary import trimmed_note
+from pathlib import Path
+
+from pipelines import storage
 from pipelines.manifest import build_manifest, mlflow_digest, write_manifest
 from pipelines.stages.filter import SCORE_BINS
 from pipelines.stages.quality import FINE_BINS
@@ -101,7 +103,7 @@ def _figures(stage: str, m: dict, state: dict) -> tuple[dict, dict]:
     return metrics, figs
 
 
-def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path: Path, prev: dict | None,
+def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path: storage.StoragePath, prev: dict | None,
                raw: tuple | None, extra_metrics: dict, figs: dict, wall: float, state: dict, previous: list) -> str:
     with tracking.stage_run(stage, params) as run:
         if raw is not None:
@@ -109,15 +111,15 @@ def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path:
         if prev is not None:
             tracking.log_input_manifest(prev["stage"], prev["manifest"], prev["output_digest"])
         if stage == "quality":  # the classifier, by its sha256: lineage finds the run that trained it
-            model = Path(params["model_path"]).resolve()
+            model = storage.path(params["model_path"]).resolve()
             tracking.log_raw_input("quality_model", str(model), sha256_file(model))
         if stage in ("exact_dedup", "minhash"):
             for old in previous:  # the earlier runs' dedup indexes this stage deduplicated against
-                tracking.log_input_manifest(f"dedup_index:{old['mlflow_run_id']}", Path(old["manifest_path"]),
+                tracking.log_input_manifest(f"dedup_index:{old['mlflow_run_id']}", storage.path(old["manifest_path"]),
                                             old["digest"], context="dedup_index")
         if state.get("index"):  # this run's index, written after the last dedup step
-            mlflow.log_artifact(state["index"]["index_manifest"], "dedup_index")
-            mlflow.set_tags({"tokenmill.dedup_index": str(Path(state["index"]["index_manifest"]).parent),
+            tracking.log_artifact(state["index"]["index_manifest"], "dedup_index")
+            mlflow.set_tags({"tokenmill.dedup_index": str(storage.path(state["index"]["index_manifest"]).parent),
                              "tokenmill.dedup_index_digest": state["index"]["index_digest"]})
         metrics = {
             "docs_in": m["in"], "docs_kept": m["kept"], "docs_dropped": sum(m["dropped"].values()),
@@ -153,15 +155,15 @@ def _tokenizer_run(tok: dict, prev: dict, params: dict) -> str:
         tracking.log_input_manifest(prev["stage"], prev["manifest"], prev["output_digest"])
         if tok.get("trained"):
             mlflow.log_metric("sample_docs", tok["sample_docs"])
-            mlflow.log_artifact(tok["model_path"], "tokenizer")
-            mlflow.log_artifact(tok["vocab_path"], "tokenizer")
+            tracking.log_artifact(tok["model_path"], "tokenizer")
+            tracking.log_artifact(tok["vocab_path"], "tokenizer")
         mlflow.log_metric("vocab_size", tok["vocab_size"])
         mlflow.set_tags({TOKENIZER_SHA_TAG: tok["sha256"], tracking.OUTPUT_DIGEST_TAG: mlflow_digest(tok["sha256"]),
                          tracking.OUTPUT_SHA256_TAG: tok["sha256"]})
         return run.info.run_id
 
 
-def _tokens(workdir: Path, m: dict, tok: dict, prev: dict, wall: float) -> dict:
+def _tokens(workdir: storage.StoragePath, m: dict, tok: dict, prev: dict, wall: float) -> dict:
     """The token manifest from the per-shard token files (shard name order, then file order)."""
     from pipelines.tokenizer import Tokenizer
 
@@ -210,7 +212,7 @@ def _log_lineage_graph(last_run_id: str, echo) -> None:
              f"`tokenmill lineage {last_run_id}` prints the same lineage")
 
 
-def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict, raw_path: Path, raw_digest: str,
+def record_stages(cfg, workdir: storage.StoragePath, runs: list[dict], state: dict, steps: dict, raw_path: storage.StoragePath, raw_digest: str,
                   uri: str, start: float, echo=print) -> dict:
     from orchestration.summary import format_table, write_summary
 
@@ -218,7 +220,7 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
     prev = None
     previous = load_previous(cfg)
     with tracking.parent_run(cfg.name, dataclasses.asdict(cfg), {tracking.WORKDIR_TAG: str(workdir)}) as parent:
-        mlflow.log_artifact(str(raw_path))
+        tracking.log_artifact(raw_path)
         for st in ("exact_dedup", "minhash"):
             if (state.get(st) or {}).get("index"):
                 finish_index(state[st]["index"]["index_manifest"], parent.info.run_id)
@@ -241,7 +243,6 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
                          f"shards, {t['mb_per_second']:.2f} MB/s per CPU")
                     continue
                 out_dir = workdir / "stages" / st.name
-                out_dir.mkdir(parents=True, exist_ok=True)
                 counts = {k: m[k] for k in ("in", "kept", "dropped", "quarantined")}
                 files = [{**f, "path": str(Path(f["path"]))} for f in m["files"]]
                 params = {**m["params"], "input_digest": prev["output_digest"] if prev else raw_digest}
@@ -274,7 +275,7 @@ def record_stages(cfg, workdir: Path, runs: list[dict], state: dict, steps: dict
             "global_steps": steps, **extra,
         }
         write_summary(summary, workdir / "summary.json")
-        mlflow.log_artifact(str(workdir / "summary.json"))
+        tracking.log_artifact(workdir / "summary.json")
         mlflow.log_metric("wall_seconds", total)
         mlflow.set_tags({"tokenmill.final_digest": summary["final_digest"]})
         _log_lineage_graph(extra.get("tokens", {}).get("run_id", final["run_id"]), echo)

@@ -44,5 +44,7 @@ def trimmed_note(trimmed: dict, text_bytes_kept: float) -> str:
             f"in {docs} documents, {lines} lines" + (f" ({why})" if why else ""))
 
 
-def write_summary(summary: dict, path: Path) -> None:
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+def write_summary(summary: dict, path) -> None:
+    from pipelines import storage
+
+    storage.write_atomic(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -13,6 +13,7 @@ import mlflow
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 
+from pipelines import storage
 from pipelines.manifest import mlflow_digest
 
 WORKDIR_TAG = "tokenmill.workdir"  # on every run a process records for a workdir (parent, stages, training)
@@ -118,9 +119,9 @@ def stage_run(stage: str, params: dict) -> Iterator[mlflow.ActiveRun]:
         yield run
 
 
-def log_input_manifest(name: str, manifest_path: Path, digest: str, context: str = "stage_input") -> None:
+def log_input_manifest(name: str, manifest_path, digest: str, context: str = "stage_input") -> None:
     ds = MetaDataset(
-        source=LocalArtifactDatasetSource(str(Path(manifest_path).resolve())),
+        source=LocalArtifactDatasetSource(str(storage.path(manifest_path).resolve())),
         name=name,
         digest=mlflow_digest(digest),
     )
@@ -133,8 +134,17 @@ def log_raw_input(name: str, source: str, digest: str) -> None:
     mlflow.log_input(ds, context="raw_input")
 
 
-def log_output_manifest(manifest_path: Path, digest: str) -> None:
-    mlflow.log_artifact(str(manifest_path))
+def log_artifact(path, artifact_path: str | None = None) -> None:
+    """mlflow.log_artifact(s) for a local file or directory, or one on object storage (through the cache)."""
+    local = storage.local_copy(path)
+    if local.is_dir():
+        mlflow.log_artifacts(str(local), artifact_path)
+    else:
+        mlflow.log_artifact(str(local), artifact_path)
+
+
+def log_output_manifest(manifest_path, digest: str) -> None:
+    log_artifact(manifest_path)
     mlflow.set_tags({OUTPUT_DIGEST_TAG: mlflow_digest(digest), OUTPUT_SHA256_TAG: digest})
 
 

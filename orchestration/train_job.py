@@ -30,6 +30,7 @@ from orchestration.train_config import TrainConfig
 from orchestration.train_worker import train_loop
 from orchestration.workdir_lock import WorkdirLock
 from orchestration.workdir_lock import describe as describe_holder
+from pipelines import storage
 from pipelines.shard_reader import ShardSet
 from pipelines.stage_files import sha256_file
 from pipelines.tokenizer import Tokenizer
@@ -47,47 +48,49 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
-def checkpoint_digest(path: Path) -> str:
-    """sha256 over (relative path, sha256) of every file of a checkpoint folder."""
+def checkpoint_digest(path) -> str:
+    """sha256 over (relative path, sha256) of every file of a checkpoint folder (local or a URI)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+    path = storage.path(path)
+    for f in sorted((p for p in path.rglob("*") if p.is_file()), key=str):
         h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
 
-def _resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
+def _resolve_data(cfg: TrainConfig) -> tuple[storage.StoragePath, storage.StoragePath]:
     if not cfg.data.manifest or not cfg.data.tokenizer:
         raise ConfigError("data.manifest and data.tokenizer: both required (or use `tokenmill run`)")
-    manifest, tokenizer = Path(cfg.data.manifest).resolve(), Path(cfg.data.tokenizer).resolve()
+    manifest, tokenizer = storage.path(cfg.data.manifest).resolve(), storage.path(cfg.data.tokenizer).resolve()
     for key, p in (("data.manifest", manifest), ("data.tokenizer", tokenizer)):
         if not p.is_file():
             raise FileNotFoundError(f"{key}: no such file {p}")
     return manifest, tokenizer
 
 
-def _run_records(workdir: Path) -> dict[str, str]:
+def _run_records(workdir: storage.StoragePath) -> dict[str, str]:
     """Job name -> MLflow run id of the jobs trained in this workdir."""
     record = workdir / RUN_RECORD
     return json.loads(record.read_text()) if record.is_file() else {}
 
 
-def run_train(cfg: TrainConfig, workdir: Path, echo=print) -> dict:
-    workdir = Path(workdir).resolve()
+def run_train(cfg: TrainConfig, workdir, echo=print) -> dict:
+    workdir = storage.path(workdir).resolve()
     with WorkdirLock(workdir, f"tokenmill train {cfg.name!r}") as lock:
         if lock.stale:
             echo(f"tokenmill: taking over {workdir} from {describe_holder(lock.stale)}: that process is gone")
         return _run_train(cfg, workdir, lock, echo)
 
 
-def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict:
+def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock, echo) -> dict:
     manifest_path, tokenizer_path = _resolve_data(cfg)
     echo(f"tokenmill: verifying token shards {manifest_path} ...")
     shards = ShardSet(manifest_path, tokenizer_path=str(tokenizer_path), verify=True)
     mcfg = cfg.model_config(shards.vocab_size)
     if cfg.data.seq_len > mcfg.max_seq_len:
         raise ConfigError(f"data.seq_len: {cfg.data.seq_len} exceeds model.max_seq_len {mcfg.max_seq_len}")
-    storage = (workdir / (cfg.checkpoint.storage_path or "ray")).resolve()  # an absolute storage_path wins
-    storage.mkdir(parents=True, exist_ok=True)
+    ckpt_root = cfg.checkpoint.storage_path or "ray"  # an absolute path or a URI wins
+    ckpts = (storage.path(ckpt_root) if storage.is_uri(ckpt_root) else (workdir / ckpt_root)).resolve()
+    ckpts.mkdir(parents=True, exist_ok=True)
     export_dir = workdir / "model"
 
     resources = init_ray(cfg.ray.num_cpus)
@@ -102,13 +105,13 @@ def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict
 
     records = _run_records(workdir)
     # a job with checkpoints continues in its MLflow run
-    previous = records.get(cfg.name) if any((storage / cfg.name).glob("checkpoint_step*")) else None
+    previous = records.get(cfg.name) if any((ckpts / cfg.name).glob("checkpoint_step*")) else None
     start = time.perf_counter()
     with mlflow.start_run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
                           tags={tracking.KIND_TAG: "train", tracking.WORKDIR_TAG: str(workdir),
                                 tracking.CODE_VERSION_TAG: tracking.code_version()}) as run:
         run_id = run.info.run_id
-        (workdir / RUN_RECORD).write_text(json.dumps({**records, cfg.name: run_id}, indent=1))
+        storage.write_atomic(workdir / RUN_RECORD, json.dumps({**records, cfg.name: run_id}, indent=1))
         if previous:
             echo(f"tokenmill: resuming job {cfg.name!r} in MLflow run {run_id}")
             if "tokenmill.ended" in run.data.tags:  # it was marked KILLED above: it goes on now
@@ -136,22 +139,22 @@ def _run_train(cfg: TrainConfig, workdir: Path, lock: WorkdirLock, echo) -> dict
                 "model": mcfg.to_dict(),
                 "global_batch_seqs": cfg.global_batch_seqs,
                 "mlflow": {"tracking_uri": uri, "run_id": run_id},
-                "storage_path": str(storage),
+                "storage_path": str(ckpts),
                 "export_dir": str(export_dir),
             },
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
-            run_config=RunConfig(name=cfg.name, storage_path=str(storage),
+            run_config=RunConfig(name=cfg.name, storage_path=str(ckpts),  # Ray Train reads URIs through pyarrow
                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
         )
         result = trainer.fit()
         seconds = time.perf_counter() - start
-        summary, worker_out = _record_outcome(cfg, run_id, result, storage, export_dir, tokenizer_path, mcfg, echo)
+        summary, worker_out = _record_outcome(cfg, run_id, result, ckpts, export_dir, tokenizer_path, mcfg, echo)
         summary.update(seconds=seconds, run_id=run_id, manifest_digest=shards.manifest["digest"])
         mlflow.log_metric("wall_seconds", seconds)
-    (workdir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    storage.write_atomic(workdir / "train_summary.json", json.dumps(summary, indent=1))
     # not in the JSON: the sharded model's logits on one window (what the export must reproduce)
     return {**summary, "probe_tokens": worker_out.get("probe_tokens"), "probe_logits": worker_out.get("probe_logits")}
 
@@ -170,10 +173,10 @@ class TrainingStopped(RuntimeError):
     """The loss stopped being finite: the job ended at that step, its last good checkpoint kept."""
 
 
-def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export_dir: Path, tokenizer_path: Path,
+def _record_outcome(cfg: TrainConfig, run_id: str, result, ckpts, export_dir, tokenizer_path,
                     mcfg, echo) -> dict:
     checkpoints = []
-    for ckpt_dir in sorted((storage / cfg.name).glob("checkpoint_step*")):
+    for ckpt_dir in sorted((ckpts / cfg.name).glob("checkpoint_step*"), key=str):
         checkpoints.append({"path": str(ckpt_dir), "sha256": checkpoint_digest(ckpt_dir)})
     if checkpoints:
         mlflow.log_dict({"checkpoints": checkpoints}, "checkpoints.json")
@@ -198,7 +201,7 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export
     weights = export_dir / WEIGHTS
     export_sha = sha256_file(weights)
     mlflow.set_tags({"tokenmill.export": str(export_dir), "tokenmill.export_sha256": export_sha})
-    mlflow.log_artifacts(str(export_dir), "export")
+    tracking.log_artifact(export_dir, "export")
     model, _ = load_export(export_dir)
     _log_model(export_dir)
 
@@ -225,7 +228,7 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, storage: Path, export
             "kv_cache_bytes_per_token": kv_bytes}, worker_out
 
 
-def _log_model(export_dir: Path) -> None:
+def _log_model(export_dir) -> None:
     """The final model as an MLflow logged model: code (orchestration/mlflow_model.py) plus the safetensors
     export as its artifact, with this package's code; loading it unpickles nothing."""
     import model as model_pkg
@@ -234,7 +237,7 @@ def _log_model(export_dir: Path) -> None:
     from orchestration import mlflow_model
 
     signature = mlflow.models.infer_signature(["a prompt"], ["its completion"], params=mlflow_model.DEFAULTS)
-    mlflow.pyfunc.log_model(name="model", python_model=mlflow_model.__file__, artifacts={"export": str(export_dir)},
+    mlflow.pyfunc.log_model(name="model", python_model=mlflow_model.__file__, artifacts={"export": str(storage.local_copy(export_dir))},
                             signature=signature,
                             code_paths=[str(Path(p.__file__).parent) for p in (model_pkg, orchestration_pkg,
                                                                                 pipelines_pkg)],

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from model.config import ModelConfig
 from model.data import TrainingData
 from model.export import save_export
+from pipelines import storage
 from model.flops import flops_per_token, gpu_peak_flops
 from model.optim import build_optimizer, lr_at
 from model.spikes import SpikeDetector, SpikeRule
@@ -149,7 +150,8 @@ def restore(checkpoint, model, optimizer, data: TrainingData, rank: int, world: 
         given = Path(given)
         folder = Path(checkpoint.path)
         older = sorted((p for p in folder.parent.glob("checkpoint_step*") if p.name < folder.name), reverse=True) \
-            if folder.is_dir() else []  # a local or shared path: the job's older checkpoints are beside it
+            if folder.is_dir() else []  # a local or shared path: the job's older checkpoints are beside it (on
+        # object storage only the one Ray Train hands over is tried)
         problems = []
         for path in [given, *older]:
             shown = folder if path == given else path
@@ -303,7 +305,7 @@ def train_loop(config: dict) -> dict:
                 {"val_loss": metrics["val_loss"]} if "val_loss" in metrics else {})},
                 about | ({"spikes": spikes.state()} if spikes else {}))
         if fault["kill_at_step"] == step and rank == fault["kill_rank"]:
-            marker = Path(config["storage_path"]) / f".fault_injected_step{step}"
+            marker = storage.path(config["storage_path"]) / f".fault_injected_step{step}"
             if not marker.exists():
                 marker.write_text(f"rank {rank} killed itself after step {step}\n")
                 say(f"[train] fault injection: rank {rank} kills its process after step {step}")
@@ -325,7 +327,7 @@ def train_loop(config: dict) -> dict:
     # consolidated export: a full state dict gathered to CPU (collective), written by rank 0
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
-        save_export(Path(config["export_dir"]), full, mcfg, data_cfg["tokenizer"],
+        save_export(config["export_dir"], full, mcfg, data_cfg["tokenizer"],
                     extra={"step": step, "manifest_digest": shards.manifest["digest"],
                            "tokenizer_sha256": shards.tokenizer_sha256, "data": data.info})
         if sink:

@@ -7,6 +7,11 @@ taken over with a message. The file is emptied on a clean release, never unlinke
 processes hold locks on two different inodes). flock on NFS is only as good as the NFS client's locks:
 give every host its own workdir, or one shared filesystem with working locks.
 
+A workdir on object storage (`s3://...`) has nothing to flock: its lock is a local file named by the
+URI's hash in the object cache (`storage.cache_dir()`), which keeps two runs on one machine apart but not
+two drivers on different machines: submit a workdir's runs from one place (a Ray job's driver runs on the
+head node).
+
 A run whose process died leaves its MLflow runs RUNNING; `close_dead_runs` (orchestration.tracking)
 marks them KILLED when the next process takes the workdir.
 """
@@ -19,7 +24,10 @@ import json
 import os
 import socket
 import sys
+import hashlib
 from pathlib import Path
+
+from pipelines import storage
 
 LOCK_NAME = ".tokenmill.lock"
 
@@ -28,9 +36,17 @@ class WorkdirBusy(RuntimeError):
     """Another live process holds the workdir."""
 
 
+def lock_path(workdir) -> Path:
+    workdir = storage.path(workdir)
+    if storage.is_uri(workdir):
+        return storage.cache_dir().parent / "locks" / hashlib.sha256(str(workdir).encode()).hexdigest()[:24] / LOCK_NAME
+    return workdir / LOCK_NAME
+
+
 class WorkdirLock:
-    def __init__(self, workdir: Path, what: str):
-        self.path = Path(workdir) / LOCK_NAME
+    def __init__(self, workdir, what: str):
+        self.workdir = workdir
+        self.path = lock_path(workdir)
         self.what = what
         self.stale: dict | None = None  # the dead holder's record, when this lock was taken over
         self._fd: int | None = None
@@ -43,7 +59,7 @@ class WorkdirLock:
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
-            raise WorkdirBusy(f"{self.path.parent} is in use by {describe(holder)}; wait for it to finish or stop "
+            raise WorkdirBusy(f"{self.workdir} is in use by {describe(holder)}; wait for it to finish or stop "
                               f"it (two runs on one workdir would delete each other's files)") from None
         self.stale = _read(fd) or None  # a record left in an unlocked file: its writer died
         record = {"host": socket.gethostname(), "pid": os.getpid(), "what": self.what,
@@ -78,9 +94,9 @@ def describe(holder: dict) -> str:
             f"started {holder.get('started')})")
 
 
-def inspect(workdir: Path) -> tuple[str, dict]:
+def inspect(workdir) -> tuple[str, dict]:
     """("free" | "held" | "stale", holder record) without taking the lock (for `tokenmill doctor`)."""
-    path = Path(workdir) / LOCK_NAME
+    path = lock_path(workdir)
     if not path.is_file():
         return "free", {}
     fd = os.open(path, os.O_RDONLY)

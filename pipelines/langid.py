@@ -31,7 +31,9 @@ def _load_fasttext(model_path: str | os.PathLike):
     # _FastText directly: fasttext.load_model prints a deprecation warning on every load
     from fasttext.FastText import _FastText
 
-    return _FastText(model_path=str(model_path))
+    from pipelines import storage
+
+    return _FastText(model_path=str(storage.local_copy(model_path)))  # fastText reads local files only
 
 
 class LanguageIdentifier:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
-
+from pipelines import storage
 from pipelines.stage_files import sha256_file
 
 FORMAT_VERSION = 1
@@ -40,12 +39,12 @@ def build_manifest(stage: str, files: list[dict], counts: dict, params: dict) ->
     return manifest
 
 
-def write_manifest(manifest: dict, path: Path) -> None:
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+def write_manifest(manifest: dict, path) -> None:
+    storage.write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def load_manifest(path: Path) -> dict:
-    path = Path(path)
+def load_manifest(path) -> dict:
+    path = storage.path(path)
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -57,9 +56,9 @@ def load_manifest(path: Path) -> dict:
     return manifest
 
 
-def verify_files(manifest: dict, root: Path) -> None:
+def verify_files(manifest: dict, root) -> None:
     """Raise naming the first file whose sha256 does not match the manifest."""
     for f in manifest["files"]:
-        actual = sha256_file(Path(root) / f["path"])
+        actual = sha256_file(storage.path(root) / f["path"])
         if actual != f["sha256"]:
             raise ValueError(f"{f['path']}: sha256 {actual[:12]}... does not match the manifest ({f['sha256'][:12]}...)")

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines import storage
 from pipelines.langid import _load_fasttext, _train_in_subprocess
 from pipelines.stage_files import sha256_file
 
@@ -195,8 +196,8 @@ def train_quality_classifier(
         validation_docs[label] = n_val
     rng.shuffle(train_examples)  # fastText is SGD: interleave the classes
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    dest = storage.path(out_path)
+    out_path = storage.scratch_for(dest)  # fastText writes a local file; published (uploaded) once validated
     args = {
         "dim": cfg.dim,
         "epoch": cfg.epoch,
@@ -222,9 +223,11 @@ def train_quality_classifier(
     scorer = QualityScorer(str(out_path), positive_label=cfg.positive_label)
     val_scores = scorer.score([text for _, text in validation])
     val_labels = np.array([label == cfg.positive_label for label, _ in validation], dtype=bool)
+    sha256 = sha256_file(out_path)
+    storage.publish(out_path, dest)
     return {
-        "model_path": str(out_path),
-        "sha256": sha256_file(out_path),
+        "model_path": str(dest),
+        "sha256": sha256,
         "train_docs": train_docs,
         "validation_docs": validation_docs,
         **_binary_metrics(val_labels, val_scores, threshold),

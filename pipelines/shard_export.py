@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import storage
 from pipelines.shard_reader import ShardIntegrityError, ShardSet
 from pipelines.stage_files import sha256_file
 
@@ -109,7 +110,7 @@ def _stream_shard(shard_set: ShardSet, i: int, out: _HashingWriter, out_dt: np.d
     limit = np.iinfo(out_dt).max
     sha = hashlib.sha256()
     total = int(meta["tokens"])
-    with open(path, "rb") as f:
+    with path.open("rb") as f:  # a local file, or streamed from object storage
         start = 0
         while start < total:
             n = min(chunk_tokens, total - start)
@@ -222,7 +223,13 @@ def export_shards(manifest_path, out_dir, fmt: str, *, include_eos: bool = True,
     if not 0 <= shard_set.eos_id <= np.iinfo(out_dt).max:
         raise ValueError(f"{shard_set.manifest_path}: eos id {shard_set.eos_id} does not fit {out_dt.name}")
 
-    out_dir = Path(out_dir)
+    dest = storage.path(out_dir)
+    if storage.is_uri(dest):  # built in a local folder, uploaded whole at the end
+        if any(dest.iterdir()):
+            raise FileExistsError(f"export folder {dest} exists and is not empty: export into a new or empty folder")
+        out_dir = storage.scratch_for(dest, directory=True) / "export"
+    else:
+        out_dir = dest
     partial = _prepare_out_dir(out_dir)
     files: list[dict] = []
     parts: list[dict] = []
@@ -307,7 +314,10 @@ def export_shards(manifest_path, out_dir, fmt: str, *, include_eos: bool = True,
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above)
         partial.rename(out_dir)
+        if out_dir != dest:
+            storage.publish(out_dir, dest)
+            shutil.rmtree(out_dir.parent, ignore_errors=True)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return {**record, "path": str(out_dir / "export.json")}
+    return {**record, "path": str(dest / "export.json")}

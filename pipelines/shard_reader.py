@@ -4,17 +4,18 @@
 digest, every shard's and index's sha256 (with `verify=True`, which reads every byte once), each
 shard's size against its token count, and, when a tokenizer is given, that it is the tokenizer the
 shards were made with. Each failure raises ShardIntegrityError (a ValueError) naming the file.
-Shards are then read through read-only np.memmap.
+Shards are then read through read-only np.memmap. Shards on object storage (a manifest URI) are downloaded
+into the local cache (`storage.local_copy`; afresh when verified) and verified and mapped there.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipelines import storage
 from pipelines.stage_files import sha256_file
 from pipelines.token_shards import FORMAT_VERSION, KIND, storage_dtype, token_manifest_digest
 
@@ -23,8 +24,8 @@ class ShardIntegrityError(ValueError):
     """A token shard, its index, its manifest or the tokenizer does not match what was recorded."""
 
 
-def load_token_manifest(path: Path) -> dict:
-    path = Path(path)
+def load_token_manifest(path) -> dict:
+    path = storage.path(path)
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -40,13 +41,13 @@ def load_token_manifest(path: Path) -> dict:
 
 
 class ShardSet:
-    def __init__(self, manifest_path: str | Path, tokenizer_path: str | None = None, verify: bool = True):
-        self.manifest_path = Path(manifest_path)
+    def __init__(self, manifest_path, tokenizer_path: str | None = None, verify: bool = True):
+        self.manifest_path = storage.path(manifest_path)
         self.root = self.manifest_path.parent
         self.manifest = load_token_manifest(self.manifest_path)
         m = self.manifest
         if tokenizer_path is not None:
-            actual = sha256_file(Path(tokenizer_path))
+            actual = sha256_file(tokenizer_path)
             if actual != m["tokenizer_sha256"]:
                 raise ShardIntegrityError(
                     f"tokenizer {tokenizer_path} (sha256 {actual[:12]}...) is not the tokenizer these shards were "
@@ -70,7 +71,9 @@ class ShardSet:
                 )
             if verify:
                 for key, name in (("sha256", "path"), ("index_sha256", "index_path")):
-                    actual = sha256_file(self.root / s[name])
+                    # remote shards: downloaded afresh to be verified (a cached copy is keyed by size and
+                    # mtime, and S3 mtimes have one-second resolution), then read from that copy
+                    actual = sha256_file(self._local(s[name], refresh=True))
                     if actual != s[key]:
                         what = "token shard" if name == "path" else "token shard index"
                         raise ShardIntegrityError(
@@ -84,6 +87,10 @@ class ShardSet:
         self._indexes: dict[int, dict] = {}
         self._lookup: dict[str, tuple[int, int, int]] | None = None
 
+    def _local(self, rel: str, refresh: bool = False):
+        """A local file with the content of `rel` (itself, or its download when the shards are remote)."""
+        return storage.local_copy(self.root / rel, refresh=refresh)
+
     @property
     def num_shards(self) -> int:
         return len(self.shards_meta)
@@ -95,14 +102,14 @@ class ShardSet:
         """All tokens of shard i (documents and their eos), read-only."""
         if i not in self._memmaps:
             meta = self.shards_meta[i]
-            self._memmaps[i] = np.memmap(self.root / meta["path"], dtype=self.dtype, mode="r", shape=(meta["tokens"],))
+            self._memmaps[i] = np.memmap(self._local(meta["path"]), dtype=self.dtype, mode="r", shape=(meta["tokens"],))
         return self._memmaps[i]
 
     def index(self, i: int) -> dict:
         """Shard i's document index: {"doc_id": list[str], "offset": int64 array, "n_tokens": int64 array}."""
         if i not in self._indexes:
             meta = self.shards_meta[i]
-            table = pq.read_table(self.root / meta["index_path"])
+            table = pq.read_table(self._local(meta["index_path"]))
             doc_ids = table.column("doc_id").to_pylist()
             offsets = table.column("offset").to_numpy()
             n_tokens = table.column("n_tokens").to_numpy()

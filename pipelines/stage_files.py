@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
+from pipelines import storage
 from pipelines.records import RECORD_SCHEMA
 
 DROPPED_SCHEMA = RECORD_SCHEMA.append(pa.field("reason", pa.string()))
@@ -26,9 +27,10 @@ FORMATS = {"parquet": ".parquet", "jsonl.zst": ".jsonl.zst"}
 LENGTH_BINS = np.array([0] + [2**k for k in range(4, 25)], dtype=np.int64)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path) -> str:
+    """A file's sha256, local or on object storage (streamed, 1 MiB at a time)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -40,15 +42,21 @@ def length_histogram(texts: pa.ChunkedArray) -> list[int]:
     return np.bincount(idx, minlength=len(LENGTH_BINS)).tolist()
 
 
-def read_shard(path: Path, batch_docs: int = 1000) -> Iterator[pa.Table]:
-    """Yield a shard's documents as tables of at most `batch_docs` rows."""
-    path = Path(path)
+def read_parquet(path, columns: list[str] | None = None) -> pa.Table:
+    """A whole parquet file (local or a URI), or some of its columns."""
+    fs, where = storage.pyarrow_location(path)
+    return pq.read_table(where, columns=columns, filesystem=fs)
+
+
+def read_shard(path, batch_docs: int = 1000) -> Iterator[pa.Table]:
+    """Yield a shard's documents (a local path or a URI) as tables of at most `batch_docs` rows."""
+    path = storage.path(path)
     if path.name.endswith(".parquet"):
-        pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=batch_docs):
+        fs, where = storage.pyarrow_location(path)
+        for batch in pq.ParquetFile(where, filesystem=fs).iter_batches(batch_size=batch_docs):
             yield pa.Table.from_batches([batch])
     elif path.name.endswith(".jsonl.zst"):
-        with open(path, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
+        with path.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as reader:
             rows: list[dict] = []
             for line in io.TextIOWrapper(reader, encoding="utf-8"):
                 rows.append(json.loads(line))
@@ -64,21 +72,22 @@ def read_shard(path: Path, batch_docs: int = 1000) -> Iterator[pa.Table]:
 class RecordWriter:
     """One output file written while batches stream in, with bytes that depend only on the rows: rows
     are buffered and written in groups of exactly `group_rows` (parquet row groups, or jsonl.zst chunks),
-    whatever the sizes of the incoming batches. Written to `path.tmp`, renamed on close; a writer that
-    got no rows leaves no file (and removes a stale one from an earlier run)."""
+    whatever the sizes of the incoming batches. Written to a local scratch file (`path.tmp` on a local
+    disk), published on close (renamed, or uploaded to object storage); a writer that got no rows leaves no
+    file (and removes a stale one from an earlier run)."""
 
-    def __init__(self, path: Path, fmt: str, schema: pa.Schema, group_rows: int = 1024):
+    def __init__(self, path, fmt: str, schema: pa.Schema, group_rows: int = 1024):
         if fmt not in FORMATS:
             raise ValueError(f"unknown output format {fmt!r}")
-        self.path, self.fmt, self.schema, self.group_rows = Path(path), fmt, schema, group_rows
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path, self.fmt, self.schema, self.group_rows = storage.path(path), fmt, schema, group_rows
+        self.tmp: Path | None = None
         self.rows = 0
         self._buf: list[pa.Table] = []
         self._buffered = 0
         self._out = None
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = storage.scratch_for(self.path)
         if self.fmt == "parquet":
             self._out = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
         else:
@@ -107,7 +116,7 @@ class RecordWriter:
             rest = data.slice(n)
             self._buf, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
 
-    def close(self, root: Path) -> dict | None:
+    def close(self, root) -> dict | None:
         """Finish the file; its entry (path relative to root, docs, bytes, sha256), or None if empty."""
         if self._buffered:
             self._emit(pa.concat_tables(self._buf).combine_chunks())
@@ -118,6 +127,7 @@ class RecordWriter:
         self._out.close()
         if self.fmt != "parquet":
             self._raw.close()
-        self.tmp.replace(self.path)
-        return {"path": str(self.path.relative_to(root)), "docs": self.rows,
-                "bytes": self.path.stat().st_size, "sha256": sha256_file(self.path)}
+        entry = {"path": str(self.path.relative_to(storage.path(root))), "docs": self.rows,
+                 "bytes": self.tmp.stat().st_size, "sha256": sha256_file(self.tmp)}
+        storage.publish(self.tmp, self.path)
+        return entry

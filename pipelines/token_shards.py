@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines import storage
 from pipelines.stage_files import sha256_file
 
 FORMAT_VERSION = 1
@@ -71,13 +71,13 @@ def plan_shards(doc_token_counts: list[tuple[str, int]], target_tokens: int) -> 
     return shards
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def _atomic_write(path, write) -> None:
+    tmp = storage.scratch_for(path)
     write(tmp)
-    tmp.replace(path)  # a crashed writer never leaves a half file under the final name
+    storage.publish(tmp, path)  # a crashed writer never leaves a half file under the final name
 
 
-def write_token_shard(out_dir: Path, shard_index: int, doc_ids: list[str], token_arrays: list[np.ndarray],
+def write_token_shard(out_dir, shard_index: int, doc_ids: list[str], token_arrays: list[np.ndarray],
                       eos_id: int, dtype) -> dict:
     """Write shard `shard_index` (documents sorted by id here) and its index; return its manifest entry.
 
@@ -112,8 +112,7 @@ def write_token_shard(out_dir: Path, shard_index: int, doc_ids: list[str], token
             flat[off : off + n] = a
         flat[off + n] = eos_id
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = storage.path(out_dir)
     bin_name, idx_name = shard_file_names(shard_index)
     _atomic_write(out_dir / bin_name, lambda p: p.write_bytes(flat.tobytes()))
     index = pa.table({"doc_id": pa.array(ids, pa.string()), "offset": offsets, "n_tokens": n_tokens}, schema=INDEX_SCHEMA)
@@ -130,7 +129,7 @@ def write_token_shard(out_dir: Path, shard_index: int, doc_ids: list[str], token
     }
 
 
-def write_token_shards(out_dir: Path, doc_ids: list[str], token_arrays: list[np.ndarray], target_tokens: int,
+def write_token_shards(out_dir, doc_ids: list[str], token_arrays: list[np.ndarray], target_tokens: int,
                        eos_id: int, dtype) -> list[dict]:
     """plan_shards + write_token_shard for documents held in memory, in any order."""
     if len(doc_ids) != len(token_arrays):
@@ -180,11 +179,8 @@ def build_token_manifest(shards: list[dict], tokenizer_sha256: str, vocab_size: 
     return manifest
 
 
-def write_token_manifest(manifest: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    _atomic_write(path, lambda p: p.write_text(text))
+def write_token_manifest(manifest: dict, path) -> None:
+    storage.write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 class TokenShardWriter:
@@ -195,10 +191,10 @@ class TokenShardWriter:
     `close()` returns the manifest entries, without the global `shard` number the manifest assigns.
     """
 
-    def __init__(self, out_dir: Path, prefix: str, target_tokens: int, eos_id: int, dtype):
+    def __init__(self, out_dir, prefix: str, target_tokens: int, eos_id: int, dtype):
         if target_tokens <= 0:
             raise ValueError(f"target_tokens must be positive, got {target_tokens}")
-        self.out_dir, self.prefix, self.target = Path(out_dir), prefix, target_tokens
+        self.out_dir, self.prefix, self.target = storage.path(out_dir), prefix, target_tokens
         self.dt = storage_dtype(dtype)
         self.eos = np.array([eos_id], dtype=self.dt)
         self.entries: list[dict] = []
@@ -208,9 +204,8 @@ class TokenShardWriter:
         j = len(self.entries)
         self._bin = f"{self.prefix}.{j:04d}.bin"
         self._idx = f"{self.prefix}.{j:04d}.idx.parquet"
-        path = self.out_dir / self._bin
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path.with_name(path.name + ".tmp"), "wb")
+        self._scratch = storage.scratch_for(self.out_dir / self._bin)
+        self._file = open(self._scratch, "wb")
         self._sha = hashlib.sha256()
         self._ids: list[str] = []
         self._n: list[int] = []
@@ -220,18 +215,20 @@ class TokenShardWriter:
         import xxhash
 
         self._file.close()
-        path = self.out_dir / self._bin
-        path.with_name(path.name + ".tmp").replace(path)
+        storage.publish(self._scratch, self.out_dir / self._bin)
         n = np.array(self._n, dtype=np.int64)
         offsets = np.zeros(len(n), dtype=np.int64)
         np.cumsum(n[:-1] + 1, out=offsets[1:])
         keys = np.fromiter((xxhash.xxh64_intdigest(i.encode("utf-8")) for i in self._ids), np.uint64, len(self._ids))
         index = pa.table({"doc_id": pa.array(self._ids, pa.string()), "offset": offsets, "n_tokens": n,
                           "doc_key": pa.array(keys, pa.uint64())})
-        _atomic_write(self.out_dir / self._idx, lambda p: pq.write_table(index, p, compression="zstd"))
+        index_scratch = storage.scratch_for(self.out_dir / self._idx)
+        pq.write_table(index, index_scratch, compression="zstd")
+        index_sha256 = sha256_file(index_scratch)  # hashed before the upload: no read back from object storage
+        storage.publish(index_scratch, self.out_dir / self._idx)
         self.entries.append({
             "path": self._bin, "index_path": self._idx, "tokens": self._tokens, "documents": len(self._ids),
-            "sha256": self._sha.hexdigest(), "index_sha256": sha256_file(self.out_dir / self._idx),
+            "sha256": self._sha.hexdigest(), "index_sha256": index_sha256,
             "bytes": self._tokens * self.dt.itemsize,
         })
         self._file = None

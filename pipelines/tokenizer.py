@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import storage
+
 # SentencePiece skips training sentences longer than this many bytes; longer lines are cut at spaces.
 MAX_SENTENCE_BYTES = 4192
 ENCODE_CHUNK_CHARS = 1 << 21
@@ -139,7 +141,7 @@ def _trainer_options(cfg: TokenizerConfig) -> dict:
     )
 
 
-def train_tokenizer(texts: Iterable[str], out_prefix: Path, cfg: TokenizerConfig) -> dict:
+def train_tokenizer(texts: Iterable[str], out_prefix, cfg: TokenizerConfig) -> dict:
     """Train on `texts` (documents; each is read as its lines) and write <out_prefix>.model/.vocab.
 
     The model is collected in memory (not written by SentencePiece under `out_prefix`), so the
@@ -147,8 +149,7 @@ def train_tokenizer(texts: Iterable[str], out_prefix: Path, cfg: TokenizerConfig
     """
     import sentencepiece as spm
 
-    out_prefix = Path(out_prefix)
-    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    out_prefix = storage.path(out_prefix)
     spm.SetRandomGeneratorSeed(cfg.seed)
     model = io.BytesIO()
     try:
@@ -161,13 +162,11 @@ def train_tokenizer(texts: Iterable[str], out_prefix: Path, cfg: TokenizerConfig
 
     model_path = out_prefix.with_name(out_prefix.name + ".model")
     vocab_path = out_prefix.with_name(out_prefix.name + ".vocab")
-    tmp = model_path.with_name(model_path.name + ".tmp")
-    tmp.write_bytes(proto)
-    tmp.replace(model_path)
+    storage.write_atomic(model_path, proto)
 
     sp = spm.SentencePieceProcessor(model_proto=proto)
     lines = [f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size())]
-    vocab_path.write_text("".join(lines), encoding="utf-8")
+    storage.write_atomic(vocab_path, "".join(lines))
     return {
         "model_path": str(model_path),
         "vocab_path": str(vocab_path),
@@ -191,7 +190,7 @@ class Tokenizer:
         import sentencepiece as spm
 
         self.model_path = str(model_path)
-        proto = Path(model_path).read_bytes()
+        proto = storage.path(model_path).read_bytes()
         self.sha256 = hashlib.sha256(proto).hexdigest()
         self._sp = spm.SentencePieceProcessor(model_proto=proto)
         self.vocab_size = self._sp.get_piece_size()

@@ -13,7 +13,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import mlflow
 import pytest
 from conftest import lineage_chain
 from debian_packages import ensure
+from servers import AWS, clean_env, moto_s3, stop_group, tail, wait_for
 from test_ray_runtime import free_port
 
 from orchestration.lineage import raw_files
@@ -33,49 +33,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PG_USER, PG_PASSWORD, PG_DB = "tokenmill", "tokenmill-pw", "mlflow"
 BUCKET, PREFIX = "tokenmill-mlflow", "mlartifacts"
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _clean_env(**extra: str) -> dict:
-    """The environment without any MLflow, AWS, PostgreSQL or Ray settings of the caller's."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "AWS_", "PG")) and k != "RAY_ADDRESS"}
-    return {**env, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **extra}
-
-
-def _tail(path: Path) -> str:
-    return path.read_text(errors="replace")[-3000:] if path.is_file() else ""
-
-
-def _wait(check, what: str, proc: subprocess.Popen | None = None, log: Path | None = None, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log) if log else ''}")
-        try:
-            return check()
-        except Exception as exc:  # noqa: BLE001  (not up yet)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} not ready after {timeout}s ({exc}):\n{_tail(log) if log else ''}")
-            time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The whole process group: uvicorn's workers outlive a killed parent otherwise."""
-    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            proc.poll()  # reaps the leader; the group is gone once its last member is
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-    proc.wait(timeout=10)
 
 
 def _postgres_bin() -> Path:
@@ -108,11 +65,11 @@ def postgres():
     if user is not None:
         os.chown(base, user.pw_uid, user.pw_gid)
     data, log, port = base / "data", base / "postgres.log", free_port()
-    env = _clean_env()
+    env = clean_env()
 
     def pg(*cmd: str, timeout: int = 120) -> subprocess.CompletedProcess:
         done = subprocess.run([*as_user, *cmd], cwd=base, env=env, capture_output=True, text=True, timeout=timeout)
-        assert done.returncode == 0, f"{cmd[0]}: {done.stdout[-1500:]}{done.stderr[-1500:]}\n{_tail(log)}"
+        assert done.returncode == 0, f"{cmd[0]}: {done.stdout[-1500:]}{done.stderr[-1500:]}\n{tail(log)}"
         return done
 
     # local (socket) connections: trust, for the set-up below; TCP connections: password (SCRAM)
@@ -139,22 +96,8 @@ def postgres():
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """moto's S3 server on 127.0.0.1:<free port>, with an empty bucket."""
-    import boto3
-
-    log, port = tmp_path_factory.mktemp("s3") / "moto.log", free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
-                                 "-p", str(port)], env=_clean_env(**AWS), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=AWS["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=AWS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
-        _wait(client.list_buckets, "moto_server", proc, log, timeout=60)
-        client.create_bucket(Bucket=BUCKET)
-        yield {"endpoint": endpoint, "client": client}
-    finally:
-        _stop(proc)
+    with moto_s3(tmp_path_factory.mktemp("s3"), BUCKET) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +105,7 @@ def mlflow_server(postgres, s3, tmp_path_factory):
     """`mlflow server` on 127.0.0.1:<free port>: runs in PostgreSQL, artifacts proxied to the bucket."""
     cwd = tmp_path_factory.mktemp("mlflow_server")  # nothing of the server's lands in the repository
     log, port = cwd / "mlflow_server.log", free_port()
-    env = _clean_env(**AWS, MLFLOW_S3_ENDPOINT_URL=s3["endpoint"])
+    env = clean_env(**AWS, MLFLOW_S3_ENDPOINT_URL=s3["endpoint"])
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "server",
                                  "--backend-store-uri", postgres["uri"],
@@ -171,11 +114,11 @@ def mlflow_server(postgres, s3, tmp_path_factory):
                                 cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(lambda: urllib.request.urlopen(f"{url}/health", timeout=5).close(), "mlflow server", proc, log,
+        wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=5).close(), "mlflow server", proc, log,
               timeout=300)  # the schema migrations on a fresh database come first
         yield {"url": url, "cwd": cwd, "log": log}
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 def cli(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -188,12 +131,12 @@ def shared(mlflow_server, tmp_path_factory):
     """The quickstart pipeline, then training on its shards, recorded on the shared server (one run for the
     module). The client has the tracking URL only: no database password, no S3 credentials."""
     tmp_path = tmp_path_factory.mktemp("shared_qs")
-    env = _clean_env(MLFLOW_TRACKING_URI=mlflow_server["url"])
+    env = clean_env(MLFLOW_TRACKING_URI=mlflow_server["url"])
     start = time.monotonic()
     out = cli("run", "configs/quickstart.yaml", "--workdir", str(tmp_path / "qs"),
               "ray.num_cpus=2", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
               "train.train.steps=4", "train.train.eval_every=2", "train.checkpoint.every=2", env=env, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:] + "\n--- mlflow server ---\n" + _tail(mlflow_server["log"])
+    assert out.returncode == 0, out.stderr[-3000:] + "\n--- mlflow server ---\n" + tail(mlflow_server["log"])
     print(f"tokenmill run against the shared server: {time.monotonic() - start:.0f}s")
     summary = json.loads((tmp_path / "qs" / "train" / "train_summary.json").read_text())
     pipeline = json.loads((tmp_path / "qs" / "summary.json").read_text())

@@ -21,12 +21,13 @@ import bisect
 import bz2
 import io
 import lzma
-import os
 import zlib
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
 import zstandard
+
+from pipelines import storage
 
 MAGIC = (
     (b"\x1f\x8b", "gzip"),
@@ -59,8 +60,16 @@ class CorruptStream(Exception):
         return {"byte_start": self.start, "byte_end": self.end, "members_lost": self.members}
 
 
+def _file_size(f) -> int:
+    """Size of an open seekable file, local or on object storage (no fileno there)."""
+    pos = f.tell()
+    size = f.seek(0, io.SEEK_END)
+    f.seek(pos)
+    return size
+
+
 def detect_compression(path: str) -> str | None:
-    with open(path, "rb") as f:
+    with storage.path(path).open("rb") as f:
         head = f.read(8)
     return next((name for magic, name in MAGIC if head.startswith(magic)), None)
 
@@ -185,7 +194,7 @@ class _Members(io.RawIOBase):
         member = len(self._offsets) - 1 if member is None else member
         start = self._offsets[member] if member >= 0 else self._pos
         resume, skipped = find_resume(self._f, self._kind, start + 1, self._expect)
-        end = resume if resume is not None else os.fstat(self._f.fileno()).st_size
+        end = resume if resume is not None else _file_size(self._f)
         self._f.seek(end)
         return CorruptStream(message, start, resume, end, 1 + skipped, max(member, 0))
 
@@ -214,7 +223,7 @@ class _Guarded(io.RawIOBase):
         except Exception as e:
             if not is_corrupt_stream_error(e):
                 raise
-            size = os.fstat(self._f.fileno()).st_size  # no resync inside a bz2/xz stream
+            size = _file_size(self._f)  # no resync inside a bz2/xz stream
             self.error = CorruptStream(f"{type(e).__name__}: {e}", None, None, size, None, 0)
             return 0
         buf[: len(data)] = data
@@ -229,7 +238,7 @@ def open_decompressed(path: str, start: int = 0, expect: bytes = b"") -> Iterato
     """A buffered binary stream of the file's decompressed bytes, from compressed offset `start`
     (a `CorruptStream.resume`); `expect` is how every member starts (b"WARC/"), to reject false resyncs."""
     kind = detect_compression(path)
-    with open(path, "rb") as raw:
+    with storage.path(path).open("rb") as raw:
         if kind is None:
             raw.seek(start)
             yield raw

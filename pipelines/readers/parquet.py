@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines import storage
 from pipelines.readers.rows import Row, capped, record_to_row, to_json_value
 from pipelines.records import quarantine
 
@@ -25,7 +26,8 @@ def iter_parquet(
     path: str, text_field: str, id_field: str | None, url_field: str | None, batch_size: int = 1000
 ) -> Iterator[Row]:
     try:
-        pf = pq.ParquetFile(path)
+        fs, where = storage.pyarrow_location(path)
+        pf = pq.ParquetFile(where, filesystem=fs)
     except Exception as e:
         if not _unreadable(e):
             raise

@@ -1,4 +1,5 @@
-"""Expanding input globs into (absolute path, relpath) pairs; relpaths name documents in ids."""
+"""Expanding input globs into (absolute path, relpath) pairs; relpaths name documents in ids. A pattern may
+be a local path or a filesystem URI (`s3://bucket/crawl/**/*.warc.gz`); a URI's matches are URIs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import glob
 import os
 import re
 from pathlib import Path
+
+from pipelines import storage
 
 _MAGIC = re.compile(r"[*?[]")
 
@@ -40,6 +43,10 @@ def list_inputs(paths: list[str]) -> list[tuple[str, str]]:
         raise InputError("no input paths given")
     found: dict[str, str] = {}
     for pattern in paths:
+        if storage.is_uri(pattern):
+            for match, rel in _list_uri(pattern):
+                found.setdefault(match, rel)
+            continue
         expanded = os.path.expanduser(pattern)
         base = os.path.abspath(_static_base(expanded))
         matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
@@ -57,3 +64,27 @@ def list_inputs(paths: list[str]) -> list[tuple[str, str]]:
             raise InputError(f"inputs {owners[rel]!r} and {path!r} have the same relative path {rel!r}; "
                              "use one pattern over their common directory")
     return sorted(found.items())
+
+
+def _list_uri(pattern: str) -> list[tuple[str, str]]:
+    """(URI, relpath) of the objects a URI pattern matches; the same rules as local patterns."""
+    parts = pattern.split("://", 1)[1].split("/")
+    static = []
+    for part in parts[1:]:
+        if _MAGIC.search(part):
+            break
+        static.append(part)
+    whole = len(static) == len(parts) - 1
+    base = storage.path(pattern.split("://", 1)[0] + "://" + "/".join([parts[0], *(static[:-1] if whole else static)]))
+    rest = "/".join(parts[1 + len(static):]) if not whole else parts[-1]
+    if whole:
+        target = storage.path(pattern)
+        if target.is_file():
+            return [(str(target), target.name)]
+        if target.is_dir():
+            raise InputError(f"input {pattern!r} is a directory: give a glob of its objects, e.g. {pattern.rstrip('/') + '/**/*'!r}")
+        raise FileNotFoundError(f"input {pattern!r}: no such object")
+    matches = [(str(m), str(m.relative_to(base))) for m in base.glob(rest) if m.is_file()]
+    if not matches:
+        raise FileNotFoundError(f"input pattern {pattern!r} matches no object")
+    return matches

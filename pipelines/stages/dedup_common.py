@@ -15,7 +15,6 @@ so an earlier run's document always wins, and in one run the first occurrence do
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from pipelines import storage
 from pipelines.duplicates import mark_duplicates
 
 # the layout of the collected key rows (2: with `row` and, for MinHash, `fp`): in the stages' params, so a
@@ -82,7 +82,8 @@ def shard_rows(batch: pa.Table, ctx) -> pa.Array:
 def load_drops(files: list[str], shard: str) -> pa.Table | None:
     """(id, value=survivor, run=survivor_run) for the documents of one shard, read from the global step's
     drop files (sorted by shard, so parquet's row-group statistics skip other shards' rows)."""
-    tables = [pq.read_table(f, columns=["id", "survivor", "survivor_run"], filters=[("shard", "=", shard)])
+    tables = [pq.read_table(storage.pyarrow_location(f)[1], filesystem=storage.pyarrow_location(f)[0],
+                            columns=["id", "survivor", "survivor_run"], filters=[("shard", "=", shard)])
               for f in files]
     tables = [t for t in tables if t.num_rows]
     if not tables:
@@ -90,15 +91,14 @@ def load_drops(files: list[str], shard: str) -> pa.Table | None:
     return pa.concat_tables(tables).rename_columns(["id", "value", "run"])
 
 
-def write_drops(rows: pa.Table, path: Path) -> dict:
+def write_drops(rows: pa.Table, path) -> dict:
     """Write (id, survivor, shard, survivor_run) rows sorted by (shard, id) with small row groups."""
     if "survivor_run" not in rows.column_names:
         rows = rows.append_column("survivor_run", pa.array([""] * rows.num_rows, pa.string()))
     rows = rows.select(DROP_SCHEMA.names).cast(DROP_SCHEMA).sort_by([("shard", "ascending"), ("id", "ascending")])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = storage.scratch_for(path)
     pq.write_table(rows, tmp, compression="zstd", row_group_size=8192)
-    tmp.replace(path)
+    storage.publish(tmp, path)
     return {"path": str(path), "rows": rows.num_rows}
 
 
