@@ -11,6 +11,8 @@ from pipelines import storage
 from pipelines.shard_export import FORMATS as EXPORT_FORMATS
 from pipelines.shard_reader import ShardIntegrityError
 
+VERBOSE_HELP = ("show Ray's and the libraries' output live (the workers' lines, Ray Train's reports, MLflow's "
+                "log); by default it goes to WORKDIR/logs/ and the terminal shows progress and the summary")
 EPILOG = """Paths:
   relative paths in a config file (inputs, models, the training job, manifests) are relative to that
   file's folder; in dotted.key=value overrides, to the current folder; absolute paths and URIs as given
@@ -36,6 +38,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         return _checked(args.config, check_pipeline(cfg))
     from orchestration.pipeline import run_pipeline
 
+    _quiet(args.workdir, args.verbose)
     run_pipeline(cfg, storage.path(args.workdir))
     return 0
 
@@ -57,6 +60,7 @@ def _train(args: argparse.Namespace) -> int:
         return _checked(args.config, check_train(cfg))
     from orchestration.train_job import run_train
 
+    _quiet(args.workdir, args.verbose)
     run_train(cfg, storage.path(args.workdir))
     return 0
 
@@ -69,8 +73,19 @@ def _run(args: argparse.Namespace) -> int:
     pipeline_cfg, train_cfg = load_chain(args.config, args.overrides)
     if args.check:  # the training data is what the pipeline will make: its model keys were checked on load
         return _checked(args.config, check_pipeline(pipeline_cfg))
-    run_chain(pipeline_cfg, train_cfg, storage.path(args.workdir or f"work/{pipeline_cfg.name}"))
+    workdir = args.workdir or f"work/{pipeline_cfg.name}"
+    _quiet(workdir, args.verbose)
+    run_chain(pipeline_cfg, train_cfg, storage.path(workdir))
     return 0
+
+
+def _quiet(workdir: str, verbose: bool) -> None:
+    """Library logs, warnings and the Ray workers' output to the workdir's log folder, unless --verbose."""
+    from orchestration import console
+
+    folder = console.configure(workdir, verbose)
+    if not console.verbose():
+        print(f"tokenmill: Ray's and the libraries' logs go to {folder} (--verbose shows them here)", flush=True)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -187,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", help="pipeline YAML (see configs/quickstart.yaml)")
     p.add_argument("--workdir", required=True, help="output folder (stage shards, manifests, summary.json)")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.add_argument("--check", action="store_true", help="only validate the config (with overrides) and exit")
     p.add_argument("overrides", nargs="*", metavar="dotted.key=value",
                    help="override any config key; the value is read as YAML (e.g. ray.num_cpus=2)")
@@ -221,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("config", help="training job YAML (see configs/train/)")
     t.add_argument("--workdir", required=True, help="output folder (Ray Train storage, export, train_summary.json)")
+    t.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     t.add_argument("--check", action="store_true", help="only validate the config (with overrides) and exit")
     t.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any config key")
     t.set_defaults(func=_train)
@@ -236,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("config", help="pipeline YAML with a `train:` job (see configs/quickstart.yaml)")
     r.add_argument("--workdir", help="output folder (default work/<name>)")
+    r.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     r.add_argument("--check", action="store_true", help="only validate both configs (with overrides) and exit")
     r.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any config key")
     r.set_defaults(func=_run)

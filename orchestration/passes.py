@@ -359,9 +359,10 @@ class TaskFailed(RuntimeError):
         self.where, self.cause = where, cause
 
 
-def run_pass(spec: PassSpec, tasks: list[dict], cpus: float) -> list[dict]:
+def run_pass(spec: PassSpec, tasks: list[dict], cpus: float, on_done=None) -> list[dict]:
     """Every task of a pass on the cluster; results in task order. At most max(64, 2 per CPU) are queued
-    at a time: enough for an autoscaler to see the demand, not 100k task specs in the driver at once."""
+    at a time: enough for an autoscaler to see the demand, not 100k task specs in the driver at once.
+    `on_done(task, result)` is called as each task finishes (the progress display)."""
     spec_ref = ray.put(spec)
     limit = max(64, int(2 * cpus))
     pending: dict = {}
@@ -380,6 +381,8 @@ def run_pass(spec: PassSpec, tasks: list[dict], cpus: float) -> list[dict]:
             except ray.exceptions.RayTaskError as exc:
                 stages = " -> ".join(st.name for st in spec.apply)
                 raise TaskFailed(f"pass {spec.index} [{stages}] on {tasks[i]['id']}", exc.cause or exc) from exc
+            if on_done is not None:
+                on_done(tasks[i], results[i])
         for i, task in it:
             pending[_run_task_remote.remote(spec_ref, task)] = i
             break

@@ -102,6 +102,27 @@ def _shard_tasks(results: list[dict]) -> list[dict]:
             for task in results for r in task["shards"] if r["docs_file"]]
 
 
+def _run_pass_shown(p, spec, tasks: list[dict], files: list[dict], previous: list[dict], cpus: float) -> list[dict]:
+    """run_pass with its progress display: pass 0 by raw bytes (its document count is known only once
+    read), later passes by the documents the pass before kept."""
+    from orchestration import console
+
+    names = " → ".join(s.name for s in p.apply)
+    first = p.apply[0].name if p.apply else None
+    if p.index == 0:
+        size = {f["path"]: f["bytes"] for f in files}
+        total, amount = sum(size.values()) / 1e6, lambda t, r: size.get(t["id"], 0) / 1e6
+    else:
+        docs = {r["shard"]: r["docs_file"]["docs"] for task in previous for r in task["shards"] if r["docs_file"]}
+        total, amount = sum(docs.values()), lambda t, r: docs.get(t["shard"], 0)
+    with console.progress(f"pass {p.index} {names}", total, "MB" if p.index == 0 else "docs") as bar:
+        def done(task: dict, result: dict) -> None:
+            n = sum(r["stages"][first]["in"] for r in result["shards"]) if first else 0
+            bar.advance(amount(task, result), docs=n)
+
+        return run_pass(spec, tasks, cpus, on_done=done)
+
+
 def config_key(cfg: PipelineConfig, raw_digest: str, previous: list[str] = ()) -> str:
     """What decides a pipeline's outputs: every stage setting, the raw files and the earlier runs' dedup
     indexes (not Ray or MLflow)."""
@@ -178,7 +199,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
         tasks = _source_tasks(cfg, files) if p.index == 0 else _shard_tasks(results)
         spec = pass_spec(p, state, workdir, cfg.output, cfg.ray, p is passes[-1])
         t0 = time.perf_counter()
-        results = run_pass(spec, tasks, cpus) if tasks else []
+        results = _run_pass_shown(p, spec, tasks, files, results, cpus) if tasks else []
         skipped = sum(r["done"] == "skipped" for r in results)
         collected = sum(r["done"] == "collected" for r in results)
         wall = time.perf_counter() - t0

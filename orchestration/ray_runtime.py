@@ -12,6 +12,7 @@ import ray
 import model
 import orchestration
 import pipelines
+from orchestration import console
 
 
 def init_ray(num_cpus: int | None = None) -> dict:
@@ -27,12 +28,16 @@ def init_ray(num_cpus: int | None = None) -> dict:
     address = os.environ.get("RAY_ADDRESS")
     # ray library logs in workers at ERROR: Ray Train's placement-group cleaner otherwise warns every second
     # that the state API (which needs the dashboard, not started here) is unavailable
-    common = dict(log_to_driver=True, logging_level=logging.WARNING,
+    # the workers' output reaches this terminal only with --verbose (orchestration/console.py): else it stays
+    # in Ray's session logs, which the run copies into its log folder
+    common = dict(log_to_driver=console.worker_log_to_driver(), logging_level=logging.WARNING,
                   logging_config=ray.LoggingConfig(log_level="ERROR"))
     if address:
         ray.init(address=address, runtime_env=_code_runtime_env(), **common)
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
+        console.keep_ray_logs(ray._private.worker._global_node.get_logs_dir_path())
+    console.quiet_libraries()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

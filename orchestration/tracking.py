@@ -13,6 +13,7 @@ import mlflow
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 
+from orchestration import console
 from pipelines import storage
 from pipelines.manifest import mlflow_digest
 
@@ -47,6 +48,7 @@ def setup_uri() -> str:
     """The store named by MLFLOW_TRACKING_URI, else MLflow's default; for commands that only read."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    console.quiet_libraries()  # MLflow's INFO lines (store set-up, new experiment) to the log file
     return mlflow.get_tracking_uri()
 
 
@@ -59,6 +61,7 @@ def setup(experiment: str) -> str:
     overview it shows an experiment of unknown kind (a kind someone set is left alone)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    console.quiet_libraries()  # MLflow's INFO lines (store set-up, new experiment) to the log file
     exp = mlflow.set_experiment(experiment)
     if EXPERIMENT_KIND_TAG not in exp.tags:
         mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")

@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 import mlflow
+import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from model.export import WEIGHTS, load_export
 from model.flops import flops_per_token, param_counts
 from model.layers import KVCache
-from orchestration import plots, tracking
+from orchestration import console, plots, tracking
 from orchestration.config_schema import ConfigError
 from orchestration.ray_runtime import describe, init_ray
 from orchestration.sampling import complete
@@ -131,6 +132,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                              "tokenmill.data_run_id": data_run,  # the tokenize run; its parent is the pipeline's
                              "tokenmill.pipeline_run_id": _parent_of(data_run),
                              "tokenmill.job": cfg.name})
+        board = ray.remote(num_cpus=0)(console.Board).remote()  # the workers' progress and notes
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={
@@ -141,6 +143,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                 "mlflow": {"tracking_uri": uri, "run_id": run_id},
                 "storage_path": str(ckpts),
                 "export_dir": str(export_dir),
+                "progress": board,
             },
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
@@ -149,7 +152,9 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
         )
-        result = trainer.fit()
+        with console.progress(f"train {cfg.name}", cfg.train.steps, "steps") as bar, \
+                console.Poller(lambda: _show(board, bar, echo)):
+            result = trainer.fit()
         seconds = time.perf_counter() - start
         summary, worker_out = _record_outcome(cfg, run_id, result, ckpts, export_dir, tokenizer_path, mcfg, echo)
         summary.update(seconds=seconds, run_id=run_id, manifest_digest=shards.manifest["digest"])
@@ -157,6 +162,18 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     storage.write_atomic(workdir / "train_summary.json", json.dumps(summary, indent=1))
     # not in the JSON: the sharded model's logits on one window (what the export must reproduce)
     return {**summary, "probe_tokens": worker_out.get("probe_tokens"), "probe_logits": worker_out.get("probe_logits")}
+
+
+def _show(board, bar, echo) -> None:
+    """The workers' notes as lines; their latest step in the progress display (or as a line, without one)."""
+    notes, (step, total, text, short) = ray.get(board.take.remote())
+    for note in notes:
+        echo(note)
+    if bar.live:
+        bar.set(step, short)
+    elif text and text != getattr(bar, "last_text", None):
+        bar.last_text = text
+        echo(text)
 
 
 def _parent_of(run_id: str) -> str:

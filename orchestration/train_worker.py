@@ -39,7 +39,6 @@ from safetensors.torch import load_file, save_file
 from model.config import ModelConfig
 from model.data import TrainingData
 from model.export import save_export
-from pipelines import storage
 from model.flops import flops_per_token, gpu_peak_flops
 from model.optim import build_optimizer, lr_at
 from model.spikes import SpikeDetector, SpikeRule
@@ -47,16 +46,26 @@ from model.transformer import IGNORE_INDEX, Decoder
 from orchestration.micro_batch import accumulate_fitting_memory
 from orchestration.sampling import STATE_FILE
 from orchestration.train_metrics import MetricsSink, cpu_peak_flops
+from pipelines import storage
 from pipelines.shard_reader import ShardSet
 from pipelines.stage_files import sha256_file
 
 
 
-def say(message: str) -> None:
-    """One line to the driver's console. (Ray Train patches print() into its logger, which the console then
-    shows twice.)"""
+_BOARD: list = [None]  # the driver's console.Board actor, when it gave one
+
+
+def say(message: str, step: tuple[int, int, str] | None = None) -> None:
+    """One line to this worker's log (the driver's terminal with --verbose) and to the driver's board: a step
+    line updates its progress display, anything else is printed there. (sys.stdout, not print(): Ray Train
+    patches print() into its logger, which the console then shows twice.)"""
     sys.stdout.write(message + "\n")
     sys.stdout.flush()
+    if _BOARD[0] is not None:
+        if step is not None:
+            _BOARD[0].step.remote(step[0], step[1], message, step[2])
+        else:
+            _BOARD[0].note.remote(message)
 
 
 def _rng_state() -> dict:
@@ -188,6 +197,7 @@ def evaluate(model, data: TrainingData, max_windows: int, batch: int, rank: int,
 
 def train_loop(config: dict) -> dict:
     job = config["job"]
+    _BOARD[0] = config.get("progress")
     data_cfg, loop, optim_cfg = job["data"], job["train"], job["optim"]
     torch.set_num_threads(loop["threads_per_worker"])
     ctx = ray.train.get_context()
@@ -298,7 +308,8 @@ def train_loop(config: dict) -> dict:
             val_part = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
             say(f"[train] step {step}/{total_steps} loss {last_loss:.4f}{val_part} lr {lr:.2e} "
                   f"|g| {metrics['grad_norm']:.3f} {tps:,.0f} tok/s ({tps / world:,.0f}/worker) "
-                  f"mfu {metrics['mfu']:.1%}")
+                  f"mfu {metrics['mfu']:.1%}",
+                step=(step, total_steps, f"step {step}/{total_steps} · loss {last_loss:.3f}{val_part} · {tps:,.0f} tok/s"))
         stop_here = step == loop["stop_after"]
         if step % job["checkpoint"]["every"] == 0 or step == total_steps or stop_here:
             _save_checkpoint(model, optimizer, data, step, rank, {"step": step, "loss": last_loss, **(

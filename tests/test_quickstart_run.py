@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import lineage_chain
+from test_console import NOISE
 from debian_packages import ensure
 from test_ray_runtime import free_port
 
@@ -50,8 +51,19 @@ def qs(tmp_path_factory):
         checkpoint = Path(mlflow.get_run(summary["run_id"]).data.tags["tokenmill.checkpoint.latest"])
     finally:
         mlflow.set_tracking_uri(None)
-    return {"tmp": tmp_path, "uri": uri, "env": env, "stdout": out.stdout, "summary": summary, "pipeline": pipeline,
+    return {"tmp": tmp_path, "uri": uri, "env": env, "stdout": out.stdout, "stderr": out.stderr, "summary": summary,
+            "pipeline": pipeline,
             "checkpoint": checkpoint}
+
+
+def test_the_run_shows_its_own_lines_and_keeps_rays_in_the_workdir(qs):
+    for noise in NOISE:
+        assert noise not in qs["stdout"] + qs["stderr"], noise
+    assert not qs["stderr"].strip(), qs["stderr"][-2000:]
+    assert "[train] step 6/6" in qs["stdout"]  # no terminal: the step lines stand in for the progress display
+    ray_logs = qs["tmp"] / "qs" / "logs" / "ray"
+    kept = "".join(p.read_text(errors="replace") for p in ray_logs.glob("*") if p.suffix in (".out", ".err"))
+    assert "[train] step 6/6" in kept and "Checkpoint successfully created" in kept  # Ray Train's reports
 
 
 def test_quickstart_run_trains_on_its_shards_and_the_lineage_walks_back(qs):
