@@ -83,9 +83,7 @@ def _quiet(workdir: str, verbose: bool) -> None:
     """Library logs, warnings and the Ray workers' output to the workdir's log folder, unless --verbose."""
     from orchestration import console
 
-    folder = console.configure(workdir, verbose)
-    if not console.verbose():
-        print(f"tokenmill: Ray's and the libraries' logs go to {folder} (--verbose shows them here)", flush=True)
+    console.configure(workdir, verbose)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -53,9 +53,11 @@ def configure(workdir, verbose: bool | None = None) -> Path:
     if verbose is not None:
         _state["verbose"] = verbose or _state["verbose"]
     folder = log_dir_for(workdir)
-    folder.mkdir(parents=True, exist_ok=True)
     _state["log_dir"] = folder
     if not _state["verbose"]:
+        if not storage.is_uri(workdir):
+            storage.path(workdir).mkdir(parents=True, exist_ok=True)  # an unusable workdir is named as given
+        folder.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(folder / "tokenmill.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         _state["handler"] = handler
@@ -75,6 +77,13 @@ def quiet_libraries() -> None:
         log = logging.getLogger(name)
         log.handlers = [handler]
         log.propagate = False
+
+
+def where_logs() -> str:
+    """For the line a run prints when Ray starts: where the rest of the output is."""
+    if _state["verbose"] or _state["log_dir"] is None:
+        return ""
+    return f"; Ray's and the libraries' logs in {_state['log_dir']} (--verbose shows them here)"
 
 
 def worker_log_to_driver() -> bool:

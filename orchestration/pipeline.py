@@ -174,7 +174,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
                  f"nothing to do (outputs unchanged: {summary['final_digest'][:12]}...)")
             return {**summary, "already_complete": True}
 
-    from orchestration import global_steps, tracking
+    from orchestration import console, global_steps, tracking
     from orchestration.ray_runtime import describe, init_ray
     from orchestration.stage_records import record_stages
 
@@ -182,7 +182,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
     uri = tracking.setup(cfg.mlflow.experiment)
     tracking.close_dead_runs(workdir, lock.stale, echo)
     cpus = resources.get("CPU", 1.0)
-    echo(f"tokenmill: {describe()} with {cpus:g} CPUs; MLflow store {uri}")
+    echo(f"tokenmill: {describe()} with {cpus:g} CPUs; MLflow store {uri}{console.where_logs()}")
     stages = build(cfg)
     passes = plan_passes(stages)
     raw_path = workdir / "raw_files.json"

@@ -100,7 +100,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     tracking.close_dead_runs(workdir, lock.stale, echo)
     counts = param_counts(mcfg)
     fpt = flops_per_token(mcfg, cfg.data.seq_len)
-    echo(f"tokenmill: {describe()} with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}")
+    echo(f"tokenmill: {describe()} with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}{console.where_logs()}")
     echo(f"tokenmill: model {counts['total'] / 1e6:.2f}M parameters ({counts['non_embedding'] / 1e6:.2f}M without "
          f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {shards.total_tokens:,} tokens in {shards.num_shards} shards")
 

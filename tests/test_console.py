@@ -60,7 +60,7 @@ def test_a_terminal_shows_a_progress_display_per_pass_and_no_library_noise(tmp_p
     for noise in NOISE:
         assert noise not in text, noise
     logs = tmp_path / "w" / "logs"
-    assert f"logs go to {logs}" in text
+    assert f"logs in {logs}" in text
     assert "Creating initial MLflow database tables" in (logs / "tokenmill.log").read_text()  # kept, not shown
     assert any((logs / "ray").glob("worker-*.out")) and (logs / "ray" / "raylet.out").is_file()
 
@@ -71,5 +71,5 @@ def test_verbose_shows_the_libraries_output_live(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Creating initial MLflow database tables" in out.stderr
-    assert "logs go to" not in out.stdout and not (tmp_path / "w" / "logs" / "tokenmill.log").exists()
+    assert "logs in" not in out.stdout and not (tmp_path / "w" / "logs" / "tokenmill.log").exists()
     assert "docs/CPU s" in out.stdout
