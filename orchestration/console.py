@@ -52,7 +52,7 @@ def configure(workdir, verbose: bool | None = None) -> Path:
     """Send this process's library logs and warnings to the workdir's log folder (unless verbose); its path."""
     if verbose is not None:
         _state["verbose"] = verbose or _state["verbose"]
-    folder = log_dir_for(workdir)
+    folder = log_dir_for(storage.path(workdir).resolve())
     _state["log_dir"] = folder
     if not _state["verbose"]:
         if not storage.is_uri(workdir):
