@@ -15,7 +15,6 @@ Progress displays need a terminal; in a pipe or a CI log each pass and the train
 from __future__ import annotations
 
 import atexit
-import hashlib
 import logging
 import os
 import shutil
@@ -33,19 +32,9 @@ QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic"
                  "botocore", "datatrove", "filelock", "fsspec", "httpx")
 
 
-def verbose() -> bool:
-    return _state["verbose"]
-
-
-def log_dir() -> Path | None:
-    return _state["log_dir"]
-
-
 def log_dir_for(workdir) -> Path:
     workdir = storage.path(workdir)
-    if storage.is_uri(workdir):
-        return storage.cache_dir().parent / "logs" / hashlib.sha256(str(workdir).encode()).hexdigest()[:24]
-    return workdir / "logs"
+    return storage.local_dir("logs", workdir) if storage.is_uri(workdir) else workdir / "logs"
 
 
 def configure(workdir, verbose: bool | None = None) -> Path:

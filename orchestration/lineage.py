@@ -269,7 +269,6 @@ def doc_fate(doc_id: str, workdirs: list[Path] | None = None) -> dict:
     and with which metadata (duplicate_of, scores), or kept: its token shard, offset and length, and the
     (step, rank) pairs of every training run on those shards whose batches held its tokens."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from orchestration.tracking import WORKDIR_TAG
 
@@ -283,8 +282,7 @@ def doc_fate(doc_id: str, workdirs: list[Path] | None = None) -> dict:
         fate: dict = {"workdir": str(wd)}
         for f in sorted((wd / "stages").glob(f"*/dropped/{prefix}/*.parquet")) + \
                 sorted((wd / "stages").glob(f"*/dropped/{_source_name(doc_id)}/**/*.parquet")):
-            t = pq.read_table(storage.pyarrow_location(f)[1], filesystem=storage.pyarrow_location(f)[0],
-                              filters=[("id", "=", doc_id)])
+            t = read_parquet(f, filters=[("id", "=", doc_id)])
             if t.num_rows:
                 row = t.to_pylist()[0]
                 fate.update(fate="dropped", stage=f.relative_to(wd / "stages").parts[0], reason=row["reason"],

@@ -59,9 +59,7 @@ def setup(experiment: str) -> str:
     """Use MLFLOW_TRACKING_URI if set, else MLflow's own default (sqlite:///mlflow.db in the cwd). The
     experiment is marked as model development, so that MLflow 3's UI opens it on its runs, not on the GenAI
     overview it shows an experiment of unknown kind (a kind someone set is left alone)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    console.quiet_libraries()  # MLflow's INFO lines (store set-up, new experiment) to the log file
+    setup_uri()
     exp = mlflow.set_experiment(experiment)
     if EXPERIMENT_KIND_TAG not in exp.tags:
         mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")

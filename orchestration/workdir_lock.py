@@ -24,7 +24,6 @@ import json
 import os
 import socket
 import sys
-import hashlib
 from pathlib import Path
 
 from pipelines import storage
@@ -39,7 +38,7 @@ class WorkdirBusy(RuntimeError):
 def lock_path(workdir) -> Path:
     workdir = storage.path(workdir)
     if storage.is_uri(workdir):
-        return storage.cache_dir().parent / "locks" / hashlib.sha256(str(workdir).encode()).hexdigest()[:24] / LOCK_NAME
+        return storage.local_dir("locks", workdir) / LOCK_NAME
     return workdir / LOCK_NAME
 
 

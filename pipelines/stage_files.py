@@ -42,10 +42,10 @@ def length_histogram(texts: pa.ChunkedArray) -> list[int]:
     return np.bincount(idx, minlength=len(LENGTH_BINS)).tolist()
 
 
-def read_parquet(path, columns: list[str] | None = None) -> pa.Table:
-    """A whole parquet file (local or a URI), or some of its columns."""
+def read_parquet(path, columns: list[str] | None = None, filters=None) -> pa.Table:
+    """A parquet file (local or a URI), or some of its columns, or the rows `filters` selects."""
     fs, where = storage.pyarrow_location(path)
-    return pq.read_table(where, columns=columns, filesystem=fs)
+    return pq.read_table(where, columns=columns, filters=filters, filesystem=fs)
 
 
 def read_shard(path, batch_docs: int = 1000) -> Iterator[pa.Table]:

@@ -334,6 +334,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TOKENMILL_CACHE") or Path.home() / ".cache" / "tokenmill" / "objects")
 
 
+def local_dir(kind: str, uri) -> Path:
+    """This machine's folder for what a URI needs kept locally (its "locks", its "logs"), named by its hash."""
+    return cache_dir().parent / kind / hashlib.sha256(str(uri).encode()).hexdigest()[:24]
+
+
 def local_copy(p, cache: Path | None = None, refresh: bool = False) -> Path:
     """A local file (or directory) with the content of `p`: `p` itself when local, else a download kept in
     the cache under the URI's hash and refreshed when the object's size or mtime changes (or with `refresh`:

@@ -24,6 +24,7 @@ import xxhash
 
 from pipelines import storage
 from pipelines.duplicates import mark_duplicates
+from pipelines.stage_files import read_parquet
 
 # the layout of the collected key rows (2: with `row` and, for MinHash, `fp`): in the stages' params, so a
 # workdir written with another layout re-collects its keys instead of feeding them to the new steps
@@ -82,9 +83,7 @@ def shard_rows(batch: pa.Table, ctx) -> pa.Array:
 def load_drops(files: list[str], shard: str) -> pa.Table | None:
     """(id, value=survivor, run=survivor_run) for the documents of one shard, read from the global step's
     drop files (sorted by shard, so parquet's row-group statistics skip other shards' rows)."""
-    tables = [pq.read_table(storage.pyarrow_location(f)[1], filesystem=storage.pyarrow_location(f)[0],
-                            columns=["id", "survivor", "survivor_run"], filters=[("shard", "=", shard)])
-              for f in files]
+    tables = [read_parquet(f, ["id", "survivor", "survivor_run"], filters=[("shard", "=", shard)]) for f in files]
     tables = [t for t in tables if t.num_rows]
     if not tables:
         return None
