@@ -88,9 +88,14 @@ def _quiet(workdir: str, verbose: bool) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from model.layers import KVCache
-    from orchestration.sampling import complete, load_for_sampling
+    from orchestration.sampling import check_sampling, complete, load_for_sampling, prompt_ids
 
+    check_sampling(args.max_new_tokens, args.temperature, args.top_k)
     model, tok = load_for_sampling(args.checkpoint, args.tokenizer)
+    for prompt in args.prompt:  # every prompt checked before the first is generated
+        _, note = prompt_ids(model, tok, prompt, args.max_new_tokens)
+        if note:
+            print(f"tokenmill: {note}", file=sys.stderr)
     cfg = model.cfg
     print(f"tokenmill: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; KV cache "
           f"{KVCache.bytes_per_token(cfg)} bytes per token ({cfg.n_kv_heads} key/value heads for {cfg.n_heads} query "
@@ -149,7 +154,7 @@ def _export_shards(args: argparse.Namespace) -> int:
     from pipelines.shard_export import export_shards
 
     out = export_shards(args.manifest, args.out, args.format, include_eos=not args.no_eos,
-                        tokenizer_name=args.tokenizer_name)
+                        tokenizer_name=args.tokenizer_name, force=args.force)
     print(f"tokenmill: exported {out['documents']:,} documents, {out['tokens']:,} tokens to {args.out} "
           f"({args.format}, {len(out['files'])} files; {out['path']} lists them with their sha256)")
     return 0
@@ -266,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("checkpoint", help="export folder or Ray Train checkpoint folder")
     g.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for several)")
     g.add_argument("--max-new-tokens", type=int, default=64)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=40)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    g.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens; 0 = all (default 40)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--tokenizer", help="SentencePiece model (default: the one saved with the export)")
     g.set_defaults(func=_generate)
@@ -300,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("manifest", help="a token shard manifest.json")
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     x.add_argument("--out", required=True, help="a new or empty folder")
+    x.add_argument("--force", action="store_true", help="replace what --out holds (a folder's contents, or a file)")
     x.add_argument("--no-eos", action="store_true", help="export each document without its eos token")
     x.add_argument("--tokenizer-name", help="the name datatrove's .ds.metadata records (default: tokenmill-sha256-<sha>)")
     x.set_defaults(func=_export_shards)
@@ -368,6 +374,7 @@ def _user_error(exc: BaseException) -> str | None:
     from orchestration.dedup_index import DedupIndexError
     from orchestration.train_job import TrainingStopped
     from orchestration.workdir_lock import WorkdirBusy
+    from pipelines.errors import MachineFault, UsageError
     from pipelines.readers.paths import InputError
 
     cause = getattr(exc, "cause", None)  # a Ray task's exception (RayTaskError) carries the worker's one
@@ -376,11 +383,23 @@ def _user_error(exc: BaseException) -> str | None:
         return None if inner is None else f"{getattr(exc, 'where', 'in a Ray task')}: {inner}"
     if isinstance(exc, ConfigError):
         return f"config error: {exc}"
-    if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped)):
+    if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped, UsageError)):
         return f"error: {exc}"
+    if isinstance(exc, MachineFault):
+        return f"{exc} (a fault of the machine, not of the input: re-run to resume)"
+    fault = storage.connection_fault(exc)
+    if fault is not None:  # an object store, MLflow server or Ray node gone after its layer's retries
+        return (f"error: an endpoint could not be reached ({fault}); a fault of the machine or network, not of the "
+                "input: re-run to resume once it is back")
     if isinstance(exc, OSError) and exc.errno is not None:  # no such file, permission denied, disk full, ...
+        import errno
+
         where = f"{exc.filename}: " if exc.filename else ""
-        return f"error: {where}{exc.strerror or exc}"
+        then = {errno.ENOSPC: ": free some space, then re-run to resume",
+                errno.EDQUOT: ": free some space, then re-run to resume",
+                errno.EACCES: ": fix the permission, then re-run to resume",
+                errno.EROFS: ": give a writable folder, then re-run to resume"}.get(exc.errno, "")
+        return f"error: {where}{exc.strerror or exc}{then}"
     return None
 
 
@@ -395,7 +414,11 @@ def _fail(exc: BaseException, workdir: str | None) -> int:
     text = "".join(traceback.format_exception(exc))
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     log = None
-    for folder in ([Path(workdir)] if workdir and Path(workdir).is_dir() else []) + [Path(tempfile.gettempdir())]:
+    from orchestration import console
+
+    announced = console.log_folder()  # the folder the run's first line named, where it has one
+    for folder in ([announced] if announced else []) + ([Path(workdir)] if workdir and Path(workdir).is_dir() else []) \
+            + [Path(tempfile.gettempdir())]:
         try:
             log = folder / "tokenmill.log"
             with open(log, "a") as f:

@@ -8,6 +8,7 @@ in the dataclass's `validate(key)`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -155,7 +156,10 @@ def apply_override(data: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r}: expected dotted.key=value")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.load(raw, Loader=_strict_loader()) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key.strip()}: the value is not valid YAML ({_yaml_problem(exc)})") from None
     parts = key.strip().split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
@@ -244,18 +248,69 @@ def field_type(cls: type, dotted: str) -> Any:
     return tp
 
 
+@functools.lru_cache(maxsize=1)
+def _strict_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last one
+        silently: `minhash:` twice would drop the first block's settings without a word)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: PyYAML's own error says so
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice (first on line {first})", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+def _yaml_problem(exc) -> str:
+    """PyYAML's error in one line: what is wrong (the mark is given separately)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{context}: {problem}" if context and problem and context not in problem else problem
+
+
+def read_yaml(path: Path):
+    """The YAML document in `path`, or a ConfigError naming the file, line and column: text that is not
+    UTF-8 (a Latin-1 or UTF-16 file), a key written twice in one mapping, or any syntax error (a tab
+    used for indentation, an unclosed bracket)."""
+    import yaml
+
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or raw[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+        raise ConfigError(f"{path}: the file is UTF-16 or UTF-32 (it starts with that byte-order mark); "
+                          "save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}:{col}: not UTF-8 text (byte 0x{raw[exc.start]:02x}; a Latin-1 or "
+                          "Windows-1252 file?): save it as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_strict_loader())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
 def load_yaml_config(path: str | Path, overrides: list[str] = (), schema: type | None = None) -> dict:
     """The raw mapping of a YAML config with `dotted.key=value` overrides applied. With `schema`, IsPath
     fields are made absolute: the file's own against its folder, the overrides' against the current one."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     if schema is not None:

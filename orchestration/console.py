@@ -47,13 +47,31 @@ def configure(workdir, verbose: bool | None = None) -> Path:
         if not storage.is_uri(workdir):
             storage.path(workdir).mkdir(parents=True, exist_ok=True)  # an unusable workdir is named as given
         folder.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(folder / "tokenmill.log")
+        handler = _LogFile(folder / "tokenmill.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         _state["handler"] = handler
         logging.captureWarnings(True)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its tqdm bars while logging a model
         quiet_libraries()
     return folder
+
+
+class _LogFile(logging.FileHandler):
+    """The log file; when writing to it fails (a full disk), one line says so and later records are dropped.
+    (logging's own handler prints a "--- Logging error ---" traceback for every record: 378 of them on a
+    full disk while a classifier trained.)"""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        import sys
+
+        exc = sys.exc_info()[1]
+        print(f"tokenmill: cannot write the log file {self.baseFilename} ({exc}); library log lines are dropped "
+              "from here on", file=sys.stderr)
 
 
 def quiet_libraries() -> None:
@@ -66,6 +84,11 @@ def quiet_libraries() -> None:
         log = logging.getLogger(name)
         log.handlers = [handler]
         log.propagate = False
+
+
+def log_folder() -> Path | None:
+    """This run's log folder, once `configure` has named it (where a failure's traceback goes too)."""
+    return _state["log_dir"]
 
 
 def where_logs() -> str:

@@ -268,38 +268,60 @@ def doc_fate(doc_id: str, workdirs: list[Path] | None = None) -> dict:
     """A document's fate in every pipeline workdir of the store (or those given): dropped at which stage, why
     and with which metadata (duplicate_of, scores), or kept: its token shard, offset and length, and the
     (step, rank) pairs of every training run on those shards whose batches held its tokens."""
-    import pyarrow.compute as pc
-
     from orchestration.tracking import WORKDIR_TAG
 
     if workdirs is None:
         runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
                                   filter_string=f"tags.`{tracking.KIND_TAG}` = 'pipeline' and attributes.status = 'FINISHED'")
         workdirs = sorted({storage.path(r.data.tags[WORKDIR_TAG]) for r in runs if WORKDIR_TAG in r.data.tags}, key=str)
-    prefix = doc_id.split("#", 1)[0]  # the raw file's path: shards of a file are named after it
-    out = {"doc_id": doc_id, "pipelines": []}
+    out = {"doc_id": doc_id, "pipelines": [], "unreadable": []}
     for wd in workdirs:
-        fate: dict = {"workdir": str(wd)}
-        for f in sorted((wd / "stages").glob(f"*/dropped/{prefix}/*.parquet")) + \
-                sorted((wd / "stages").glob(f"*/dropped/{_source_name(doc_id)}/**/*.parquet")):
-            t = read_parquet(f, filters=[("id", "=", doc_id)])
-            if t.num_rows:
-                row = t.to_pylist()[0]
-                fate.update(fate="dropped", stage=f.relative_to(wd / "stages").parts[0], reason=row["reason"],
-                            metadata=json.loads(row["metadata"] or "{}"), file=str(f.relative_to(wd)))
-                break
-        if "fate" not in fate:
-            for idx in sorted((wd / "tokens").glob(f"{prefix}/*.idx.parquet")):
-                t = read_parquet(idx)
-                hit = pc.index(t.column("doc_id"), doc_id).as_py()
-                if hit >= 0:
-                    row = t.slice(hit, 1).to_pylist()[0]
-                    fate.update(fate="kept", token_file=str(idx.relative_to(wd)), offset=row["offset"],
-                                n_tokens=row["n_tokens"], training=_training_reads(wd, idx, hit))
-                    break
-        if "fate" in fate:
+        # a store outlives its workdirs (deleted, moved, on an endpoint that is gone): each one that cannot be
+        # read is named with the reason, and the others still answer
+        try:
+            fate = _fate_in(wd, doc_id)
+        except Exception as exc:  # noqa: BLE001  (any failure to read one workdir: named, not fatal)
+            out["unreadable"].append({"workdir": str(wd), "reason": _why_unreadable(exc)})
+            continue
+        if fate is None:
+            out["unreadable"].append({"workdir": str(wd), "reason": "no such folder (deleted or moved?)"})
+        elif "fate" in fate:
             out["pipelines"].append(fate)
     return out
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    fault = storage.connection_fault(exc)
+    return fault or " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def _fate_in(wd, doc_id: str) -> dict | None:
+    """The document's fate in one pipeline workdir ({"workdir"} alone when the document is not in it), None when the
+    workdir itself is gone."""
+    import pyarrow.compute as pc
+
+    if not wd.is_dir():
+        return None
+    prefix = doc_id.split("#", 1)[0]  # the raw file's path: shards of a file are named after it
+    fate: dict = {"workdir": str(wd)}
+    for f in sorted((wd / "stages").glob(f"*/dropped/{prefix}/*.parquet")) + \
+            sorted((wd / "stages").glob(f"*/dropped/{_source_name(doc_id)}/**/*.parquet")):
+        t = read_parquet(f, filters=[("id", "=", doc_id)])
+        if t.num_rows:
+            row = t.to_pylist()[0]
+            fate.update(fate="dropped", stage=f.relative_to(wd / "stages").parts[0], reason=row["reason"],
+                        metadata=json.loads(row["metadata"] or "{}"), file=str(f.relative_to(wd)))
+            break
+    if "fate" not in fate:
+        for idx in sorted((wd / "tokens").glob(f"{prefix}/*.idx.parquet")):
+            t = read_parquet(idx)
+            hit = pc.index(t.column("doc_id"), doc_id).as_py()
+            if hit >= 0:
+                row = t.slice(hit, 1).to_pylist()[0]
+                fate.update(fate="kept", token_file=str(idx.relative_to(wd)), offset=row["offset"],
+                            n_tokens=row["n_tokens"], training=_training_reads(wd, idx, hit))
+                break
+    return fate
 
 
 def _training_reads(workdir: Path, idx: Path, row: int) -> list[dict]:
@@ -353,7 +375,8 @@ def format_spikes(report: dict, max_docs: int = 10) -> str:
 def format_fate(fate: dict) -> str:
     lines = [f"document {fate['doc_id']}"]
     if not fate["pipelines"]:
-        lines.append("  not found in any pipeline workdir of this MLflow store")
+        lines.append("  not found in any pipeline workdir of this MLflow store"
+                     + (" that could be read" if fate.get("unreadable") else ""))
     for p in fate["pipelines"]:
         if p["fate"] == "dropped":
             meta = p["metadata"]
@@ -375,4 +398,6 @@ def format_fate(fate: dict) -> str:
             steps = ", ".join(f"{s['step']}/rank {s['rank']}" for s in r["steps"][:50])
             more = f" and {len(r['steps']) - 50} more" if len(r["steps"]) > 50 else ""
             lines.append(f"    {r['name']} (run {r['run_id']}): read at steps {steps or 'none yet'}{more}")
+    for u in fate.get("unreadable", []):
+        lines.append(f"  {u['workdir']}: not read: {u['reason']}")
     return "\n".join(lines)

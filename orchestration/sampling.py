@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pipelines import storage
+from pipelines.errors import UsageError
 
 import torch
 
@@ -47,14 +48,41 @@ def load_for_sampling(checkpoint: str | Path, tokenizer: str | None = None) -> t
         raise FileNotFoundError(f"tokenizer {tok_path}: not found (pass --tokenizer)")
     expected = meta.get("tokenizer_sha256")
     if expected and sha256_file(tok_path) != expected:
-        raise ValueError(f"tokenizer {tok_path} is not the one the model was trained with (sha256 {expected[:12]}...)")
+        raise UsageError(f"tokenizer {tok_path} is not the one the model was trained with (sha256 {expected[:12]}...): "
+                         "leave out --tokenizer to use the model's own")
     return model, Tokenizer(tok_path)
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int) -> None:
+    """Sampling arguments in range, before a model is loaded."""
+    if max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens: at least 1, got {max_new_tokens}")
+    if not temperature >= 0:  # NaN too
+        raise UsageError(f"--temperature: 0 (greedy) or more, got {temperature}")
+    if top_k < 0:
+        raise UsageError(f"--top-k: 0 (no cut-off) or more, got {top_k}")
+
+
+def prompt_ids(model: Decoder, tok: Tokenizer, prompt: str, max_new_tokens: int) -> tuple[list[int], str | None]:
+    """The prompt's token ids (an empty prompt starts after an eos, as a new document), and a note when the
+    model's context leaves room for fewer new tokens than asked. A prompt that leaves no room is a UsageError."""
+    ids = [int(i) for i in tok.encode(prompt)] or [tok.eos_id]
+    room = model.cfg.max_seq_len - len(ids)
+    if room < 1:
+        raise UsageError(f"the prompt {prompt[:40]!r}{'...' if len(prompt) > 40 else ''} is {len(ids)} tokens: the "
+                         f"model's context is {model.cfg.max_seq_len} tokens, so it leaves no room to generate; "
+                         "shorten it")
+    note = None
+    if room < max_new_tokens:
+        note = (f"the prompt {prompt[:40]!r} is {len(ids)} tokens of the model's {model.cfg.max_seq_len}: at most "
+                f"{room} new tokens (not {max_new_tokens})")
+    return ids, note
 
 
 @torch.no_grad()
 def complete(model: Decoder, tok: Tokenizer, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
              seed: int) -> str:
     """The generated continuation of `prompt` (an empty prompt starts after an eos, as a new document)."""
-    ids = [int(i) for i in tok.encode(prompt)] or [tok.eos_id]
+    ids, _ = prompt_ids(model, tok, prompt, max_new_tokens)
     return tok.decode(generate(model, ids, max_new_tokens, temperature, top_k, eos_id=tok.eos_id, seed=seed))
 

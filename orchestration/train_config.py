@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 
 from model.config import ModelConfig
 from model.spikes import SpikeRule
 from orchestration.config_schema import (ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PathStr,
-                                         PositiveFloat, PositiveInt, Range, from_dict, load_yaml_config)
+                                         PositiveFloat, PositiveInt, Range, from_dict, load_yaml_config,
+                                         read_yaml)
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -122,7 +122,7 @@ class TrainConfig:
             path = Path(preset) if Path(preset).is_absolute() else Path(self.base_dir) / preset
             if not path.is_file():
                 raise ConfigError(f"model.preset: no such file {path}")
-            merged.update(yaml.safe_load(path.read_text()) or {})
+            merged.update(read_yaml(path) or {})
         merged.update(values)
         if check_vocab and merged.get("vocab_size") and merged["vocab_size"] != vocab_size:
             raise ConfigError(f"model.vocab_size: {merged['vocab_size']} but the tokenizer has {vocab_size}")
@@ -141,7 +141,10 @@ class TrainConfig:
         if not JOB_NAME.fullmatch(self.name or ""):
             raise ConfigError(f"name: {self.name!r} names the job's checkpoint folder: use letters, digits, '.', '_' "
                               "and '-', starting with a letter or digit (no '/', no '..'), at most 128 characters")
-        self.model_config(self.model.get("vocab_size") or 0, check_vocab=False)  # a typo in model: fails here
+        mcfg = self.model_config(self.model.get("vocab_size") or 0, check_vocab=False)  # a typo in model: fails here
+        if self.data.seq_len > mcfg.max_seq_len:  # caught by --check, not after the pipeline has run
+            raise ConfigError(f"data.seq_len: {self.data.seq_len} exceeds the model's max_seq_len {mcfg.max_seq_len} "
+                              "(set model.max_seq_len or a shorter data.seq_len)")
         world = self.ray.num_workers
         seqs, rest = divmod(self.train.global_batch_tokens, self.data.seq_len)
         if rest or seqs % world:

@@ -87,8 +87,6 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     echo(f"tokenmill: verifying token shards {manifest_path} ...")
     shards = ShardSet(manifest_path, tokenizer_path=str(tokenizer_path), verify=True)
     mcfg = cfg.model_config(shards.vocab_size)
-    if cfg.data.seq_len > mcfg.max_seq_len:
-        raise ConfigError(f"data.seq_len: {cfg.data.seq_len} exceeds model.max_seq_len {mcfg.max_seq_len}")
     ckpt_root = cfg.checkpoint.storage_path or "ray"  # an absolute path or a URI wins
     ckpts = (storage.path(ckpt_root) if storage.is_uri(ckpt_root) else (workdir / ckpt_root)).resolve()
     ckpts.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import storage
+from pipelines.errors import UsageError
 from pipelines.shard_reader import ShardIntegrityError, ShardSet
 from pipelines.stage_files import sha256_file
 
@@ -181,13 +182,22 @@ def _dolma_metadata(starts: np.ndarray, ends: np.ndarray, doc_ids: list[str], sr
     return raw.getvalue()
 
 
-def _prepare_out_dir(out_dir: Path) -> Path:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"export folder {out_dir} exists and is not empty: export into a new or empty folder")
+def _refuse_occupied(out, force: bool) -> None:
+    if force:
+        return
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"export folder {out} is a file: give a new or empty folder, or --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"export folder {out} is not empty: give a new or empty folder, or --force to replace "
+                         "what it holds")
+
+
+def _prepare_out_dir(out_dir: Path, force: bool) -> Path:
+    _refuse_occupied(out_dir, force)
     partial = out_dir.with_name(out_dir.name + ".partial")
     if partial.exists():
         if not (partial / _PARTIAL_MARK).is_file():
-            raise FileExistsError(f"{partial} exists and is not an unfinished export of this tool: remove it first")
+            raise UsageError(f"{partial} exists and is not an unfinished export of this tool: remove it first")
         shutil.rmtree(partial)  # left by an export that crashed
     partial.mkdir(parents=True)
     (partial / _PARTIAL_MARK).write_bytes(b"")
@@ -195,7 +205,8 @@ def _prepare_out_dir(out_dir: Path) -> Path:
 
 
 def export_shards(manifest_path, out_dir, fmt: str, *, include_eos: bool = True, verify: bool = True,
-                  tokenizer_name: str | None = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> dict:
+                  tokenizer_name: str | None = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                  force: bool = False) -> dict:
     """Export the token shard set of `manifest_path` to `out_dir` (new or empty) in format `fmt`.
 
     fmt: "megatron" (`.bin` + `.idx` + ids sidecar), "datatrove" (`.ds` + `.ds.index` + `.ds.metadata`
@@ -206,8 +217,8 @@ def export_shards(manifest_path, out_dir, fmt: str, *, include_eos: bool = True,
     verify: check every shard's and index's sha256 against the manifest while streaming (one read).
     tokenizer_name: the name datatrove's `.ds.metadata` records (default "tokenmill-sha256-<sha256>").
     Raises ShardIntegrityError (a ValueError naming the file) on a manifest, shard or index that does
-    not verify, FileExistsError when out_dir is not empty, ValueError on an unknown format. Nothing is
-    left under out_dir on failure. Returns the content of `out_dir/export.json` plus "path" (its path).
+    not verify, UsageError when out_dir is a file or not empty (unless `force`: then what it holds is replaced
+    once the export is complete), ValueError on an unknown format. Nothing is left under out_dir on failure. Returns the content of `out_dir/export.json` plus "path" (its path).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -225,12 +236,11 @@ def export_shards(manifest_path, out_dir, fmt: str, *, include_eos: bool = True,
 
     dest = storage.path(out_dir)
     if storage.is_uri(dest):  # built in a local folder, uploaded whole at the end
-        if any(dest.iterdir()):
-            raise FileExistsError(f"export folder {dest} exists and is not empty: export into a new or empty folder")
+        _refuse_occupied(dest, force)
         out_dir = storage.scratch_for(dest, directory=True) / "export"
     else:
         out_dir = dest
-    partial = _prepare_out_dir(out_dir)
+    partial = _prepare_out_dir(out_dir, force)
     files: list[dict] = []
     parts: list[dict] = []
     try:
@@ -311,10 +321,16 @@ def export_shards(manifest_path, out_dir, fmt: str, *, include_eos: bool = True,
         }
         (partial / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         (partial / _PARTIAL_MARK).unlink()
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above)
+        if out_dir.is_dir() and not out_dir.is_symlink():
+            shutil.rmtree(out_dir)  # empty, or --force
+        elif out_dir.exists() or out_dir.is_symlink():
+            out_dir.unlink()  # a file, with --force
         partial.rename(out_dir)
         if out_dir != dest:
+            if force and dest.is_file():
+                dest.unlink()
+            elif force:
+                dest.rmtree()
             storage.publish(out_dir, dest)
             shutil.rmtree(out_dir.parent, ignore_errors=True)
     except BaseException:

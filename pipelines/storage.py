@@ -34,6 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator, Union
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 
@@ -61,12 +62,45 @@ def _filesystem(scheme: str, netloc: str, query: str) -> pafs.FileSystem:
     return _cached_filesystem(scheme, netloc, query, os.environ.get("AWS_ENDPOINT_URL", ""))
 
 
+# Attempts per S3 request (AWS SDK standard retry: exponential back-off with jitter). pyarrow's default of 3
+# gives up 2.5 s after an endpoint goes away; 6 waits 17-18 s (measured against a closed port), so a store that
+# restarts or a network that blips for a few seconds costs nothing. After that the request fails and the run
+# stops with one line naming the endpoint (connection_fault); a re-run resumes. TOKENMILL_S3_ATTEMPTS overrides it.
+S3_ATTEMPTS = int(os.environ.get("TOKENMILL_S3_ATTEMPTS", "6"))
+
+# what pyarrow (AWS SDK, curl), botocore, requests and urllib3 say when an endpoint cannot be reached
+_CONNECTION_WORDS = ("could not connect", "couldn't connect", "failed to connect", "connection refused",
+                     "network_connection", "connection reset", "connection aborted", "timed out", "timeout was reached",
+                     "name or service not known", "could not resolve host", "temporary failure in name resolution",
+                     "max retries exceeded", "remote end closed connection", "endpointconnectionerror",
+                     "unable to connect", "network is unreachable", "no route to host")
+
+
+def connection_fault(exc: BaseException) -> str | None:
+    """One line for an error that says an endpoint (object store, MLflow server) could not be reached, or None.
+    Follows __cause__/__context__, since libraries wrap the socket error in their own."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = f"{type(exc).__name__}: {exc}"
+        low = text.lower()
+        if not (isinstance(exc, OSError) and exc.errno is not None and exc.filename) and \
+                any(w in low for w in _CONNECTION_WORDS):
+            return " ".join(text.split())[:400]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def _cached_filesystem(scheme: str, netloc: str, query: str, _endpoint: str) -> pafs.FileSystem:
     uri = f"{scheme}://{netloc}/" + (f"?{query}" if query else "")
     try:
-        return pafs.FileSystem.from_uri(uri)[0]
-    except (pafs.ArrowInvalid, ValueError, OSError) as exc:  # a scheme pyarrow does not know: fsspec's
+        fs = pafs.FileSystem.from_uri(uri)[0]
+        if isinstance(fs, pafs.S3FileSystem):  # the same settings, with more attempts (S3_ATTEMPTS says why)
+            fs = pafs.S3FileSystem(**fs.__reduce__()[1][0],
+                                   retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS))
+        return fs
+    except (pa.ArrowInvalid, ValueError, OSError) as exc:  # a scheme pyarrow does not know: fsspec's
         import fsspec
 
         try:

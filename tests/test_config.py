@@ -118,6 +118,31 @@ def test_cli_reports_config_error_in_one_line():
     assert proc.stderr.strip() == "tokenmill: config error: minhash.rows: expected an integer, got 'eight'"
 
 
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"name: qs\nminhash:\n  bands: 4\nminhash:\n  rows: 2\n",
+         ":4:1: not valid YAML: key 'minhash' appears twice (first on line 2)"),
+        ("name: café\n".encode("latin-1"), ":1:10: not UTF-8 text (byte 0xe9"),
+        ("name: qs\n".encode("utf-16"), ": the file is UTF-16 or UTF-32"),
+        (b"name: qs\nminhash:\n\tbands: 4\n", ":3:1: not valid YAML: while scanning for the next token: found "
+                                              "character '\\t' that cannot start any token"),
+        (b"name: [qs\n", ":2:1: not valid YAML: "),
+    ],
+)
+def test_a_config_file_that_cannot_be_read_names_its_line_and_column(tmp_path, content, message):
+    """Every config (pipeline, training, quality, a model preset) is read by config_schema.read_yaml: a key
+    written twice, a file that is not UTF-8 and any YAML error are one line with the file, line and column."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    proc = _cli("pipeline", str(path), "--workdir", "unused", "--check")
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith(f"tokenmill: config error: {path}{message}"), line
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_pipeline_config(QUICKSTART, ["minhash.bands=[1"])
+
+
 def test_cli_help_explains_itself():
     for argv in (["--help"], ["pipeline", "--help"]):
         out = subprocess.run([sys.executable, "-m", "orchestration.cli", *argv], capture_output=True, text=True, cwd=REPO)
@@ -162,6 +187,8 @@ def test_a_training_job_name_cannot_leave_its_folder(name):
         ("sample.temperature=-1", "sample.temperature: must be >= 0, got -1.0"),
         ("data.val_fraction=1", "data.val_fraction: must be in [0, 1), got 1.0"),
         ("checkpoint.storage_path=../../elsewhere", "checkpoint.storage_path: '../../elsewhere' would leave the workdir"),
+        # failed after the whole pipeline had run (`run --check` passed it)
+        ("data.seq_len=512", "data.seq_len: 512 exceeds the model's max_seq_len"),
     ],
 )
 def test_training_config_values_are_checked_on_load(override, message):

@@ -277,6 +277,64 @@ def test_step_and_doc_answer_from_the_loader_order(qs):
     missing = cli("lineage", "--doc", "no/such#1", env=env)
     assert missing.returncode == 1 and "not found in any pipeline workdir" in missing.stdout
 
+    # a store outlives its workdirs: one deleted, one on an S3 endpoint that is gone; --doc still answers from
+    # the quickstart's and names both with the reason
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("tokenmill-quickstart").experiment_id
+    gone = [str(qs["tmp"] / "deleted-workdir"), f"s3://gone/wd?endpoint_override=127.0.0.1:{free_port()}&scheme=http"]
+    extra = []
+    for wd in gone:
+        run = client.create_run(exp, tags={"tokenmill.kind": "pipeline", "tokenmill.workdir": wd})
+        client.set_terminated(run.info.run_id)
+        extra.append(run.info.run_id)
+    try:
+        fate = cli("lineage", "--doc", one["doc_id"], env={**env, "TOKENMILL_S3_ATTEMPTS": "1"})
+        assert fate.returncode == 0 and "internal error" not in fate.stderr, fate.stderr[-2000:]
+        assert "kept: tokens/" in fate.stdout
+        assert f"{gone[0]}: not read: no such folder" in fate.stdout
+        line = next(x for x in fate.stdout.splitlines() if "s3://gone/wd" in x)
+        assert "not read:" in line and "connect" in line.lower(), fate.stdout
+    finally:
+        for run_id in extra:
+            client.delete_run(run_id)
+
+
+def test_generate_checks_its_arguments_and_its_prompt(qs):
+    """A user's mistake in `tokenmill generate` is one line and exit 2, never an internal error; a prompt near
+    the model's context says how many new tokens still fit."""
+    import sentencepiece as spm
+
+    from model.export import load_export
+    from pipelines.tokenizer import Tokenizer
+
+    export, env = qs["tmp"] / "qs" / "train" / "model", qs["env"]
+    for args, message in ((["--max-new-tokens", "-5"], "--max-new-tokens: at least 1"),
+                          (["--temperature", "-0.5"], "--temperature: 0 (greedy) or more"),
+                          (["--top-k", "-3"], "--top-k: 0 (no cut-off) or more")):
+        out = cli("generate", str(export), "--prompt", "The", *args, env=env)
+        assert out.returncode == 2 and message in out.stderr and "internal" not in out.stderr, (args, out.stderr)
+    model, _ = load_export(export)
+    tok = Tokenizer(export / "tokenizer.model")
+    words = ("the", "module", "returns", "a", "list", "of")
+    prompt, i = "", 0
+    while len(tok.encode(prompt)) < model.cfg.max_seq_len - 3:
+        prompt, i = f"{prompt} {words[i % len(words)]}".strip(), i + 1
+    room = model.cfg.max_seq_len - len(tok.encode(prompt))
+    near = cli("generate", str(export), "--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0", env=env)
+    assert near.returncode == 0, near.stderr[-2000:]
+    assert f"at most {room} new tokens (not 40)" in near.stderr
+    too_long = cli("generate", str(export), "--prompt", prompt + " the module" * 20, env=env)
+    assert too_long.returncode == 2 and "leaves no room to generate" in too_long.stderr, too_long.stderr
+    # a SentencePiece model that is not the one the model was trained with
+    other = qs["tmp"] / "other_tokenizer"
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(["a small corpus of words", "other words here"] * 50),
+                                   model_prefix=str(other), vocab_size=30, minloglevel=2)
+    wrong = cli("generate", str(export), "--prompt", "The", "--tokenizer", f"{other}.model", env=env)
+    assert wrong.returncode == 2 and "is not the one the model was trained with" in wrong.stderr, wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
 
 def test_verify_names_a_changed_shard_byte_and_a_missing_checkpoint_file(qs):
     """Last in the module: it breaks files of the shared run."""

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from train_fixture import build_shakespeare_shards
 
+from pipelines.errors import UsageError
 from pipelines.shard_export import FORMATS, export_shards
 from pipelines.shard_reader import ShardIntegrityError, ShardSet
 from pipelines.token_shards import build_token_manifest, write_token_manifest, write_token_shards
@@ -278,9 +279,19 @@ def test_bad_input_is_refused_naming_the_file(shards, tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="busy"):
+    with pytest.raises(UsageError, match="busy is not empty.*--force"):
         export_shards(manifest, busy, "dolma")
     assert (busy / "keep.txt").read_text() == "mine"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    with pytest.raises(UsageError, match="a_file is a file"):
+        export_shards(manifest, a_file, "dolma")
+    assert a_file.read_text() == "mine"
+    # --force replaces what the folder (or file) held, once the export is complete
+    for occupied in (busy, a_file):
+        out = export_shards(manifest, occupied, "dolma", force=True)
+        assert not (occupied / "keep.txt").exists() and (occupied / "export.json").is_file()
+        assert sorted(p.name for p in occupied.iterdir()) == sorted(["export.json", *(f["path"] for f in out["files"])])
 
     # a flipped token in the middle of shard 3 (same size): found while streaming, nothing left behind
     shard3 = src / "shard_00003.bin"
@@ -318,3 +329,12 @@ def test_the_cli_writes_what_the_function_writes(shards, tmp_path, capsys):
     assert (tmp_path / "cli" / "export.json").read_bytes() == (tmp_path / "fn" / "export.json").read_bytes()
     ids, docs, _ = read_export(tmp_path / "cli", "megatron", ShardSet(shards["manifest"]).vocab_size)
     assert len(ids) == len(docs) == shards["documents"]
+    # a second export onto the same folder: one line, exit 2, the folder untouched; --force replaces it
+    before = (tmp_path / "cli" / "export.json").read_bytes()
+    assert main(["export-shards", str(shards["manifest"]), "--format", "dolma", "--out", str(tmp_path / "cli")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tokenmill: error: export folder") and "--force" in err and "internal" not in err
+    assert len(err.splitlines()) == 1 and (tmp_path / "cli" / "export.json").read_bytes() == before
+    assert main(["export-shards", str(shards["manifest"]), "--format", "dolma", "--out", str(tmp_path / "cli"),
+                 "--force"]) == 0
+    assert json.loads((tmp_path / "cli" / "export.json").read_text())["format"] == "dolma"
