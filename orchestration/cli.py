@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -360,11 +361,17 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
+    from orchestration import stopping
+
+    stopping.install()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print("tokenmill: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (orchestration/stopping.py)
+        signum = getattr(exc, "signum", signal.SIGINT)
+        done = stopping.progress_note()
+        stopping.say(f"tokenmill: stopped by {signal.Signals(signum).name}" + (f" ({done})" if done else "")
+                     + "; re-run the same command to resume")
+        return 128 + signum
     except Exception as exc:  # noqa: BLE001  (every failure ends as one line; the traceback goes to a log)
         return _fail(exc, getattr(args, "workdir", None))
 
@@ -385,8 +392,8 @@ def _user_error(exc: BaseException) -> str | None:
         return f"config error: {exc}"
     if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped, UsageError)):
         return f"error: {exc}"
-    if isinstance(exc, MachineFault):
-        return f"{exc} (a fault of the machine, not of the input: re-run to resume)"
+    if isinstance(exc, MachineFault):  # its message says what to do
+        return f"error: {exc}"
     fault = storage.connection_fault(exc)
     if fault is not None:  # an object store, MLflow server or Ray node gone after its layer's retries
         return (f"error: an endpoint could not be reached ({fault}); a fault of the machine or network, not of the "

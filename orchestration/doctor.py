@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines import storage
+from pipelines.errors import MachineFault
 
 TORCH_PIN = "2.13.0"
 
@@ -75,13 +76,17 @@ def ray_check() -> list[Finding]:
 def mlflow_check() -> list[Finding]:
     import mlflow
 
+    from orchestration import tracking
+
     uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    fix = "set MLFLOW_TRACKING_URI to a store you can reach (sqlite:///path/mlflow.db, http://...)"
     try:
-        mlflow.set_tracking_uri(uri)
-        mlflow.MlflowClient().search_experiments(max_results=1)
+        tracking.setup_uri()  # seconds, not MLflow's 4 minutes of retries, for a server that is not there
+    except MachineFault as exc:
+        return [Finding(False, str(exc), fix)]
     except Exception as exc:  # noqa: BLE001
-        return [Finding(False, f"MLflow store {uri} unreadable: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-                        "set MLFLOW_TRACKING_URI to a store you can reach (sqlite:///path/mlflow.db, http://...)")]
+        return [Finding(False, f"MLflow store {tracking.shown_uri(uri)} unreadable: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0]}", fix)]
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
         if not os.access(folder, os.W_OK):

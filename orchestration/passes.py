@@ -100,9 +100,23 @@ class PassSpec:
 VOLATILE = ("peak_rss_mb", "components_peak_heap_mb", "max_task_rows", "seconds", "skipped")  # in a global step's outcome, but not what it decided
 
 
+def _where_free(value, workdir: str):
+    """A global step's outcome as a resume key sees it: paths inside the workdir relative to it, and a model's
+    path dropped where its sha256 stands beside it (moving a workdir, or the same run in another one, keeps
+    every key)."""
+    if isinstance(value, dict):
+        return {k: _where_free(v, workdir) for k, v in value.items() if not (k == "model_path" and "sha256" in value)}
+    if isinstance(value, list):
+        return [_where_free(v, workdir) for v in value]
+    if isinstance(value, str) and value.startswith(workdir.rstrip("/") + "/"):
+        return value[len(workdir.rstrip("/")) + 1:]
+    return value
+
+
 def pass_spec(p: Pass, state: dict, workdir: storage.StoragePath, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:
     stage_state = {s.name: state.get(s.name) for s in p.apply}
-    decided = {n: {k: v for k, v in (st or {}).items() if k not in VOLATILE} for n, st in stage_state.items()}
+    decided = {n: _where_free({k: v for k, v in (st or {}).items() if k not in VOLATILE}, str(workdir))
+               for n, st in stage_state.items()}
     apply_key = digest({
         "pass": p.index, "stages": [(s.name, s.params()) for s in p.apply], "state": decided,
         "format": out_cfg.format, "shard_mb": out_cfg.shard_mb if p.index == 0 else None,
@@ -277,10 +291,21 @@ def _files_present(root: storage.StoragePath, shard_results: list[dict]) -> bool
         paths.append(r.get("docs_file"))
         for s in r["stages"].values():
             paths += [s.get("dropped_file"), s.get("kept_file")]
-            paths += [{"path": f"tokens/{e['path']}"} for e in s.get("extra", {}).get("token_files", [])]
+            for e in s.get("extra", {}).get("token_files", []):
+                paths.append({"path": f"tokens/{e['path']}", "bytes": e.get("bytes")})
+                if e.get("index_path"):
+                    paths.append({"path": f"tokens/{e['index_path']}"})
         for c in r["collect"].values():
             paths += list(c["keys"].values())
-    return all((root / e["path"]).exists() for e in paths if e)
+    return all(_intact(root / e["path"], e.get("bytes")) for e in paths if e)
+
+
+def _intact(path: storage.StoragePath, size: int | None) -> bool:
+    """The file is there with the size its record gives (a deleted or truncated output re-runs its task)."""
+    try:
+        return path.stat().st_size == size if size is not None else path.exists()
+    except FileNotFoundError:
+        return False
 
 
 def run_task(spec: PassSpec, task: dict) -> dict:

@@ -21,12 +21,13 @@ import time
 from orchestration.dedup_index import load_previous
 from orchestration.passes import DONE, digest, pass_spec, plan_passes, run_pass
 from orchestration.pipeline_config import PipelineConfig
+from orchestration import stopping
 from orchestration.preflight import check_pipeline
 from orchestration.workdir_lock import WorkdirLock
 from orchestration.workdir_lock import describe as describe_holder
 from pipelines import storage
 from pipelines.readers import list_inputs
-from pipelines.stage_files import sha256_file
+from pipelines.stage_files import content_params, sha256_file
 from pipelines.stages import build
 
 
@@ -115,12 +116,50 @@ def _run_pass_shown(p, spec, tasks: list[dict], files: list[dict], previous: lis
     else:
         docs = {r["shard"]: r["docs_file"]["docs"] for task in previous for r in task["shards"] if r["docs_file"]}
         total, amount = sum(docs.values()), lambda t, r: docs.get(t["shard"], 0)
+    finished = [0]
     with console.progress(f"pass {p.index} {names}", total, "MB" if p.index == 0 else "docs") as bar:
         def done(task: dict, result: dict) -> None:
             n = sum(r["stages"][first]["in"] for r in result["shards"]) if first else 0
             bar.advance(amount(task, result), docs=n)
+            finished[0] += 1
+            stopping.note(f"pass {p.index} [{names.replace(' → ', ' -> ')}]: {finished[0]} of {len(tasks)} tasks finished and kept")
 
         return run_pass(spec, tasks, cpus, on_done=done)
+
+
+def missing_outputs(workdir: storage.StoragePath, summary: dict) -> list[str]:
+    """What is wrong with a finished pipeline's outputs: a stage or token manifest that does not load (truncated,
+    edited: its digest no longer matches), or a file it lists missing or of another size. Cheap: sizes, not
+    hashes (`tokenmill lineage --verify` re-hashes)."""
+    from pipelines.manifest import load_manifest
+    from pipelines.shard_reader import ShardIntegrityError, ShardSet
+
+    problems = []
+    for st in summary["stages"]:
+        path = workdir / "stages" / st["stage"] / "manifest.json"
+        try:
+            manifest = load_manifest(path)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        for f in manifest["files"]:
+            try:
+                size = (workdir / f["path"]).stat().st_size
+            except FileNotFoundError:
+                problems.append(f"{f['path']} is missing")
+                continue
+            if size != f["bytes"]:
+                problems.append(f"{f['path']} is {size} bytes, its manifest says {f['bytes']}")
+    if summary.get("tokens"):
+        tokens = workdir / "tokens" / "manifest.json"
+        try:
+            shards = ShardSet(tokens, verify=False)  # its digest, and every shard's presence and size
+            for s in shards.shards_meta:
+                if s.get("index_path") and not (tokens.parent / s["index_path"]).is_file():
+                    problems.append(f"tokens/{s['index_path']} is missing")
+        except ShardIntegrityError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def config_key(cfg: PipelineConfig, raw_digest: str, previous: list[str] = ()) -> str:
@@ -128,6 +167,12 @@ def config_key(cfg: PipelineConfig, raw_digest: str, previous: list[str] = ()) -
     indexes (not Ray or MLflow)."""
     body = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("ray", "mlflow", "train", "name")}
     body["ray"] = {"shuffle_partitions": cfg.ray.shuffle_partitions}  # key file layout; outputs do not depend on it
+    # content, not places: the raw files are in raw_digest, earlier dedup indexes in `previous`, models by sha256
+    for inp in body["inputs"]:
+        inp.pop("paths", None)
+    body["quality"].pop("train", None)
+    body["dedup_index"].pop("previous", None)
+    body = content_params(body)
     return digest({"config": body, "raw": raw_digest, "previous": list(previous)})[:16]
 
 
@@ -169,17 +214,21 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
     done_path = workdir / DONE / f"pipeline-{config_key(cfg, raw_digest, previous)}.json"
     if done_path.is_file():
         summary = json.loads(done_path.read_text())
-        if storage.path(summary["final_manifest"]).is_file():
+        problems = missing_outputs(workdir, summary)
+        if not problems:
             echo(f"tokenmill: pipeline already complete in {workdir} (MLflow run {summary['mlflow_run_id']}); "
                  f"nothing to do (outputs unchanged: {summary['final_digest'][:12]}...)")
             return {**summary, "already_complete": True}
+        echo(f"tokenmill: the pipeline finished in {workdir} earlier, but {problems[0]}"
+             + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
+             + ": re-running the tasks whose outputs are missing or damaged")
 
     from orchestration import console, global_steps, tracking
     from orchestration.ray_runtime import describe, init_ray
     from orchestration.stage_records import record_stages
 
+    uri = tracking.setup(cfg.mlflow.experiment)  # an unreachable store fails here, in seconds, before Ray starts
     resources = init_ray(cfg.ray.num_cpus)
-    uri = tracking.setup(cfg.mlflow.experiment)
     tracking.close_dead_runs(workdir, lock.stale, echo)
     cpus = resources.get("CPU", 1.0)
     echo(f"tokenmill: {describe()} with {cpus:g} CPUs; MLflow store {uri}{console.where_logs()}")
@@ -204,6 +253,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
         collected = sum(r["done"] == "collected" for r in results)
         wall = time.perf_counter() - t0
         names = " -> ".join(s.name for s in p.apply)
+        stopping.note(f"passes up to {p.index} finished")
         echo(f"tokenmill: pass {p.index} [{names}]: {len(tasks)} tasks ({skipped} already done"
              + (f", {collected} only re-collected" if collected else "") + f") in {wall:.1f}s")
         runs.append({"pass": p, "results": results, "wall": wall, "skipped": skipped, "collected": collected,

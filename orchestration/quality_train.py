@@ -75,7 +75,7 @@ def run_quality_train(config_path: str, overrides: list[str], echo=print) -> dic
     job = from_dict(QualityTrainJob, load_yaml_config(config_path, overrides, QualityTrainJob))
     cfg = QualityTrainConfig(**job.train)
     tracking.setup(job.experiment)
-    with mlflow.start_run(run_name=f"quality-train:{job.name}", tags={tracking.KIND_TAG: "quality_train",
+    with tracking.run(run_name=f"quality-train:{job.name}", tags={tracking.KIND_TAG: "quality_train",
                                                                   tracking.CODE_VERSION_TAG: tracking.code_version()}):
         tracking.log_params({"job": dataclasses.asdict(job), "train_config": dataclasses.asdict(cfg)})
         start = time.perf_counter()

@@ -12,7 +12,7 @@ import ray
 import model
 import orchestration
 import pipelines
-from orchestration import console
+from orchestration import console, stopping
 
 
 def init_ray(num_cpus: int | None = None) -> dict:
@@ -38,6 +38,7 @@ def init_ray(num_cpus: int | None = None) -> dict:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
         console.keep_ray_logs(ray._private.worker._global_node.get_logs_dir_path())
     console.quiet_libraries()
+    stopping.install()  # ray.init put its own SIGTERM handler (exit 15, a C++ stack dump) in place of ours
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

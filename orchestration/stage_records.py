@@ -20,7 +20,6 @@ from pipelines import storage
 from pipelines.manifest import build_manifest, mlflow_digest, write_manifest
 from pipelines.stages.filter import SCORE_BINS
 from pipelines.stages.quality import FINE_BINS
-from pipelines.stage_files import sha256_file
 from pipelines.stages.tokenize import TOKENS_PER_DOC_BINS
 from pipelines.token_shards import build_token_manifest, write_token_manifest
 
@@ -104,15 +103,15 @@ def _figures(stage: str, m: dict, state: dict) -> tuple[dict, dict]:
 
 
 def _log_stage(stage: str, params: dict, m: dict, manifest: dict, manifest_path: storage.StoragePath, prev: dict | None,
-               raw: tuple | None, extra_metrics: dict, figs: dict, wall: float, state: dict, previous: list) -> str:
+               raw: tuple | None, extra_metrics: dict, figs: dict, wall: float, state: dict, previous: list,
+               model_path: str | None = None) -> str:
     with tracking.stage_run(stage, params) as run:
         if raw is not None:
             tracking.log_raw_input(*raw)
         if prev is not None:
             tracking.log_input_manifest(prev["stage"], prev["manifest"], prev["output_digest"])
-        if stage == "quality":  # the classifier, by its sha256: lineage finds the run that trained it
-            model = storage.path(params["model_path"]).resolve()
-            tracking.log_raw_input("quality_model", str(model), sha256_file(model))
+        if model_path is not None:  # the classifier, by its sha256: lineage finds the run that trained it
+            tracking.log_raw_input("quality_model", str(storage.path(model_path).resolve()), params["model_sha256"])
         if stage in ("exact_dedup", "minhash"):
             for old in previous:  # the earlier runs' dedup indexes this stage deduplicated against
                 tracking.log_input_manifest(f"dedup_index:{old['mlflow_run_id']}", storage.path(old["manifest_path"]),
@@ -252,7 +251,8 @@ def record_stages(cfg, workdir: storage.StoragePath, runs: list[dict], state: di
                 raw = ("raw:" + ",".join(i.name for i in cfg.inputs), str(raw_path), raw_digest) if prev is None else None
                 metrics, figs = _figures(st.name, m, state.get(st.name, {}))
                 run_id = _log_stage(st.name, m["params"], m, manifest, path, prev, raw, metrics, figs, run["wall"],
-                                    state.get(st.name, {}), previous)
+                                    state.get(st.name, {}), previous,
+                                    model_path=cfg.quality.model_path if st.name == "quality" else None)
                 entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
                          "quarantined": m["quarantined"], "corrupt": m["corrupt"], "trimmed": m["trimmed"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
                          "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),

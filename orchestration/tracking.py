@@ -45,11 +45,78 @@ CODE_VERSION_TAG = "tokenmill.code_version"
 
 
 def setup_uri() -> str:
-    """The store named by MLFLOW_TRACKING_URI, else MLflow's default; for commands that only read."""
+    """The store named by MLFLOW_TRACKING_URI, else MLflow's default; for commands that only read. A server
+    that cannot be reached is a MachineFault within STORE_CONNECT_TIMEOUT_S; a new SQLite store is created
+    (its schema migrated) by one process at a time."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     console.quiet_libraries()  # MLflow's INFO lines (store set-up, new experiment) to the log file
-    return mlflow.get_tracking_uri()
+    uri = mlflow.get_tracking_uri()
+    reach_store(uri)
+    with _store_lock(uri):
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)  # opens it (a new SQLite file: migrated)
+    return uri
+
+
+# How long a command waits to connect to an MLflow server (or its database) before it says it cannot: MLflow's
+# own client retries a refused connection 7 times with exponential back-off (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+# ..._BACKOFF_FACTOR), which kept an unreachable store silent for 4 min 16 s. Once a run has started, a server
+# that goes away is retried by MLflow's client that long before the command stops (exit 2, re-run to resume).
+STORE_CONNECT_TIMEOUT_S = 5.0
+_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def shown_uri(uri: str) -> str:
+    """A store URI with any password left out (for lines and errors)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def reach_store(uri: str, timeout: float = STORE_CONNECT_TIMEOUT_S) -> None:
+    """Connect to the host and port of a server store (http, https, a database) within `timeout` seconds, or
+    raise MachineFault naming the URI. File and SQLite stores pass (their folder is checked when written)."""
+    import socket
+    import urllib.parse
+
+    from pipelines.errors import MachineFault
+
+    parts = urllib.parse.urlsplit(uri)
+    port = _PORTS.get(parts.scheme.split("+")[0])
+    if port is None or not parts.hostname:
+        return
+    try:
+        port = parts.port or port
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        why = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else \
+            (getattr(exc, "strerror", None) or str(exc))
+        raise MachineFault(f"the MLflow store {shown_uri(uri)} cannot be reached ({parts.hostname}:{port}: {why}): "
+                           "start it or set MLFLOW_TRACKING_URI to one you can reach, then re-run") from None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, a lock beside its file while a process opens it or creates an experiment: two
+    commands that started at once on a new store both ran MLflow's schema migration, and the second failed
+    ("duplicate column name: step"). Other stores serialize this themselves."""
+    db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if db is None or not db.parent.is_dir():  # a missing folder: MLflow names it itself
+        yield
+        return
+    import fcntl
+
+    with open(db.parent / f".{db.name}.tokenmill-init.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -59,8 +126,9 @@ def setup(experiment: str) -> str:
     """Use MLFLOW_TRACKING_URI if set, else MLflow's own default (sqlite:///mlflow.db in the cwd). The
     experiment is marked as model development, so that MLflow 3's UI opens it on its runs, not on the GenAI
     overview it shows an experiment of unknown kind (a kind someone set is left alone)."""
-    setup_uri()
-    exp = mlflow.set_experiment(experiment)
+    uri = setup_uri()
+    with _store_lock(uri):  # two runs creating the same new experiment at once
+        exp = mlflow.set_experiment(experiment)
     if EXPERIMENT_KIND_TAG not in exp.tags:
         mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     return mlflow.get_tracking_uri()
@@ -83,13 +151,32 @@ def log_params(params: dict) -> None:
         mlflow.log_params(dict(items[i : i + 100]))
 
 
+ENDED_TAG = "tokenmill.ended"  # why a run did not finish (killed by a signal, by a dead process, a stopped loss)
+
+
+@contextmanager
+def run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
+    """mlflow.start_run, ended KILLED (not FAILED) when a signal stops the command (stopping.Interrupted, or
+    Ctrl-C), with the signal in its ENDED_TAG."""
+    with mlflow.start_run(**start_run_kwargs) as active:
+        try:
+            yield active
+        except KeyboardInterrupt as exc:
+            try:
+                mlflow.set_tag(ENDED_TAG, f"killed: stopped by {getattr(exc, 'name', 'SIGINT')}")
+                mlflow.end_run("KILLED")
+            except Exception:  # noqa: BLE001  (a store gone too: the next run marks it, close_dead_runs)
+                pass
+            raise
+
+
 @contextmanager
 def parent_run(name: str, config: dict, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-    with mlflow.start_run(run_name=f"pipeline:{name}",
-                          tags={KIND_TAG: "pipeline", CODE_VERSION_TAG: code_version(), **tags}) as run:
+    with run(run_name=f"pipeline:{name}",
+             tags={KIND_TAG: "pipeline", CODE_VERSION_TAG: code_version(), **tags}) as run_:
         log_params(config)
         mlflow.log_dict(config, "config.json")
-        yield run
+        yield run_
 
 
 def close_dead_runs(workdir: Path, stale: dict | None, echo=print) -> list[str]:
@@ -102,7 +189,7 @@ def close_dead_runs(workdir: Path, stale: dict | None, echo=print) -> list[str]:
 
     who = describe(stale) if stale else "an earlier process"
     for r in runs:
-        client.set_tag(r.info.run_id, "tokenmill.ended", f"killed: {who} died before finishing it")
+        client.set_tag(r.info.run_id, ENDED_TAG, f"killed: {who} died before finishing it")
         client.set_terminated(r.info.run_id, "KILLED")
     if runs:
         echo(f"tokenmill: marked {len(runs)} MLflow run(s) left RUNNING by {who} as KILLED: "
@@ -115,9 +202,9 @@ def stage_run(stage: str, params: dict) -> Iterator[mlflow.ActiveRun]:
     parent = mlflow.active_run().data.tags if mlflow.active_run() else {}
     tags = {KIND_TAG: "stage", "tokenmill.stage": stage,
             **{k: parent[k] for k in (WORKDIR_TAG, CODE_VERSION_TAG) if k in parent}}
-    with mlflow.start_run(run_name=stage, nested=True, tags=tags) as run:
+    with run(run_name=stage, nested=True, tags=tags) as run_:
         log_params(params)
-        yield run
+        yield run_
 
 
 def log_input_manifest(name: str, manifest_path, digest: str, context: str = "stage_input") -> None:

@@ -92,8 +92,8 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     ckpts.mkdir(parents=True, exist_ok=True)
     export_dir = workdir / "model"
 
+    uri = absolute_tracking_uri(tracking.setup(cfg.mlflow_experiment))  # unreachable: fails here, before Ray
     resources = init_ray(cfg.ray.num_cpus)
-    uri = absolute_tracking_uri(tracking.setup(cfg.mlflow_experiment))
     mlflow.set_tracking_uri(uri)
     tracking.close_dead_runs(workdir, lock.stale, echo)
     counts = param_counts(mcfg)
@@ -106,15 +106,15 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     # a job with checkpoints continues in its MLflow run
     previous = records.get(cfg.name) if any((ckpts / cfg.name).glob("checkpoint_step*")) else None
     start = time.perf_counter()
-    with mlflow.start_run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
-                          tags={tracking.KIND_TAG: "train", tracking.WORKDIR_TAG: str(workdir),
-                                tracking.CODE_VERSION_TAG: tracking.code_version()}) as run:
+    with tracking.run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
+                      tags={tracking.KIND_TAG: "train", tracking.WORKDIR_TAG: str(workdir),
+                            tracking.CODE_VERSION_TAG: tracking.code_version()}) as run:
         run_id = run.info.run_id
         storage.write_atomic(workdir / RUN_RECORD, json.dumps({**records, cfg.name: run_id}, indent=1))
         if previous:
             echo(f"tokenmill: resuming job {cfg.name!r} in MLflow run {run_id}")
-            if "tokenmill.ended" in run.data.tags:  # it was marked KILLED above: it goes on now
-                mlflow.MlflowClient().delete_tag(run_id, "tokenmill.ended")
+            if tracking.ENDED_TAG in run.data.tags:  # it was marked KILLED above: it goes on now
+                mlflow.MlflowClient().delete_tag(run_id, tracking.ENDED_TAG)
         else:
             raw = dataclasses.asdict(cfg)
             raw.pop("base_dir")
@@ -211,7 +211,7 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, ckpts, export_dir, to
         message = (f"training stopped: the loss is {stopped['loss']} at step {stopped['step']}; the last good "
                    f"checkpoint is {last} (lower optim.lr or raise optim.warmup_steps, then run the job again to "
                    "resume from it)")
-        mlflow.set_tag("tokenmill.ended", message)
+        mlflow.set_tag(tracking.ENDED_TAG, message)
         raise TrainingStopped(message)
     weights = export_dir / WEIGHTS
     export_sha = sha256_file(weights)

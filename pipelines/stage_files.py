@@ -6,6 +6,7 @@ written depend only on the documents, never on how many workers or batches produ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -34,6 +35,32 @@ def sha256_file(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_identity(path) -> str:
+    """What a model file is, for digests and resume keys: its sha256, never where it lies (two identical runs in
+    different workdirs have the same digests). Cached in this process by (path, size, mtime)."""
+    st = storage.path(path).stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def content_params(params: dict) -> dict:
+    """`params` with every `*model_path` (at any depth) replaced by `*model_sha256`: the file's content, not
+    its location."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out[k] = content_params(v)
+        elif k.endswith("model_path") and isinstance(v, str) and v:
+            out[k.removesuffix("path") + "sha256"] = file_identity(v)
+        else:
+            out[k] = v
+    return out
 
 
 def length_histogram(texts: pa.ChunkedArray) -> list[int]:

@@ -33,15 +33,17 @@ def cli(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProces
                           text=True, timeout=timeout)
 
 
+# the filters and dedup stages are covered elsewhere (test_pipeline_integration); here: the chain
+PIPELINE = ("ray.num_cpus=2", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false")
+
+
 @pytest.fixture(scope="module")
 def qs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("quickstart")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "RAY_ADDRESS"}
     env["MLFLOW_TRACKING_URI"] = uri
-    out = cli("run", "configs/quickstart.yaml", "--workdir", str(tmp_path / "qs"),
-              # the filters and dedup stages are covered elsewhere (test_pipeline_integration); here: the chain
-              "ray.num_cpus=2", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
+    out = cli("run", "configs/quickstart.yaml", "--workdir", str(tmp_path / "qs"), *PIPELINE,
               "train.train.steps=6", "train.train.eval_every=3", "train.checkpoint.every=3", env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "qs" / "train" / "train_summary.json").read_text())
@@ -330,10 +332,67 @@ def test_generate_checks_its_arguments_and_its_prompt(qs):
     # a SentencePiece model that is not the one the model was trained with
     other = qs["tmp"] / "other_tokenizer"
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["a small corpus of words", "other words here"] * 50),
-                                   model_prefix=str(other), vocab_size=30, minloglevel=2)
+                                   model_prefix=str(other), vocab_size=20, minloglevel=2)
     wrong = cli("generate", str(export), "--prompt", "The", "--tokenizer", f"{other}.model", env=env)
     assert wrong.returncode == 2 and "is not the one the model was trained with" in wrong.stderr, wrong.stderr
     assert len(wrong.stderr.strip().splitlines()) == 1
+
+
+def _stopped(cmd: list[str], env: dict, done: Path, more: int, sig: signal.Signals) -> tuple[int, str, str]:
+    """Run `cmd`, send it `sig` once `more` task records have appeared under `done` (a pass is under way)."""
+    before = len(list(done.glob("pass*/*.json")))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and len(list(done.glob("pass*/*.json"))) < before + more:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the pipeline ended before the signal: " + proc.stderr.read()[-2000:]
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def test_signals_stop_a_pipeline_in_one_line_and_another_workdir_gives_the_same_digests(qs):
+    """SIGTERM (preemption) and SIGINT mid-pass: one tokenmill line naming the signal and what finished, exit
+    143 / 130, nothing from Ray's C++ (was: a "SIGTERM received" stack dump, exit 15), the lock released. The
+    resumed run, in another folder, has every stage digest and the token manifest digest of the fixture's run
+    (was: the quality model's path made the quality and token digests differ). Then "complete" means the
+    outputs are there: a deleted token shard and a truncated token manifest are made again."""
+    from orchestration.workdir_lock import inspect
+
+    workdir = qs["tmp"] / "elsewhere" / "qs2"
+    cmd = [sys.executable, "-m", "orchestration.cli", "pipeline", "configs/quickstart.yaml", "--workdir", str(workdir),
+           *PIPELINE]
+    for sig, more in ((signal.SIGTERM, 5), (signal.SIGINT, 3)):
+        code, out, err = _stopped(cmd, qs["env"], workdir / "_done", more, sig)
+        assert code == 128 + sig, (sig, code, err[-2000:])
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"tokenmill: stopped by {sig.name} (pass ") and "tasks finished and kept" in line, line
+        assert line.endswith("; re-run the same command to resume"), line
+        for noise in (*NOISE, "SIGTERM received", "task_manager", "internal error"):
+            assert noise not in out + err, (sig, noise)
+        assert inspect(workdir)[0] == "free"
+
+    done = cli(*cmd[3:], env=qs["env"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = qs["pipeline"], json.loads((workdir / "summary.json").read_text())
+    assert [s["stage"] for s in one["stages"]] == [s["stage"] for s in two["stages"]]
+    for a, b in zip(one["stages"], two["stages"]):
+        assert a["output_digest"] == b["output_digest"], a["stage"]
+    assert one["tokens"]["digest"] == two["tokens"]["digest"]
+
+    shard = sorted((workdir / "tokens").rglob("*.bin"))[3]
+    shard_bytes = shard.read_bytes()
+    shard.unlink()
+    manifest = workdir / "tokens" / "manifest.json"
+    digest = json.loads(manifest.read_text())["digest"]
+    manifest.write_text(manifest.read_text()[:300])
+    again = cli(*cmd[3:], env=qs["env"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "not a readable token manifest" in again.stdout and "re-running the tasks whose outputs are missing" \
+        in again.stdout, again.stdout
+    assert shard.read_bytes() == shard_bytes and json.loads(manifest.read_text())["digest"] == digest
+    last = cli(*cmd[3:], env=qs["env"])
+    assert "pipeline already complete" in last.stdout, last.stdout
 
 
 def test_verify_names_a_changed_shard_byte_and_a_missing_checkpoint_file(qs):

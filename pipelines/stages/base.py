@@ -45,10 +45,14 @@ class Stage:
         self.cfg = cfg
 
     def params(self) -> dict:
-        """Everything that changes this stage's output: logged to MLflow, part of the resume key."""
+        """Everything that changes this stage's output: logged to MLflow, part of the resume key and of the
+        stage's digest. Models are named by their sha256, not their path: a digest names content, so the
+        same run in another workdir has the same digests."""
         import dataclasses
 
-        return dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(self.cfg) else dict(self.cfg)
+        from pipelines.stage_files import content_params
+
+        return content_params(dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(self.cfg) else dict(self.cfg))
 
     def global_needed(self) -> bool:
         return self.needs_global

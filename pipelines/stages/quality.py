@@ -43,6 +43,10 @@ def cutoff_from_histogram(hist: np.ndarray, keep_fraction: float) -> float:
 class QualityStage(Stage):
     name = "quality"
 
+    def params(self) -> dict:
+        # `train` names the YAML the model was trained from (where it lies): the model's sha256 says what it is
+        return {k: v for k, v in super().params().items() if k != "train"}
+
     def global_needed(self) -> bool:
         return self.cfg.keep_fraction is not None
 
