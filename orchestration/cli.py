@@ -134,7 +134,7 @@ def _lineage(args: argparse.Namespace) -> int:
         raise ConfigError("lineage: give START (a run id, checkpoint folder or manifest), --doc or --run/--step")
     tree = lineage.build(args.start)
     if args.verify:
-        found = lineage.verify(tree)
+        found = [(False, p) for p in tree.get("problems", [])] + lineage.verify(tree)
         for ok, line in found:
             print(f"  {'ok' if ok else 'CHANGED'}: {line}")
         bad = sum(not ok for ok, _ in found)
@@ -171,7 +171,12 @@ def _ui(args: argparse.Namespace) -> int:
     mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
     if mlflow_cli is None:
         raise FileNotFoundError(2, "the mlflow command is not installed beside this Python", "mlflow")
-    print(f"tokenmill: MLflow UI for {uri} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    print(f"tokenmill: MLflow UI for {tracking.shown_uri(uri)} on {base}", file=sys.stderr, flush=True)
+    # each tokenmill experiment's runs page: MLflow 3's home page and an experiment's default tab are its
+    # GenAI views (traces, latency), empty here
+    for name, exp_id in tracking.tokenmill_experiments():
+        print(f"tokenmill:   {name}: {base}/#/experiments/{exp_id}/runs", file=sys.stderr, flush=True)
     # exec: the UI is this process, so stopping it (Ctrl-C, SIGTERM) stops the server
     os.execv(mlflow_cli, [mlflow_cli, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
     return 0  # not reached
@@ -382,6 +387,7 @@ def _user_error(exc: BaseException) -> str | None:
     from orchestration.train_job import TrainingStopped
     from orchestration.workdir_lock import WorkdirBusy
     from pipelines.errors import MachineFault, UsageError
+    from pipelines.quality import ModelRejected
     from pipelines.readers.paths import InputError
 
     cause = getattr(exc, "cause", None)  # a Ray task's exception (RayTaskError) carries the worker's one
@@ -390,7 +396,8 @@ def _user_error(exc: BaseException) -> str | None:
         return None if inner is None else f"{getattr(exc, 'where', 'in a Ray task')}: {inner}"
     if isinstance(exc, ConfigError):
         return f"config error: {exc}"
-    if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped, UsageError)):
+    if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped, UsageError,
+                        ModelRejected)):
         return f"error: {exc}"
     if isinstance(exc, MachineFault):  # its message says what to do
         return f"error: {exc}"

@@ -184,11 +184,18 @@ class Progress:
 
 class Board:
     """Where a training job's workers post what the driver shows (run as a Ray actor, num_cpus=0): notes
-    (resumed, a spike, an unusable checkpoint) and the latest step line."""
+    (resumed, a spike, an unusable checkpoint) and the latest step line; and where they read a stop request."""
 
     def __init__(self):
         self.notes: list[str] = []
         self.latest: tuple[int, int, str, str] = (0, 0, "", "")  # step, of, its line, the line in short
+        self.stop = False  # the driver got SIGTERM/SIGINT: checkpoint at the next step boundary and return
+
+    def request_stop(self) -> None:
+        self.stop = True
+
+    def stop_requested(self) -> bool:
+        return self.stop
 
     def note(self, text: str) -> None:
         self.notes.append(text)

@@ -81,6 +81,8 @@ def load_previous(cfg) -> list[dict]:
             raise DedupIndexError(f"{mpath}: dedup index format {man.get('format')}, this tokenmill reads {FORMAT}")
         if not man.get("mlflow_run_id"):
             raise DedupIndexError(f"{mpath}: that run did not finish (its index has no MLflow run id); finish it first")
+        if man.get("digest") != digest({k: man.get(k) for k in ("format", "params", "files")}):
+            raise DedupIndexError(f"{mpath}: the index manifest does not match its digest (edited or truncated?)")
         for prev in man.get("previous", []):
             add(prev["manifest_path"], named_as)
         for key in ("partitions", "exact_dedup", "minhash"):
@@ -91,6 +93,7 @@ def load_previous(cfg) -> list[dict]:
             if key != "partitions" and mine is not None and mine != theirs:
                 raise DedupIndexError(f"{mpath}: its {key} parameters {theirs} differ from this run's {mine}; "
                                       "keys made with other parameters cannot be compared")
+        _check_files_present(man, mpath, [k for k in ("exact_dedup", "minhash") if want[k] is not None])
         seen.add(str(mpath))
         out.append({**man, "root": str(mpath.parent), "manifest_path": str(mpath)})
 
@@ -101,18 +104,48 @@ def load_previous(cfg) -> list[dict]:
     return out
 
 
-def previous_files(previous: list[dict], stage: str, part: int) -> list[tuple[int, list[str]]]:
-    """(run bits, absolute file paths) of every earlier index's partition `part` of `stage`."""
-    return [(i, [str(storage.path(m["root"]) / f["path"]) for f in m["files"].get(stage, {}).get(str(part), [])])
+def _check_files_present(man: dict, mpath, stages: list[str]) -> None:
+    """Every index file of the stages this run reads is there (before Ray starts; their sha256 is checked as
+    each is read, read_previous)."""
+    root = storage.path(mpath).parent
+    missing = [f["path"] for st in stages for part in man["files"].get(st, {}).values() for f in part
+               if not (root / f["path"]).is_file()]
+    if missing:
+        raise DedupIndexError(f"{mpath}: {len(missing)} index file(s) missing, e.g. {root / missing[0]}; that index "
+                              "cannot be deduplicated against (re-run its pipeline to rewrite it, or leave it out of "
+                              "dedup_index.previous)")
+
+
+def previous_files(previous: list[dict], stage: str, part: int) -> list[tuple[int, list[tuple[str, str]]]]:
+    """(run bits, [(absolute path, sha256)]) of every earlier index's partition `part` of `stage`."""
+    return [(i, [(str(storage.path(m["root"]) / f["path"]), f["sha256"])
+                 for f in m["files"].get(stage, {}).get(str(part), [])])
             for i, m in enumerate(previous)]
 
 
-def read_previous(entries: list[tuple[int, list[str]]], columns: list[str]) -> pa.Table | None:
-    """An earlier index's rows with `doc` turned into this run's key (run bits = the index's position)."""
+def _read_verified(path: str, sha256: str) -> pa.Table:
+    """An index file, read once: its bytes are hashed and must match the index manifest (a file swapped for
+    another valid parquet file would let duplicates through)."""
+    import hashlib
+
+    try:
+        data = storage.path(path).read_bytes()
+    except FileNotFoundError:
+        raise DedupIndexError(f"dedup index file {path} is missing") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DedupIndexError(f"dedup index file {path}: sha256 {actual[:12]}... does not match its index manifest "
+                              f"({sha256[:12]}...): changed since that run wrote it")
+    return pq.read_table(pa.BufferReader(data))
+
+
+def read_previous(entries: list[tuple[int, list[tuple[str, str]]]], columns: list[str]) -> pa.Table | None:
+    """An earlier index's rows with `doc` turned into this run's key (run bits = the index's position), each
+    file verified against its sha256."""
     tables = []
     for run, files in entries:
-        for f in files:
-            t = read_parquet(f)
+        for f, sha256 in files:
+            t = _read_verified(f, sha256)
             key = t.column("doc").to_numpy() | (np.int64(run) << RUN_SHIFT)
             cols = {c: t.column(c) for c in columns if c in t.column_names}
             tables.append(pa.table({**cols, "doc": pa.array(key)}))

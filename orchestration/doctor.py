@@ -181,9 +181,32 @@ def _disk(workdir: Path) -> list[Finding]:
         sizes[stage.name] = sum(f.stat().st_size for f in stage.rglob("*") if f.is_file())
     need = 2 * max(sizes.values(), default=0)  # the next stage writes about what the largest one did, plus keys
     free = shutil.disk_usage(workdir).free
-    return [Finding(free >= need, f"free disk {free / 1e9:.1f} GB (the largest stage output is "
-                                  f"{max(sizes.values(), default=0) / 1e9:.2f} GB)",
-                    f"free at least {need / 1e9:.1f} GB on {workdir}'s filesystem before the next run")]
+    out = [Finding(free >= need, f"free disk {_size(free)} (the largest stage output is "
+                                 f"{_size(max(sizes.values(), default=0))}; the next run may need {_size(need)})",
+                   f"free at least {_size(need - free)} more on {workdir}'s filesystem before the next run")]
+    from orchestration.pipeline import unlisted_outputs
+
+    stale = unlisted_outputs(workdir)
+    if stale:
+        shown = ", ".join(str(p.relative_to(workdir)) for p in stale[:3]) + (" ..." if len(stale) > 3 else "")
+        out.append(Finding(False, f"{len(stale)} file(s) in the output folders that no manifest of the last run "
+                                  f"lists: {shown}", "re-run the pipeline (it removes them), or remove them: a reader "
+                                                     "of the folder would take them for this run's"))
+    partial = storage.partial_files(workdir)
+    if partial:
+        total = sum(p.stat().st_size for p in partial if p.is_file())
+        shown = ", ".join(str(p.relative_to(workdir)) for p in partial[:3]) + (" ..." if len(partial) > 3 else "")
+        out.append(Finding(False, f"{len(partial)} partial file(s) left by an interrupted write ({_size(total)}): "
+                                  f"{shown}", "nothing reads them; the next run on this workdir removes them"))
+    return out
+
+
+def _size(n: float) -> str:
+    """Bytes as a person reads them: 512 KB, 20.5 MB, 3.2 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} bytes"
 
 
 def run(workdir: str | None, echo=print) -> int:

@@ -19,6 +19,7 @@ import mlflow
 from orchestration import tracking
 from orchestration.sampling import STATE_FILE
 from pipelines import storage
+from pipelines.errors import UsageError
 from pipelines.stage_files import read_parquet
 
 # the parameters worth a line per kind of run (stage runs show all of theirs: they are few)
@@ -35,15 +36,35 @@ def resolve(start: str) -> tuple[str, dict]:
         state = json.loads((path / STATE_FILE).read_text())
         return state["mlflow_run_id"], {"checkpoint": str(path.resolve()), "step": state.get("step")}
     if path.is_file():
-        manifest = json.loads(path.read_text())
+        manifest, problem = _read_manifest(path)
+        origin = {"manifest": str(path.resolve()), **({"problems": [problem]} if problem else {})}
         if manifest.get("mlflow_run_id"):
-            return manifest["mlflow_run_id"], {"manifest": str(path.resolve())}
+            return manifest["mlflow_run_id"], origin
         runs = tracking.producer_of(manifest["digest"])
         if not runs:
-            raise LookupError(f"{path}: no finished MLflow run has output digest {manifest['digest'][:12]}... in "
-                              f"the store {mlflow.get_tracking_uri()}")
-        return runs[0].info.run_id, {"manifest": str(path.resolve())}
+            raise UsageError(f"{path}: no finished MLflow run has output digest {manifest['digest'][:12]}... in "
+                             f"the store {mlflow.get_tracking_uri()}")
+        return runs[0].info.run_id, origin
     return start, {}
+
+
+def _read_manifest(path) -> tuple[dict, str | None]:
+    """A token or stage manifest, and what is wrong with it if its content no longer matches its digest (an
+    entry edited after it was written). One that cannot be read at all is a UsageError naming it."""
+    from pipelines.manifest import manifest_digest
+    from pipelines.token_shards import token_manifest_digest
+
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not a readable manifest (truncated, or not JSON: {exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("digest"), str):
+        raise UsageError(f"{path}: not a tokenmill manifest (no digest)")
+    expected = token_manifest_digest(manifest) if "shards" in manifest else manifest_digest(manifest)
+    if expected != manifest["digest"]:
+        return manifest, (f"{path}: its content does not match its digest {manifest['digest'][:12]}... (edited after "
+                          "it was written?): what it lists is not what the runs below recorded")
+    return manifest, None
 
 
 def build(start: str) -> dict:
@@ -123,7 +144,7 @@ def raw_files(tree: dict) -> list[dict]:
 
 
 def format_tree(tree: dict, max_files: int = 20) -> str:
-    lines = []
+    lines = [f"WARNING: {p}" for p in tree.get("problems", [])]
     if tree.get("checkpoint"):
         lines.append(f"checkpoint {tree['checkpoint']} (step {tree.get('step')})")
     if tree.get("manifest"):
@@ -221,7 +242,7 @@ def _training_data(run):
     source = next((_source(i.dataset.source) for i in run.inputs.dataset_inputs
                    if any(t.value == "training" for t in i.tags)), None)
     if not source or not storage.path(source).is_file():
-        raise LookupError(f"run {run.info.run_id}: its token manifest {source} is not on this machine")
+        raise UsageError(f"run {run.info.run_id}: its token manifest {source} is not on this machine")
     shards = ShardSet(source, verify=False)
     data = TrainingData(shards, int(p["data.seq_len"]), int(p["data.seed"]), float(p["data.val_fraction"]))
     return data, shards, int(p["global_batch_seqs"]), int(p["world_size"]), int(p["train.steps"])
@@ -235,7 +256,7 @@ def step_batch(run_id: str, step: int, loaded=None) -> dict:
     """The documents of step `step`'s global batch in a training run: id, source, rank, tokens."""
     data, shards, batch, world, steps = loaded or _training_data(mlflow.get_run(run_id))
     if not 1 <= step <= steps:
-        raise LookupError(f"run {run_id} trains steps 1..{steps}, not {step}")
+        raise UsageError(f"run {run_id} trains steps 1..{steps}, not {step}")
     docs = []
     for d in data.step_documents(step, batch, world):
         doc_id = shards.index(d["shard"])["doc_id"][d["row"]]

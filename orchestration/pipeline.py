@@ -26,6 +26,7 @@ from orchestration.preflight import check_pipeline
 from orchestration.workdir_lock import WorkdirLock
 from orchestration.workdir_lock import describe as describe_holder
 from pipelines import storage
+from pipelines.errors import UsageError
 from pipelines.readers import list_inputs
 from pipelines.stage_files import content_params, sha256_file
 from pipelines.stages import build
@@ -101,6 +102,31 @@ def _shard_tasks(results: list[dict]) -> list[dict]:
     return [{"kind": "shard", "id": r["shard"], "shard": r["shard"], "path": r["docs_file"]["path"],
              "sha256": r["docs_file"]["sha256"]}
             for task in results for r in task["shards"] if r["docs_file"]]
+
+
+class NothingLeft(UsageError):
+    """Every document was dropped (or quarantined) before the last stages: what each stage did is in the line."""
+
+
+def _counts_line(runs: list[dict]) -> str:
+    """Each stage run so far: documents in and kept, and its drop reasons (what a user needs when nothing is left)."""
+    parts = []
+    for run in runs:
+        for st in run["pass"].apply:
+            totals = {"in": 0, "kept": 0}
+            reasons: dict = {}
+            for task in run["results"]:
+                for r in task["shards"]:
+                    c = r["stages"].get(st.name)
+                    if c is None:
+                        continue
+                    totals["in"] += c["in"]
+                    totals["kept"] += c["kept"]
+                    for why, n in {**c["dropped"], **c["quarantined"]}.items():
+                        reasons[why] = reasons.get(why, 0) + n
+            why = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
+            parts.append(f"{st.name} kept {totals['kept']} of {totals['in']}" + (f" ({why})" if why else ""))
+    return "; ".join(parts)
 
 
 def _run_pass_shown(p, spec, tasks: list[dict], files: list[dict], previous: list[dict], cpus: float) -> list[dict]:
@@ -181,7 +207,21 @@ def run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, echo=print) 
     with WorkdirLock(workdir, f"tokenmill pipeline {cfg.name!r}") as lock:
         if lock.stale:
             echo(f"tokenmill: taking over {workdir} from {describe_holder(lock.stale)}: that process is gone")
+        _remove_partial_files(workdir, echo)
         return _run_pipeline(cfg, workdir, lock, echo)
+
+
+def _remove_partial_files(workdir: storage.StoragePath, echo) -> None:
+    """`.tmp` files an interrupted write left (a crash, a full disk): nothing reads them, and the lock says no
+    other process is writing them now."""
+    if storage.is_uri(workdir) or not workdir.is_dir():
+        return  # object storage: uploads are whole or absent
+    found = storage.partial_files(workdir)
+    for p in found:
+        p.unlink(missing_ok=True)
+    if found:
+        echo(f"tokenmill: removed {len(found)} partial file(s) an interrupted run left in {workdir} "
+             f"(e.g. {found[0].relative_to(workdir)})")
 
 
 def _train_quality_model(cfg: PipelineConfig, workdir: storage.StoragePath, echo) -> None:
@@ -258,6 +298,10 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
              + (f", {collected} only re-collected" if collected else "") + f") in {wall:.1f}s")
         runs.append({"pass": p, "results": results, "wall": wall, "skipped": skipped, "collected": collected,
                      "tasks": len(tasks), "peak_rss_mb": max((r["peak_rss_mb"] for r in results), default=0.0)})
+        if p is not passes[-1] and any(s.sink for s in passes[-1].apply) and not _shard_tasks(results):
+            raise NothingLeft(f"no document is left after pass {p.index} ({_counts_line(runs)}): nothing to "
+                              f"{' or '.join(s.name for s in passes[-1].apply)}; the stages' dropped files are under "
+                              f"{workdir / 'stages'}")
         for st in p.collect:
             t1 = time.perf_counter()
             out = global_steps.GLOBAL_STEPS[st.name](workdir, results, state, cfg)
@@ -268,6 +312,43 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
             echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
                  + (" (already done)" if steps[st.name]["skipped"] else ""))
     summary = record_stages(cfg, workdir, runs, state, steps, raw_path, raw_digest, uri, start, echo)
+    stale = unlisted_outputs(workdir)
+    if stale:  # written by an earlier run with other parameters: a folder's reader would take them for this run's
+        for p in stale:
+            p.unlink(missing_ok=True)
+        _remove_empty_folders(workdir)
+        echo(f"tokenmill: removed {len(stale)} file(s) an earlier run with other parameters wrote that no manifest "
+             f"of this run lists (e.g. {stale[0].relative_to(workdir)})")
     storage.write_atomic(done_path, json.dumps(summary))
     return summary
+
+
+OUTPUT_FOLDERS = ("docs", "stages", "tokens")  # what users read as folders (the rest is internal or a model)
+
+
+def unlisted_outputs(workdir: storage.StoragePath) -> list:
+    """Files in the workdir's output folders that no manifest of its last finished run (summary.json) lists:
+    left by an earlier run with other parameters, or by a stage no longer in the pipeline. Local workdirs."""
+    summary_path = workdir / "summary.json"
+    if storage.is_uri(workdir) or not summary_path.is_file():
+        return []
+    summary = json.loads(summary_path.read_text())
+    listed = {"tokens/manifest.json"}
+    for st in summary["stages"]:
+        listed.add(f"stages/{st['stage']}/manifest.json")
+        manifest = json.loads((workdir / "stages" / st["stage"] / "manifest.json").read_text())
+        listed.update(f["path"] for f in manifest["files"])
+    tokens = workdir / "tokens" / "manifest.json"
+    if summary.get("tokens") and tokens.is_file():
+        for s in json.loads(tokens.read_text())["shards"]:
+            listed.update(f"tokens/{s[k]}" for k in ("path", "index_path") if s.get(k))
+    return sorted(p for folder in OUTPUT_FOLDERS for p in (workdir / folder).rglob("*")
+                  if p.is_file() and p.relative_to(workdir).as_posix() not in listed)
+
+
+def _remove_empty_folders(workdir) -> None:
+    for folder in OUTPUT_FOLDERS:
+        for d in sorted((p for p in (workdir / folder).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(d.iterdir()):
+                d.rmdir()
 

@@ -23,6 +23,9 @@ class InputConfig:
     url_field: str | None = "url"
     hf_dataset: str | None = None  # hub name or local path (datasets.load_from_disk / load_dataset)
     hf_split: str = "train"
+    # a record (JSON line, text or HTML file) over this size is quarantined "too_large" without being read
+    # whole (pipelines/readers/rows.py MAX_DOC_BYTES says why 32)
+    max_doc_mb: PositiveFloat = 32.0
 
     def validate(self, key: str) -> None:
         if not self.name or "/" in self.name:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -35,7 +38,8 @@ def init_ray(num_cpus: int | None = None) -> dict:
     if address:
         ray.init(address=address, runtime_env=_code_runtime_env(), **common)
     else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
+        with _children_ignore_sigint():
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **common)
         console.keep_ray_logs(ray._private.worker._global_node.get_logs_dir_path())
     console.quiet_libraries()
     stopping.install()  # ray.init put its own SIGTERM handler (exit 15, a C++ stack dump) in place of ours
@@ -43,6 +47,20 @@ def init_ray(num_cpus: int | None = None) -> dict:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     return ray.cluster_resources()
+
+
+@contextmanager
+def _children_ignore_sigint():
+    """Start the local Ray's processes with SIGINT ignored (a disposition they inherit): Ctrl-C signals the
+    terminal's whole process group, which holds the raylet and the GCS, and a raylet that dies ends the driver
+    at once (exit 1, not a word) before tokenmill can stop the run cleanly (orchestration/stopping.py)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _code_runtime_env() -> dict | None:

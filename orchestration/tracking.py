@@ -134,6 +134,16 @@ def setup(experiment: str) -> str:
     return mlflow.get_tracking_uri()
 
 
+def tokenmill_experiments() -> list[tuple[str, str]]:
+    """(name, id) of every experiment of the store that holds a tokenmill run."""
+    client = mlflow.MlflowClient()
+    out = []
+    for exp in client.search_experiments():
+        if client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND_TAG}` LIKE '%'", max_results=1):
+            out.append((exp.name, exp.experiment_id))
+    return out
+
+
 def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
     if isinstance(value, dict):
         for k, v in value.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from model.export import WEIGHTS, load_export
 from model.flops import flops_per_token, param_counts
 from model.layers import KVCache
-from orchestration import console, plots, tracking
+from orchestration import console, plots, stopping, tracking
 from orchestration.config_schema import ConfigError
 from orchestration.ray_runtime import describe, init_ray
 from orchestration.sampling import complete
@@ -103,8 +104,10 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
          f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {shards.total_tokens:,} tokens in {shards.num_shards} shards")
 
     records = _run_records(workdir)
+    resume_from = _newest_complete_checkpoint(ckpts / cfg.name, echo)
+    _mend_ray_snapshot(ckpts / cfg.name, echo)
     # a job with checkpoints continues in its MLflow run
-    previous = records.get(cfg.name) if any((ckpts / cfg.name).glob("checkpoint_step*")) else None
+    previous = records.get(cfg.name) if resume_from else None
     start = time.perf_counter()
     with tracking.run(run_id=previous, run_name=None if previous else f"train:{cfg.name}",
                       tags={tracking.KIND_TAG: "train", tracking.WORKDIR_TAG: str(workdir),
@@ -112,7 +115,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
         run_id = run.info.run_id
         storage.write_atomic(workdir / RUN_RECORD, json.dumps({**records, cfg.name: run_id}, indent=1))
         if previous:
-            echo(f"tokenmill: resuming job {cfg.name!r} in MLflow run {run_id}")
+            echo(f"tokenmill: resuming job {cfg.name!r} from {resume_from} in MLflow run {run_id}")
             if tracking.ENDED_TAG in run.data.tags:  # it was marked KILLED above: it goes on now
                 mlflow.MlflowClient().delete_tag(run_id, tracking.ENDED_TAG)
         else:
@@ -142,6 +145,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                 "storage_path": str(ckpts),
                 "export_dir": str(export_dir),
                 "progress": board,
+                "resume_from": str(resume_from) if resume_from else None,
             },
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
@@ -150,9 +154,27 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                                  checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures)),
         )
+        asked: list[int] = []  # the signal, once one came: the poller asks the workers to stop
+
+        def poll() -> None:
+            if asked and asked[0] > 0:
+                ray.get(board.request_stop.remote())
+                asked[0] = -asked[0]  # asked once
+            _show(board, bar, echo)
+
+        def on_signal(signum: int) -> None:  # in the signal handler: only a flag and a line
+            asked.append(signum)
+            stopping.say(f"tokenmill: {signal.Signals(signum).name}: the workers save a checkpoint at the end of "
+                         f"the step they are in, then stop (within {STOP_BOUND})")
+
+        # Ray Train's fit() puts its own SIGINT handler in place (it aborts the run, without a checkpoint, and
+        # the process then ended with exit 1 and no word): tokenmill's (stopping.graceful) stays
+        trainer._register_sigint_handler = lambda controller: None
         with console.progress(f"train {cfg.name}", cfg.train.steps, "steps") as bar, \
-                console.Poller(lambda: _show(board, bar, echo)):
+                console.Poller(poll), stopping.graceful(on_signal):
             result = trainer.fit()
+        if asked:
+            _stopped(cfg, ckpts, result, -asked[0] if asked[0] < 0 else asked[0], echo)
         seconds = time.perf_counter() - start
         summary, worker_out = _record_outcome(cfg, run_id, result, ckpts, export_dir, tokenizer_path, mcfg, echo)
         summary.update(seconds=seconds, run_id=run_id, manifest_digest=shards.manifest["digest"])
@@ -160,6 +182,57 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     storage.write_atomic(workdir / "train_summary.json", json.dumps(summary, indent=1))
     # not in the JSON: the sharded model's logits on one window (what the export must reproduce)
     return {**summary, "probe_tokens": worker_out.get("probe_tokens"), "probe_logits": worker_out.get("probe_logits")}
+
+
+# How long a training job takes to stop once SIGTERM or SIGINT arrives: the poller passes the request on within
+# 0.5 s, the step under way finishes, then every rank writes its checkpoint shard. Kubernetes' default grace
+# period (30 s) covers that on the presets here; a larger model needs terminationGracePeriodSeconds to match.
+STOP_BOUND = "0.5 s, the step under way and one checkpoint save"
+
+
+def _newest_complete_checkpoint(job_dir, echo):
+    """The newest checkpoint folder of the job that looks whole (train_worker.incomplete), naming each newer
+    one it skips and why; None when there is none. (Ray Train's own record of the latest checkpoint can lag
+    the folders on disk when the driver is killed: it resumed from step 40 with checkpoint_step80 there, or
+    from step 1 with checkpoint_step40 there.)"""
+    from orchestration.train_worker import incomplete
+
+    for path in sorted(job_dir.glob("checkpoint_step*"), key=lambda p: p.name, reverse=True):
+        why = incomplete(path)
+        if why is None:
+            return path
+        echo(f"tokenmill: skipping checkpoint {path}: {why}")
+    return None
+
+
+def _mend_ray_snapshot(job_dir, echo) -> None:
+    """Ray Train refuses to start a run whose snapshot (checkpoint_manager_snapshot.json) names a checkpoint
+    folder that is gone (deleted by hand, or skipped as incomplete and removed): "a corrupted run directory".
+    tokenmill picks the checkpoint to resume from itself, so such a snapshot is moved aside (Ray Train then
+    starts its record afresh; older checkpoint folders stay on disk, beyond checkpoint.keep)."""
+    snapshot = job_dir / "checkpoint_manager_snapshot.json"
+    try:
+        names = {r.get("checkpoint_dir_name") for r in json.loads(snapshot.read_text()).get("checkpoint_results", [])}
+    except FileNotFoundError:
+        return
+    except ValueError:
+        names = {None}  # unreadable: as good as gone
+    gone = sorted(n or "?" for n in names if not n or not (job_dir / n).is_dir())
+    if gone:
+        snapshot.replace(snapshot.with_name(snapshot.name + ".stale"))
+        echo(f"tokenmill: Ray Train's record of the job's checkpoints names {', '.join(gone)}, no longer there: "
+             f"moved it aside ({snapshot.name}.stale)")
+
+
+def _stopped(cfg: TrainConfig, ckpts, result, signum: int, echo) -> None:
+    """A job stopped by a signal: which checkpoint it saved, then Interrupted (tracking.run ends the MLflow run
+    KILLED; the CLI prints the line and exits 128 + signum)."""
+    out = (result.return_value if result is not None else None) or {}
+    saved = _newest_complete_checkpoint(ckpts / cfg.name, lambda _: None)
+    where = f"checkpoint {saved.name} saved at step {out.get('step')}" if out.get("interrupted") and saved else \
+        f"the newest checkpoint is {saved.name if saved else 'none'}"
+    stopping.note(f"training {cfg.name!r}: {where}")
+    raise stopping.Interrupted(signum)
 
 
 def _show(board, bar, echo) -> None:

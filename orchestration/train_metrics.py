@@ -16,6 +16,10 @@ class MetricsSink:
     def __init__(self, mlflow_cfg: dict, rank: int):
         self.client = MlflowClient(tracking_uri=mlflow_cfg["tracking_uri"])
         self.run_id = mlflow_cfg["run_id"]
+        # a resumed job (a re-run, or Ray Train's restart after a worker died) trains again the steps after its
+        # checkpoint that an earlier attempt logged: the same batches give the same values, and MLflow would keep
+        # both points. Those steps are not logged again: one point per step.
+        self.logged_through = max((m.step for m in self.client.get_metric_history(self.run_id, "loss")), default=0)
         self.monitor = None
         if mlflow_cfg.get("system_metrics", True):
             try:
@@ -30,6 +34,8 @@ class MetricsSink:
                 self.monitor = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        if step <= self.logged_through:
+            return
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 

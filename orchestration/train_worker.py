@@ -97,6 +97,28 @@ def verify_checkpoint(path: Path, rank: int, world: int) -> str | None:
     return None
 
 
+def incomplete(path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from without reading it (None: it looks whole): the trainer
+    state or DCP's .metadata missing (a save that stopped half-way, a folder Ray Train had not finished
+    moving), or a file its ranks' lists name missing. The sha256 of every file is checked when it is loaded."""
+    path = storage.path(path)
+    for name in (STATE_FILE, ".metadata"):
+        if not (path / name).is_file():
+            return f"incomplete: no {name}"
+    listings = sorted(path.glob("files_rank*.json"))
+    if not listings:
+        return "incomplete: no files_rank*.json (the ranks' file lists)"
+    for listing in listings:
+        try:
+            names = json.loads(listing.read_text())
+        except ValueError as exc:
+            return f"incomplete: {listing.name} unreadable ({exc})"
+        missing = [n for n in names if not (path / n).is_file()]
+        if missing:
+            return f"incomplete: {missing[0]} is missing" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+    return None
+
+
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
@@ -214,7 +236,10 @@ def train_loop(config: dict) -> dict:
                                 optim_cfg["eps"], fused=device.type == "cuda")
 
     step, last_loss, problems, spike_state = 0, float("nan"), [], None
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # after a worker failure in this fit: the newest this fit reported
+    resume_from = config.get("resume_from")  # the driver's choice on disk: a checkpoint Ray Train's record missed
+    if resume_from and (checkpoint is None or Path(checkpoint.path).name < Path(resume_from).name):
+        checkpoint = ray.train.Checkpoint(resume_from)
     if checkpoint is not None:
         meta, problems = restore(checkpoint, model, optimizer, data, rank, world)
         step, last_loss, spike_state = int(meta["step"]), float(meta.get("loss", "nan")), meta.get("spikes")
@@ -228,7 +253,7 @@ def train_loop(config: dict) -> dict:
     micro = loop["micro_batch_size"] or per_rank
     step_tokens = global_batch * seq_len
     fpt = flops_per_token(mcfg, seq_len)
-    sink = MetricsSink(config["mlflow"], rank) if rank == 0 else None
+    sink = MetricsSink(config["mlflow"], rank) if rank == 0 else None  # logs each step once, also after a resume
     peak = None  # MFU is logged by rank 0 only: only it probes the CPU's matmul peak
     if sink:
         peak = loop["peak_flops"] or (gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda"
@@ -277,9 +302,12 @@ def train_loop(config: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         data.advance(global_batch)
         step += 1
-        stats = torch.tensor([loss_sum, n_tok], dtype=torch.float64, device=device)
+        # the driver got SIGTERM/SIGINT: rank 0 reads it from the board, the all-reduce tells every rank
+        asked = 1.0 if rank == 0 and _BOARD[0] is not None and ray.get(_BOARD[0].stop_requested.remote()) else 0.0
+        stats = torch.tensor([loss_sum, n_tok, asked], dtype=torch.float64, device=device)
         dist.all_reduce(stats)
         last_loss = float(stats[0] / stats[1])
+        stop_asked = bool(stats[2] > 0)
         if not math.isfinite(last_loss):  # the same on every rank (all-reduced): all stop together
             stopped = {"step": step, "loss": last_loss}
             if rank == 0:
@@ -311,7 +339,7 @@ def train_loop(config: dict) -> dict:
                   f"mfu {metrics['mfu']:.1%}",
                 step=(step, total_steps, f"step {step}/{total_steps} · loss {last_loss:.3f}{val_part} · {tps:,.0f} tok/s"))
         stop_here = step == loop["stop_after"]
-        if step % job["checkpoint"]["every"] == 0 or step == total_steps or stop_here:
+        if step % job["checkpoint"]["every"] == 0 or step == total_steps or stop_here or stop_asked:
             _save_checkpoint(model, optimizer, data, step, rank, {"step": step, "loss": last_loss, **(
                 {"val_loss": metrics["val_loss"]} if "val_loss" in metrics else {})},
                 about | ({"spikes": spikes.state()} if spikes else {}))
@@ -321,6 +349,13 @@ def train_loop(config: dict) -> dict:
                 marker.write_text(f"rank {rank} killed itself after step {step}\n")
                 say(f"[train] fault injection: rank {rank} kills its process after step {step}")
                 os.kill(os.getpid(), signal.SIGKILL)
+        if stop_asked and step < total_steps:
+            if rank == 0:
+                say(f"[train] stopping at step {step} as asked: checkpoint_step{step:08d} saved")
+            if sink:
+                sink.close()
+            dist.barrier()
+            return {"interrupted": True, "step": step, "loss": last_loss, "checkpoint_problems": problems}
         if stop_here:
             break
 

@@ -122,13 +122,26 @@ def load_samples_from_folder(
 # fastText keeps state between trainings in one process: after training a model with loss "hs",
 # the next training in the same process can diverge (NaN) where a fresh process does not (seen with
 # fasttext-numpy2-wheel 0.9.2). Each training therefore runs in its own interpreter.
+# fastText's save_model writes through a C++ stream that does not report a failed write: on a full disk it left a
+# truncated model (20.5 of 51 MB) and exited 0. The script checks the saved size against the model's matrices (a
+# lower bound: 4 bytes a weight), then reads the file back, before the caller may use or publish it.
 _TRAIN_SCRIPT = """
-import json, sys
+import json, os, sys
 import fasttext
 args = json.loads(sys.argv[1])
 out = args.pop("output_path")
-fasttext.train_supervised(**args).save_model(out)
+model = fasttext.train_supervised(**args)
+model.save_model(out)
+need = 4 * (model.get_input_matrix().size + model.get_output_matrix().size)
+size = os.path.getsize(out)
+if size < need:
+    sys.exit(f"TRUNCATED {size} {need}")
+fasttext.load_model(out)
 """
+
+
+class ModelWriteError(OSError):
+    """A model file that was written short (a full disk, most likely) or does not read back."""
 
 
 def _train_in_subprocess(train_file: Path, out_path: Path, args: dict[str, Any]) -> str | None:
@@ -137,7 +150,18 @@ def _train_in_subprocess(train_file: Path, out_path: Path, args: dict[str, Any])
     proc = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, payload], capture_output=True, text=True)
     if proc.returncode == 0:
         return None
-    return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+    last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+    if last.startswith("TRUNCATED "):
+        import errno
+        import shutil
+
+        size, need = map(int, last.split()[1:])
+        free = shutil.disk_usage(out_path.parent).free
+        out_path.unlink(missing_ok=True)
+        raise ModelWriteError(errno.ENOSPC if free < need else errno.EIO,
+                              f"the fastText model was written short ({size:,} bytes; its weights alone are {need:,}; "
+                              f"{free:,} bytes free there)", str(out_path))
+    return last
 
 
 # small, fast defaults for a LID model: character n-grams carry most of the signal. Measured on

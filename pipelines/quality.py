@@ -223,6 +223,12 @@ def train_quality_classifier(
     scorer = QualityScorer(str(out_path), positive_label=cfg.positive_label)
     val_scores = scorer.score([text for _, text in validation])
     val_labels = np.array([label == cfg.positive_label for label, _ in validation], dtype=bool)
+    metrics = _binary_metrics(val_labels, val_scores, threshold)
+    try:
+        refuse_chance_level(metrics["roc_auc"], int(val_labels.sum()), int((~val_labels).sum()))
+    except ModelRejected:
+        out_path.unlink(missing_ok=True)  # never published: nothing can take it for a trained model
+        raise
     sha256 = sha256_file(out_path)
     storage.publish(out_path, dest)
     return {
@@ -230,12 +236,36 @@ def train_quality_classifier(
         "sha256": sha256,
         "train_docs": train_docs,
         "validation_docs": validation_docs,
-        **_binary_metrics(val_labels, val_scores, threshold),
+        **metrics,
         "threshold": threshold,
         "scores": [(label, float(s)) for (label, _), s in zip(validation, val_scores)],
         "train_seconds": train_seconds,
         "config": asdict(cfg),
     }
+
+
+class ModelRejected(ValueError):
+    """A trained classifier that does not separate its classes on the held-out split: a failed training."""
+
+
+CHANCE_Z = 2.0  # an AUC within 2 standard errors of 0.5 (under the null hypothesis) is chance
+
+
+def refuse_chance_level(roc_auc: float, n_pos: int, n_neg: int) -> None:
+    """Raise ModelRejected when the held-out ROC AUC is within noise of 0.5. Under no separation the AUC (the
+    Mann-Whitney U over n_pos x n_neg) has standard error sqrt((n_pos + n_neg + 1) / (12 n_pos n_neg)); an AUC
+    closer to 0.5 than CHANCE_Z of those is indistinguishable from a coin. (No validation split, or one too small
+    for even AUC 1.0 to stand out: not judged.)"""
+    if math.isnan(roc_auc) or n_pos == 0 or n_neg == 0:
+        return
+    se = math.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg))
+    if CHANCE_Z * se >= 0.5:
+        return  # too few documents to tell even a perfect classifier from chance
+    if abs(roc_auc - 0.5) < CHANCE_Z * se:
+        raise ModelRejected(f"the quality classifier does not separate its classes: held-out ROC AUC {roc_auc:.3f} "
+                            f"is within {CHANCE_Z:g} standard errors ({se:.3f}) of chance on {n_pos} positive and "
+                            f"{n_neg} negative documents; check that the positive and negative sources differ, or "
+                            "give more documents")
 
 
 # --- scoring ---------------------------------------------------------------------------------------

@@ -420,6 +420,12 @@ def scratch_for(dest, directory: bool = False) -> Path:
     return Path(name)
 
 
+def partial_files(folder: Path) -> list[Path]:
+    """The local files under `folder` that an interrupted write left (scratch_for's `name.tmp`, written before
+    the rename that publishes them), outside its `logs/`."""
+    return sorted(p for p in folder.rglob("*.tmp") if p.relative_to(folder).parts[0] != "logs")
+
+
 def publish(local: Path, dest) -> None:
     """Move a finished local file or directory to `dest`: a rename on a local disk, an upload on object
     storage (then the local copy is removed)."""

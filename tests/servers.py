@@ -92,3 +92,61 @@ def moto_s3(folder: Path, bucket: str, export_env: bool = False) -> Iterator[dic
                     os.environ[k] = v
     finally:
         stop_group(proc)
+
+
+_PROXY = r"""
+import asyncio, sys
+
+listen, target = int(sys.argv[1]), int(sys.argv[2])
+
+
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+
+
+async def handle(client_reader, client_writer):
+    try:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target)
+    except OSError:
+        client_writer.close()
+        return
+    await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen, reuse_address=True)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+asyncio.run(main())
+"""
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1:port to a local server, in its own process: stopping it is a network outage
+    for the clients (connections refused), starting it again on the same port ends it, and the server behind
+    it keeps its state (moto's S3 keeps its objects in memory)."""
+
+    def __init__(self, target_port: int):
+        self.target, self.port, self.proc = target_port, free_port(), None
+
+    def start(self) -> "TcpProxy":
+        self.proc = subprocess.Popen([sys.executable, "-c", _PROXY, str(self.port), str(self.target)],
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None

@@ -51,3 +51,10 @@ def test_doctor_names_what_is_wrong_with_a_workdir(one_node_summary, tmp_path):
     assert "a stale lock: tokenmill pipeline 'x' (pid 999999 on h" in out
     assert f"left RUNNING by a dead process: {run_id}" in out
     assert out.count("fix: ") == 3 and "3 problem(s)" in out
+    assert "free disk " in out and " GB (the largest stage output is " in out  # sizes in units that read
+
+    # the partial file an interrupted write leaves (a full disk, a crash) is named, and the next run removes it
+    partial = workdir / "tokens" / "manifest.json.tmp"
+    partial.write_text('{"kind": "tok')
+    named = _doctor(workdir, uri).stdout
+    assert "1 partial file(s) left by an interrupted write (13 bytes): tokens/manifest.json.tmp" in named, named

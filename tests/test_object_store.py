@@ -163,3 +163,59 @@ def test_export_shards_from_s3_to_s3(runs):
     again = cli("export-shards", f"{WORKDIR}/tokens/manifest.json", "--format", "datatrove", "--out",
                 f"s3://{BUCKET}/exports/datatrove", env=runs["env"], cwd=runs["tmp"], timeout=300)
     assert again.returncode != 0 and "not empty" in again.stderr
+
+
+def _wait_objects(s3, prefix: str, n: int, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and len(objects(s3, prefix)) < n:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the pipeline ended first: " + proc.stderr.read()[-2000:]
+
+
+def test_an_endpoint_that_blips_costs_nothing_and_one_that_is_gone_is_one_line_then_a_resume(runs, s3, tmp_path):
+    """The S3 endpoint goes away mid-pass (a proxy in front of moto's server, stopped): back within a few seconds,
+    the pass goes on (6 attempts per request, ~17 s of back-off); gone for good, the run stops with one line
+    naming the endpoint, exit 2 (was: "internal error: TaskFailed ... OSError ... Could not connect", with the
+    traceback in /tmp), its traceback in the announced log folder; once it is back, the same command resumes."""
+    from servers import TcpProxy
+
+    proxy = TcpProxy(int(s3["endpoint"].rsplit(":", 1)[1])).start()
+    env = {**runs["env"], "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+    small = [f'inputs.0.paths=["{RAW}/**/*.html"]', "ray.num_cpus=2", "filter.enabled=false",
+             "quality.enabled=false", "tokenizer.enabled=false", "tokenize.enabled=false"]
+
+    def start(workdir: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "orchestration.cli", "pipeline", runs["config"], "--workdir",
+                                 workdir, *small], cwd=runs["cwd"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        blip = start(f"s3://{BUCKET}/runs/blip")
+        _wait_objects(s3, "runs/blip/_done/pass0-", 5, blip)
+        proxy.stop()
+        time.sleep(4)
+        proxy.start()
+        out, err = blip.communicate(timeout=900)
+        assert blip.returncode == 0, err[-3000:]
+        assert "summary.json" in objects(s3, "runs/blip/")
+
+        lost = start(f"s3://{BUCKET}/runs/lost")
+        _wait_objects(s3, "runs/lost/_done/pass0-", 5, lost)
+        proxy.stop()
+        out, err = lost.communicate(timeout=900)
+        assert lost.returncode == 2, err[-3000:]
+        (line,) = err.strip().splitlines()
+        assert line.startswith("tokenmill: ") and "error: an endpoint could not be reached" in line, line
+        assert "internal" not in line, line
+        assert f"127.0.0.1:{proxy.port}" in line or "Could not connect" in line, line
+        assert "re-run to resume once it is back" in line, line
+        log = Path(line.split("(traceback in ")[1].rstrip(")"))
+        announced = next(x for x in out.splitlines() if "logs in " in x).split("logs in ")[1].split(" (")[0]
+        assert log.parent == Path(announced) and "Traceback" in log.read_text()
+
+        proxy.start()
+        done = cli("pipeline", runs["config"], "--workdir", f"s3://{BUCKET}/runs/lost", *small, env=env,
+                   cwd=runs["cwd"])
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "already done" in done.stdout and "(0 already done)" not in done.stdout.split("pass 0")[1].splitlines()[0]
+    finally:
+        proxy.stop()

@@ -214,3 +214,64 @@ def test_top_fraction_threshold():
         top_fraction_threshold(scores, 1.5)
     with pytest.raises(ValueError):
         top_fraction_threshold(np.array([]), 0.5)
+
+
+def _quickstart_texts() -> tuple[list[str], list[str]]:
+    """The quickstart's own classes, shipped in configs/data: Python documentation pages and spam bodies."""
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "configs" / "data"
+    docs = [p.read_text(errors="replace") for p in sorted((data / "python3.11-doc").rglob("*.html"))]
+    spam = [json.loads(line)["text"] for line in (data / "spamassassin-sample" / "spam.jsonl").read_text().splitlines()]
+    return docs, spam
+
+
+def test_a_classifier_at_chance_is_a_failed_training_and_is_not_published(tmp_path):
+    """Positives and negatives from one source (the docs, split at random) cannot be told apart: the held-out
+    ROC AUC is within noise of 0.5, which is a failed training (ModelRejected, the numbers in its message),
+    not a model; nothing is left at the output path. The real classes train and pass the same check."""
+    import random
+
+    from pipelines.quality import ModelRejected, refuse_chance_level
+
+    docs, spam = _quickstart_texts()
+    shuffled = random.Random(0).sample(docs, len(docs))
+    cfg = QualityTrainConfig(seed=0, epoch=20, lr=0.5, validation_fraction=0.5)
+    out = tmp_path / "chance.bin"
+    with pytest.raises(ModelRejected, match=r"held-out ROC AUC 0\.\d+ is within 2 standard errors \(0\.\d+\) of chance"):
+        train_quality_classifier(shuffled[::2], shuffled[1::2], out, cfg)
+    assert list(tmp_path.iterdir()) == []
+    good = train_quality_classifier(docs, spam, out, cfg)
+    assert good["roc_auc"] > 0.9 and out.is_file()
+    # the rule itself: 25 + 25 held out gives a standard error of 0.082 under chance
+    with pytest.raises(ModelRejected):
+        refuse_chance_level(0.66, 25, 25)
+    refuse_chance_level(0.67, 25, 25)
+    refuse_chance_level(0.5, 1, 1)  # too few to judge: even AUC 1.0 would be noise
+    refuse_chance_level(math.nan, 10, 10)
+
+
+def test_a_model_written_short_on_a_full_disk_is_refused(tmp_path):
+    """fastText's save_model reports no failed write: on a 20 MB tmpfs it left 20 of 51 MB and the model was
+    taken as trained. Now the short file is found (its size against its weights), removed, and the error is an
+    OSError ENOSPC naming the path (the CLI: one line, free space and re-run)."""
+    import errno
+    import os
+    import subprocess
+
+    from pipelines.langid import ModelWriteError
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(small)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a 20 MB tmpfs here (needs root and mount)")
+    try:
+        docs, spam = _quickstart_texts()
+        with pytest.raises(ModelWriteError) as err:
+            train_quality_classifier(docs, spam, small / "quality.bin", QualityTrainConfig(seed=0))
+        assert err.value.errno == errno.ENOSPC and "written short" in str(err.value)
+        assert err.value.filename.startswith(str(small)) and list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

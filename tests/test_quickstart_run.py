@@ -216,7 +216,8 @@ def test_mlflow_ui_in_headless_chromium_shows_the_pipeline_stages_and_the_traini
     chromium = _chromium()
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "ui", "--port", str(port)], cwd=REPO,
-                            env=qs["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            env=qs["env"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                            text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -232,11 +233,15 @@ def test_mlflow_ui_in_headless_chromium_shows_the_pipeline_stages_and_the_traini
         finally:
             mlflow.set_tracking_uri(None)
         exp = parent.info.experiment_id
+        # `tokenmill ui` names each tokenmill experiment's runs page (MLflow 3 opens an experiment on its GenAI
+        # overview, empty here): a fresh browser pointed at it lands on the runs
+        said = "".join(proc.stderr.readline() for _ in range(2))  # tokenmill's lines come before MLflow's
+        runs_url = f"{base}/#/experiments/{exp}/runs"
+        assert runs_url in said, said
         # the experiment's runs: the pipeline run (its stage runs folded under it) and the training run
-        runs_page = _browse(chromium, f"{base}/#/experiments/{exp}/runs", tmp_path / "profile",
-                            "--dump-dom").stdout
+        runs_page = _browse(chromium, runs_url, tmp_path / "fresh-profile", "--dump-dom").stdout
         shot = tmp_path / "mlflow_runs.png"
-        _browse(chromium, f"{base}/#/experiments/{exp}/runs", tmp_path / "profile", f"--screenshot={shot}")
+        _browse(chromium, runs_url, tmp_path / "profile", f"--screenshot={shot}")
         assert shot.is_file() and shot.stat().st_size > 10_000
         assert parent.info.run_name in runs_page and train.info.run_name in runs_page, runs_page[-3000:]
         parent_url = f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}"
@@ -393,6 +398,18 @@ def test_signals_stop_a_pipeline_in_one_line_and_another_workdir_gives_the_same_
     assert shard.read_bytes() == shard_bytes and json.loads(manifest.read_text())["digest"] == digest
     last = cli(*cmd[3:], env=qs["env"])
     assert "pipeline already complete" in last.stdout, last.stdout
+    # lineage reads a damaged manifest as a problem: a truncated one is one line (exit 2, was an internal
+    # JSONDecodeError), an edited one (valid JSON) is walked with a warning first (was: no warning)
+    truncated = qs["tmp"] / "truncated-manifest.json"
+    truncated.write_text(manifest.read_text()[:300])
+    bad = cli("lineage", str(truncated), env=qs["env"])
+    assert bad.returncode == 2 and "not a readable manifest (truncated, or not JSON" in bad.stderr, bad.stderr
+    edited = json.loads(manifest.read_text())
+    edited["shards"][0]["sha256"] = "0" * 64
+    (qs["tmp"] / "edited-manifest.json").write_text(json.dumps(edited))
+    warned = cli("lineage", str(qs["tmp"] / "edited-manifest.json"), env=qs["env"])
+    assert warned.returncode == 0 and warned.stdout.startswith("WARNING: ") and "does not match its digest" in \
+        warned.stdout.splitlines()[0], warned.stdout[:2000] + warned.stderr[-2000:]
 
 
 def test_verify_names_a_changed_shard_byte_and_a_missing_checkpoint_file(qs):

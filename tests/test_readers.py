@@ -359,3 +359,42 @@ def test_damaged_member_of_multi_member_jsonl_resyncs(tmp_path, dolma_records):
     assert texts == [r["text"] for r in dolma_records[:100] + dolma_records[150:300]]  # all but member 2
     span = load_metadata(rows["metadata"][rows[REASON].index("quarantine:corrupt_stream")])
     assert span["records_lost"] is None and span["members_lost"] == 1 and span["byte_end"] < len(data)
+
+
+def test_a_record_over_the_size_limit_is_quarantined_without_being_read_whole(tmp_path):
+    """One giant record (a 203 MB JSON line took a worker to 12.1 GB and 7 silent minutes) is quarantined
+    "too_large" with its size, the records around it read as usual; reading it costs the limit, not its size
+    (peak RSS of a fresh process measured around a 203 MB line, default limit 32 MB)."""
+    import json
+    import subprocess
+    import sys
+
+    from pipelines.readers import read_file
+
+    small = json.dumps({"text": "a small document"}) + "\n"
+    big = json.dumps({"text": "word " * 400_000}) + "\n"  # 2 MB
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(small + big + small)
+    rows = [r for cols in read_file(str(path), "mixed.jsonl", "jsonl", "t", max_doc_bytes=1 << 20)
+            for r in zip(cols["id"], cols["text"], cols["metadata"], cols["_reason"])]
+    assert [r[3] for r in rows] == ["", "quarantine:too_large", ""]
+    assert json.loads(rows[1][2])["bytes"] == len(big.encode()) and rows[1][1] == ""
+    assert rows[2][0] == "mixed.jsonl#0000000002"  # numbering goes on after it
+    html = tmp_path / "page.html"
+    html.write_text("<html><body>" + "<p>word</p>" * 200_000 + "</body></html>")
+    (cols,) = read_file(str(html), "page.html", "html", "t", max_doc_bytes=1 << 20)
+    assert cols["_reason"] == ["quarantine:too_large"] and json.loads(cols["metadata"][0])["bytes"] == html.stat().st_size
+
+    giant = tmp_path / "giant.jsonl"
+    with open(giant, "w") as f:
+        f.write('{"text": "')
+        for _ in range(203):
+            f.write("word " * 200_000)  # 1 MB a write, one line in all
+        f.write('"}\n' + small)
+    code = ("import json, resource, sys\nfrom pipelines.readers import read_file\n"
+            "rows = [r for c in read_file(sys.argv[1], 'giant.jsonl', 'jsonl', 't') for r in c['_reason']]\n"
+            "print(json.dumps({'reasons': rows, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code, str(giant)], capture_output=True, text=True,
+                                    check=True).stdout)
+    assert out["reasons"] == ["quarantine:too_large", ""]
+    assert out["peak_mb"] < 32 + 250, out  # the limit plus the interpreter and pyarrow; not the record's 203 MB

@@ -15,7 +15,7 @@ from typing import Iterator
 from pipelines.readers.jsonl import iter_jsonl
 from pipelines.readers.parquet import iter_parquet
 from pipelines.readers.paths import list_inputs
-from pipelines.readers.rows import Row, batch_rows
+from pipelines.readers.rows import MAX_DOC_BYTES, Row, batch_rows
 from pipelines.readers.textfiles import iter_html, iter_text
 from pipelines.readers.warc import iter_warc
 
@@ -34,19 +34,21 @@ def read_file(
     id_field: str | None = None,
     url_field: str | None = "url",
     batch_size: int = 1000,
+    max_doc_bytes: int = MAX_DOC_BYTES,
 ) -> Iterator[dict[str, list]]:
-    """Batches of at most batch_size rows from one file; ids from relpath + record index (or id_field)."""
+    """Batches of at most batch_size rows from one file; ids from relpath + record index (or id_field). A JSON
+    line, text or HTML file over max_doc_bytes is quarantined ("too_large", its size) without being read whole."""
     rows: Iterator[Row]
     if fmt == "jsonl":
-        rows = iter_jsonl(path, text_field, id_field, url_field)
+        rows = iter_jsonl(path, text_field, id_field, url_field, max_doc_bytes)
     elif fmt == "parquet":
         rows = iter_parquet(path, text_field, id_field, url_field, batch_size)
     elif fmt in ("warc", "wet"):
         rows = iter_warc(path)
     elif fmt == "text":
-        rows = iter_text(path)
+        rows = iter_text(path, max_doc_bytes)
     elif fmt == "html":
-        rows = iter_html(path)
+        rows = iter_html(path, max_doc_bytes)
     else:
         raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(sorted(FORMATS))}")
     if batch_size < 1:

@@ -14,19 +14,41 @@ import json
 from typing import Iterator
 
 from pipelines.readers.compression import CorruptStream, damage, open_decompressed
-from pipelines.readers.rows import Row, capped, corrupt_row, record_to_row
+from pipelines.readers.rows import MAX_DOC_BYTES, Row, capped, corrupt_row, record_to_row, too_large
 from pipelines.records import quarantine
 
 _BOM = b"\xef\xbb\xbf"
 
 
-def iter_jsonl(path: str, text_field: str, id_field: str | None, url_field: str | None) -> Iterator[Row]:
+def _lines(f, limit: int) -> Iterator[bytes | int]:
+    """The stream's lines, each read at most `limit` + 1 bytes at a time: a longer line is not held whole, it is
+    skipped to its end and yields its size (an int) instead."""
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        size = len(raw)
+        while raw and not raw.endswith(b"\n"):
+            raw = f.readline(1 << 20)
+            size += len(raw)
+        yield size
+
+
+def iter_jsonl(path: str, text_field: str, id_field: str | None, url_field: str | None,
+               max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Row]:
     index = 0  # the line number is the record index (blank lines are not records but keep numbering)
     start: int | None = 0
     while start is not None:
         try:
             with open_decompressed(path, start) as f:
-                for raw in f:
+                for raw in _lines(f, max_doc_bytes):
+                    if isinstance(raw, int):
+                        yield too_large(index, raw, max_doc_bytes)
+                        index += 1
+                        continue
                     if not raw.endswith(b"\n") and damage(f) is not None:
                         break  # a line cut by the damage belongs to the lost span
                     line = raw.rstrip(b"\r\n")

@@ -10,22 +10,28 @@ from typing import Iterator
 
 from pipelines.readers.compression import is_corrupt_stream_error, open_decompressed
 from pipelines.readers.encoding import decode_html
-from pipelines.readers.rows import Row, capped, corrupt_row
+from pipelines.readers.rows import MAX_DOC_BYTES, Row, capped, corrupt_row, too_large
 from pipelines.records import quarantine
 
 
-def _read_bytes(path: str) -> bytes | Row:
+def _read_bytes(path: str, limit: int) -> bytes | Row:
     try:
         with open_decompressed(path) as f:
-            return f.read()
+            data = f.read(limit + 1)
+            if len(data) > limit:  # the file is the one record: quarantined without reading it whole
+                size = len(data)
+                while chunk := f.read(1 << 20):
+                    size += len(chunk)
+                return too_large(0, size, limit)
+            return data
     except Exception as e:
         if not is_corrupt_stream_error(e):
             raise
         return corrupt_row(0, e, records_lost=1)  # the file is the one record
 
 
-def iter_text(path: str) -> Iterator[Row]:
-    data = _read_bytes(path)
+def iter_text(path: str, max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Row]:
+    data = _read_bytes(path, max_doc_bytes)
     if isinstance(data, Row):
         yield data
         return
@@ -38,8 +44,8 @@ def iter_text(path: str) -> Iterator[Row]:
         yield Row(0, text=capped(data.decode("utf-8", "replace")), meta=meta, reason=quarantine("invalid_utf8"))
 
 
-def iter_html(path: str) -> Iterator[Row]:
-    data = _read_bytes(path)
+def iter_html(path: str, max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Row]:
+    data = _read_bytes(path, max_doc_bytes)
     if isinstance(data, Row):
         yield data
         return

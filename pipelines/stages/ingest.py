@@ -35,7 +35,8 @@ def source_batches(task: dict, batch_docs: int) -> Iterator[pa.Table]:
                         batch_size=batch_docs)
     else:
         it = read_file(task["path"], task["relpath"], inp["format"], inp["name"], text_field=inp["text_field"],
-                       id_field=inp["id_field"], url_field=inp["url_field"], batch_size=batch_docs)
+                       id_field=inp["id_field"], url_field=inp["url_field"], batch_size=batch_docs,
+                       max_doc_bytes=int(inp.get("max_doc_mb", 32.0) * 2**20))
     for cols in it:
         yield pa.Table.from_pydict(cols, schema=STAGE_SCHEMA)
 
