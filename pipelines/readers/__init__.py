@@ -37,14 +37,15 @@ def read_file(
     max_doc_bytes: int = MAX_DOC_BYTES,
 ) -> Iterator[dict[str, list]]:
     """Batches of at most batch_size rows from one file; ids from relpath + record index (or id_field). A JSON
-    line, text or HTML file over max_doc_bytes is quarantined ("too_large", its size) without being read whole."""
+    line, WARC record, text or HTML file over max_doc_bytes is quarantined ("too_large", its size) without being
+    read whole (parquet reads whole row groups: its records are not checked)."""
     rows: Iterator[Row]
     if fmt == "jsonl":
         rows = iter_jsonl(path, text_field, id_field, url_field, max_doc_bytes)
     elif fmt == "parquet":
         rows = iter_parquet(path, text_field, id_field, url_field, batch_size)
     elif fmt in ("warc", "wet"):
-        rows = iter_warc(path)
+        rows = iter_warc(path, max_doc_bytes)
     elif fmt == "text":
         rows = iter_text(path, max_doc_bytes)
     elif fmt == "html":

@@ -23,13 +23,13 @@ from warcio.exceptions import ArchiveLoadFailed
 
 from pipelines.readers.compression import CorruptStream, damage, open_decompressed
 from pipelines.readers.encoding import charset_from_content_type, decode_html
-from pipelines.readers.rows import Row, capped, corrupt_row
+from pipelines.readers.rows import MAX_DOC_BYTES, Row, capped, corrupt_row, too_large
 from pipelines.records import quarantine
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
-def iter_warc(path: str) -> Iterator[Row]:
+def iter_warc(path: str, max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Row]:
     # Decompressed here rather than by warcio, which ends silently on a truncated gzip member.
     index, start = 0, 0  # index: the record being read, the first one lost if it fails
     while start is not None:
@@ -39,7 +39,7 @@ def iter_warc(path: str) -> Iterator[Row]:
                 records = ArchiveIterator(f)
                 try:
                     for record in records:
-                        row = record_row(index, record)
+                        row = record_row(index, record, max_doc_bytes)
                         if _cut(record) and damage(f) is not None:
                             break  # the record was cut by the damage: it is part of the lost span
                         if row is not None:
@@ -68,10 +68,15 @@ def _cut(record) -> bool:
     return getattr(raw, "limit", 0) > 0
 
 
-def record_row(index: int, record) -> Row | None:
+def record_row(index: int, record, max_doc_bytes: int = MAX_DOC_BYTES) -> Row | None:
     if record.rec_type not in ("response", "conversion"):
         return None
     headers = record.rec_headers
+    length = int(headers.get_header("Content-Length") or 0)
+    if length > max_doc_bytes:  # not read: _cut streams its block through in 64 KB pieces
+        row = too_large(index, length, max_doc_bytes)
+        row.url = headers.get_header("WARC-Target-URI") or ""
+        return row
     meta: dict[str, Any] = {
         "warc_type": record.rec_type,
         "warc_record_id": headers.get_header("WARC-Record-ID"),
