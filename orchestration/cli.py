@@ -381,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, getattr(args, "workdir", None))
 
 
+# Ray's exceptions for a process or node that went away (named, so that the CLI need not import Ray)
+RAY_NODE_FAULTS = ("NodeDiedError", "WorkerCrashedError", "ObjectLostError", "OwnerDiedError",
+                   "ObjectReconstructionFailedError", "RaySystemError")
+
+
 def _user_error(exc: BaseException) -> str | None:
     """One line for a failure caused by the input, the config or the machine; None for a bug."""
     from orchestration.dedup_index import DedupIndexError
@@ -401,6 +406,9 @@ def _user_error(exc: BaseException) -> str | None:
         return f"error: {exc}"
     if isinstance(exc, MachineFault):  # its message says what to do
         return f"error: {exc}"
+    if type(exc).__name__ in RAY_NODE_FAULTS:  # after Ray's own retries (a shard task: 3)
+        return (f"error: a Ray node or worker process died ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                "a fault of the machine, not of the input: re-run to resume")
     fault = storage.connection_fault(exc)
     if fault is not None:  # an object store, MLflow server or Ray node gone after its layer's retries
         return (f"error: an endpoint could not be reached ({fault}); a fault of the machine or network, not of the "

@@ -173,8 +173,8 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
         with console.progress(f"train {cfg.name}", cfg.train.steps, "steps") as bar, \
                 console.Poller(poll), stopping.graceful(on_signal):
             result = trainer.fit()
-        if asked:
-            _stopped(cfg, ckpts, result, -asked[0] if asked[0] < 0 else asked[0], echo)
+        if asked and ((result.return_value if result is not None else None) or {}).get("interrupted"):
+            _stopped(cfg, ckpts, result, abs(asked[0]))  # else the last step came first: it finished
         seconds = time.perf_counter() - start
         summary, worker_out = _record_outcome(cfg, run_id, result, ckpts, export_dir, tokenizer_path, mcfg, echo)
         summary.update(seconds=seconds, run_id=run_id, manifest_digest=shards.manifest["digest"])
@@ -224,14 +224,12 @@ def _mend_ray_snapshot(job_dir, echo) -> None:
              f"moved it aside ({snapshot.name}.stale)")
 
 
-def _stopped(cfg: TrainConfig, ckpts, result, signum: int, echo) -> None:
+def _stopped(cfg: TrainConfig, ckpts, result, signum: int) -> None:
     """A job stopped by a signal: which checkpoint it saved, then Interrupted (tracking.run ends the MLflow run
     KILLED; the CLI prints the line and exits 128 + signum)."""
-    out = (result.return_value if result is not None else None) or {}
     saved = _newest_complete_checkpoint(ckpts / cfg.name, lambda _: None)
-    where = f"checkpoint {saved.name} saved at step {out.get('step')}" if out.get("interrupted") and saved else \
-        f"the newest checkpoint is {saved.name if saved else 'none'}"
-    stopping.note(f"training {cfg.name!r}: {where}")
+    stopping.note(f"training {cfg.name!r}: checkpoint {saved.name if saved else '(none)'} saved at step "
+                  f"{result.return_value['step']}")
     raise stopping.Interrupted(signum)
 
 

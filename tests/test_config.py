@@ -259,3 +259,23 @@ def test_a_missing_model_stops_a_run_before_ray_starts(tmp_path):
                 "quality.model_path=/nonexistent/quality.bin", "quality.threshold=0.5")
     assert proc.returncode == 2 and "quality.model_path: no such file /nonexistent/quality.bin" in proc.stderr
     assert "Ray" not in proc.stdout and not (tmp_path / "w" / "stages").exists()  # before: after every earlier stage
+
+
+def test_faults_of_the_machine_are_one_line_with_re_run_not_internal_errors():
+    """What the CLI says for the machine's faults (the exceptions as the libraries raise them); anything else
+    stays an internal error."""
+    import errno
+
+    from ray.exceptions import WorkerCrashedError
+
+    from orchestration.cli import _user_error
+
+    s3 = OSError("When listing objects under key 'wd/' in bucket 'b': AWS Error NETWORK_CONNECTION during "
+                 "ListObjectsV2 operation: curlCode: 7, Could not connect to server")
+    assert "an endpoint could not be reached" in _user_error(s3) and "re-run to resume" in _user_error(s3)
+    full = OSError(errno.ENOSPC, "No space left on device", "/w/tokens/x.bin")
+    assert _user_error(full) == "error: /w/tokens/x.bin: No space left on device: free some space, then re-run to resume"
+    denied = PermissionError(errno.EACCES, "Permission denied", "/w")
+    assert _user_error(denied) == "error: /w: Permission denied: fix the permission, then re-run to resume"
+    assert "a Ray node or worker process died" in _user_error(WorkerCrashedError())
+    assert _user_error(KeyError("model_path")) is None and _user_error(OSError("bad header")) is None

@@ -176,6 +176,18 @@ def test_incremental_dedup_against_earlier_runs_indexes(tmp_path, corpora, ray_l
                                               r"manifest"):
         run_pipeline(cfg, tmp_path / "e" / "work", echo=lambda *_: None)
 
+    # a new dump whose every document is in A: nothing is left to tokenize, which is said with each stage's
+    # counts (was: "internal error: ValueError: tokenizer: no document survived ... (see the stage counts above)"
+    # with no counts shown)
+    from orchestration.pipeline import NothingLeft
+
+    with pytest.raises(NothingLeft, match=r"no document is left after pass 1 \(ingest kept 150 of 150; exact_dedup "
+                                          r"kept \d+ of 150 \(exact_duplicate=\d+\); minhash kept 0 of \d+.*\): "
+                                          r"nothing to tokenize"):
+        _run(tmp_path / "f", f'[{{name: f, format: jsonl, paths: ["{tmp_path / "a.jsonl"}"]}}]',
+             [*ONLY_DEDUP, "tokenizer.enabled=true", "tokenize.enabled=true",
+              f'dedup_index.previous=["{tmp_path / "a" / "work"}"]'])
+
 
 def test_incompatible_earlier_index_is_refused_before_anything_runs(tmp_path, corpora, ray_local, mlflow_store):
     from orchestration.dedup_index import DedupIndexError

@@ -56,5 +56,11 @@ def test_doctor_names_what_is_wrong_with_a_workdir(one_node_summary, tmp_path):
     # the partial file an interrupted write leaves (a full disk, a crash) is named, and the next run removes it
     partial = workdir / "tokens" / "manifest.json.tmp"
     partial.write_text('{"kind": "tok')
+    # and a file in an output folder that no manifest of the last run lists (an earlier run's, other parameters)
+    stray = workdir / "docs" / "minhash" / "crawl" / "old-run.parquet"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(kept, stray)
     named = _doctor(workdir, uri).stdout
     assert "1 partial file(s) left by an interrupted write (13 bytes): tokens/manifest.json.tmp" in named, named
+    assert "1 file(s) in the output folders that no manifest of the last run lists: " \
+           "docs/minhash/crawl/old-run.parquet" in named, named

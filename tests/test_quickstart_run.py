@@ -398,6 +398,19 @@ def test_signals_stop_a_pipeline_in_one_line_and_another_workdir_gives_the_same_
     assert shard.read_bytes() == shard_bytes and json.loads(manifest.read_text())["digest"] == digest
     last = cli(*cmd[3:], env=qs["env"])
     assert "pipeline already complete" in last.stdout, last.stdout
+
+    # other parameters: what the earlier ones wrote and no manifest of this run lists is removed (was: 66 token
+    # files beside the 60 listed, and stale parquet files under docs/quality/ for a folder reader to take)
+    stricter = cli(*cmd[3:], "quality.threshold=0.99", env=qs["env"])
+    assert stricter.returncode == 0, stricter.stderr[-2000:]
+    assert "file(s) an earlier run with other parameters wrote that no manifest of this run lists" in stricter.stdout
+    now = json.loads(manifest.read_text())
+    on_disk = {p.relative_to(workdir / "tokens").as_posix() for p in (workdir / "tokens").rglob("*") if p.is_file()}
+    assert on_disk == {"manifest.json"} | {s[k] for s in now["shards"] for k in ("path", "index_path")}
+    quality = json.loads((workdir / "stages" / "quality" / "manifest.json").read_text())
+    kept = {f["path"] for f in quality["files"] if f["kind"] == "kept"}
+    assert {p.relative_to(workdir).as_posix() for p in (workdir / "docs" / "quality").rglob("*.parquet")} == kept
+    assert len(now["shards"]) < len(json.loads((qs["tmp"] / "qs" / "tokens" / "manifest.json").read_text())["shards"])
     # lineage reads a damaged manifest as a problem: a truncated one is one line (exit 2, was an internal
     # JSONDecodeError), an edited one (valid JSON) is walked with a warning first (was: no warning)
     truncated = qs["tmp"] / "truncated-manifest.json"
