@@ -332,16 +332,19 @@ def unlisted_outputs(workdir: storage.StoragePath) -> list:
     summary_path = workdir / "summary.json"
     if storage.is_uri(workdir) or not summary_path.is_file():
         return []
-    summary = json.loads(summary_path.read_text())
     listed = {"tokens/manifest.json"}
-    for st in summary["stages"]:
-        listed.add(f"stages/{st['stage']}/manifest.json")
-        manifest = json.loads((workdir / "stages" / st["stage"] / "manifest.json").read_text())
-        listed.update(f["path"] for f in manifest["files"])
-    tokens = workdir / "tokens" / "manifest.json"
-    if summary.get("tokens") and tokens.is_file():
-        for s in json.loads(tokens.read_text())["shards"]:
-            listed.update(f"tokens/{s[k]}" for k in ("path", "index_path") if s.get(k))
+    try:
+        summary = json.loads(summary_path.read_text())
+        for st in summary["stages"]:
+            listed.add(f"stages/{st['stage']}/manifest.json")
+            manifest = json.loads((workdir / "stages" / st["stage"] / "manifest.json").read_text())
+            listed.update(f["path"] for f in manifest["files"])
+        tokens = workdir / "tokens" / "manifest.json"
+        if summary.get("tokens") and tokens.is_file():
+            for s in json.loads(tokens.read_text())["shards"]:
+                listed.update(f"tokens/{s[k]}" for k in ("path", "index_path") if s.get(k))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # a manifest that cannot be read: what it lists is unknown (doctor names that problem itself)
     return sorted(p for folder in OUTPUT_FOLDERS for p in (workdir / folder).rglob("*")
                   if p.is_file() and p.relative_to(workdir).as_posix() not in listed)
 

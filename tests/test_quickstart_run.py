@@ -308,39 +308,43 @@ def test_step_and_doc_answer_from_the_loader_order(qs):
             client.delete_run(run_id)
 
 
-def test_generate_checks_its_arguments_and_its_prompt(qs):
+def test_generate_checks_its_arguments_and_its_prompt(qs, capsys):
     """A user's mistake in `tokenmill generate` is one line and exit 2, never an internal error; a prompt near
-    the model's context says how many new tokens still fit."""
+    the model's context says how many new tokens still fit. (The CLI in this process: its lines are the same.)"""
     import sentencepiece as spm
 
     from model.export import load_export
+    from orchestration.cli import main
     from pipelines.tokenizer import Tokenizer
 
-    export, env = qs["tmp"] / "qs" / "train" / "model", qs["env"]
+    export = str(qs["tmp"] / "qs" / "train" / "model")
+
+    def generate(*args: str) -> tuple[int, str]:
+        code = main(["generate", export, *args])
+        return code, capsys.readouterr().err
+
     for args, message in ((["--max-new-tokens", "-5"], "--max-new-tokens: at least 1"),
                           (["--temperature", "-0.5"], "--temperature: 0 (greedy) or more"),
                           (["--top-k", "-3"], "--top-k: 0 (no cut-off) or more")):
-        out = cli("generate", str(export), "--prompt", "The", *args, env=env)
-        assert out.returncode == 2 and message in out.stderr and "internal" not in out.stderr, (args, out.stderr)
+        code, err = generate("--prompt", "The", *args)
+        assert code == 2 and message in err and "internal" not in err, (args, err)
     model, _ = load_export(export)
-    tok = Tokenizer(export / "tokenizer.model")
+    tok = Tokenizer(f"{export}/tokenizer.model")
     words = ("the", "module", "returns", "a", "list", "of")
     prompt, i = "", 0
     while len(tok.encode(prompt)) < model.cfg.max_seq_len - 3:
         prompt, i = f"{prompt} {words[i % len(words)]}".strip(), i + 1
     room = model.cfg.max_seq_len - len(tok.encode(prompt))
-    near = cli("generate", str(export), "--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0", env=env)
-    assert near.returncode == 0, near.stderr[-2000:]
-    assert f"at most {room} new tokens (not 40)" in near.stderr
-    too_long = cli("generate", str(export), "--prompt", prompt + " the module" * 20, env=env)
-    assert too_long.returncode == 2 and "leaves no room to generate" in too_long.stderr, too_long.stderr
+    code, err = generate("--prompt", prompt, "--max-new-tokens", "40", "--temperature", "0")
+    assert code == 0 and f"at most {room} new tokens (not 40)" in err, err[-2000:]
+    code, err = generate("--prompt", prompt + " the module" * 20)
+    assert code == 2 and "leaves no room to generate" in err, err
     # a SentencePiece model that is not the one the model was trained with
     other = qs["tmp"] / "other_tokenizer"
     spm.SentencePieceTrainer.train(sentence_iterator=iter(["a small corpus of words", "other words here"] * 50),
                                    model_prefix=str(other), vocab_size=20, minloglevel=2)
-    wrong = cli("generate", str(export), "--prompt", "The", "--tokenizer", f"{other}.model", env=env)
-    assert wrong.returncode == 2 and "is not the one the model was trained with" in wrong.stderr, wrong.stderr
-    assert len(wrong.stderr.strip().splitlines()) == 1
+    code, err = generate("--prompt", "The", "--tokenizer", f"{other}.model")
+    assert code == 2 and "is not the one the model was trained with" in err and len(err.strip().splitlines()) == 1, err
 
 
 def _stopped(cmd: list[str], env: dict, done: Path, more: int, sig: signal.Signals) -> tuple[int, str, str]:
