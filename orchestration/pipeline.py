@@ -346,7 +346,8 @@ def unlisted_outputs(workdir: storage.StoragePath) -> list:
     except (OSError, ValueError, KeyError, TypeError):
         return []  # a manifest that cannot be read: what it lists is unknown (doctor names that problem itself)
     return sorted(p for folder in OUTPUT_FOLDERS for p in (workdir / folder).rglob("*")
-                  if p.is_file() and p.relative_to(workdir).as_posix() not in listed)
+                  if p.is_file() and p.suffix != ".tmp"  # partial files: storage.partial_files
+                  and p.relative_to(workdir).as_posix() not in listed)
 
 
 def _remove_empty_folders(workdir) -> None:
