@@ -3,9 +3,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokenmill-installed
+DEV_STAMP := $(VENV)/.tokenmill-dev-installed
 BENCH_STAMP := $(VENV)/.tokenmill-bench-installed
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install install-dev run test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -14,6 +15,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $(STAMP)
 
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
+
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e '.[bench]'
 	touch $(BENCH_STAMP)
@@ -21,11 +28,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 run: install
 	$(VENV)/bin/tokenmill run configs/quickstart.yaml --workdir work/quickstart
 
-test: install
+test: install-dev
 	$(PY) -m pytest -q tests
 
-test-fast: install
+test-fast: install-dev
 	$(PY) -m pytest -q -m "not slow" tests
+
+lint: install-dev
+	$(PY) -m pyflakes pipelines model orchestration benchmarks
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_pipeline.py

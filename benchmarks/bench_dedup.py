@@ -198,8 +198,8 @@ def components_alone(sizes: list[int], partitions: int) -> list[dict]:
     import numpy as np
     import ray
 
-    from orchestration.components import star_components
-    from orchestration.ray_runtime import init_ray
+    from orchestration.corpus.components import star_components
+    from orchestration.runtime.cluster import init_ray
     from pipelines.components import both_directions, route_rows
     from test_components import hard_graph, reference_survivors
 

@@ -33,7 +33,7 @@ from model.data import TrainingData  # noqa: E402
 from model.flops import flops_per_token, param_counts  # noqa: E402
 from model.optim import build_optimizer  # noqa: E402
 from model.transformer import Decoder  # noqa: E402
-from orchestration.train_metrics import cpu_peak_flops  # noqa: E402
+from orchestration.train.metrics import cpu_peak_flops  # noqa: E402
 from pipelines.shard_reader import ShardSet  # noqa: E402
 
 CORPORA = REPO.parent / "shared" / "corpora"
@@ -62,8 +62,8 @@ def plain_loop(mcfg: ModelConfig, shards: dict, seq_len: int, batch: int, steps:
 def ray_job(preset: str, shards: dict, seq_len: int, per_worker: int, workers: int, steps: int, tmp: Path):
     import mlflow
 
-    from orchestration.train_config import train_config_from_dict
-    from orchestration.train_job import run_train
+    from orchestration.config.train import train_config_from_dict
+    from orchestration.train.job import run_train
     from train_fixture import train_job
 
     job = train_job(f"bench-{preset}", shards, steps, model={"preset": f"../model/{preset}.yaml"},

@@ -18,17 +18,9 @@ from fractions import Fraction
 
 import numpy as np
 import torch
-import xxhash
 
 from model.permutation import Permutation
-from pipelines.minhash import splitmix64
-
-
-def document_key(doc_id: str) -> int:
-    """The 64-bit key of a document id (xxh64), recorded in the token shard index as `doc_key`."""
-    return xxhash.xxh64_intdigest(doc_id.encode("utf-8"))
-
-
+from pipelines.hashing import document_key, splitmix64
 def split_keys(doc_keys: np.ndarray, seed: int) -> np.ndarray:
     """The split key of each document: its doc_key mixed with the seed (vectorized, no string hashing)."""
     salt = splitmix64(np.array([seed], dtype=np.uint64))[0]

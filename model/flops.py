@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import torch
+
 from model.config import ModelConfig
 
 # dense bf16 peak of one device, FLOP/s (no sparsity); the name is matched against torch.cuda.get_device_name()
@@ -36,3 +40,16 @@ def gpu_peak_flops(device_name: str) -> float | None:
         if key in device_name:
             return peak
     return None
+
+
+def cpu_peak_flops(threads: int, size: int = 512, seconds: float = 0.3) -> float:
+    """FLOP/s of a float32 matmul on this worker's threads: the CPU's practical peak, the MFU denominator
+    (CPUs have no single datasheet number as GPUs do)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2.0 * size**3 * n / (time.perf_counter() - t0)

@@ -1,4 +1,5 @@
-"""Sampling with a KV cache: the prompt in one forward pass, then one token per step."""
+"""Sampling with a KV cache: the prompt in one forward pass, then one token per step. `tok` below is any tokenizer
+with encode, decode and eos_id (pipelines.tokenizer.Tokenizer)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 
 from model.layers import KVCache
 from model.transformer import Decoder
+from pipelines.errors import UsageError
 
 
 @torch.no_grad()
@@ -42,3 +44,38 @@ def generate(model: Decoder, prompt_ids: list[int], max_new_tokens: int, tempera
         step_input = torch.tensor([[nxt]], dtype=torch.long, device=device)
         seq = torch.cat([seq, step_input], dim=1)
     return out
+
+
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int) -> None:
+    """Sampling arguments in range, before a model is loaded."""
+    if max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens: at least 1, got {max_new_tokens}")
+    if not temperature >= 0:  # NaN too
+        raise UsageError(f"--temperature: 0 (greedy) or more, got {temperature}")
+    if top_k < 0:
+        raise UsageError(f"--top-k: 0 (no cut-off) or more, got {top_k}")
+
+
+def prompt_ids(model: Decoder, tok, prompt: str, max_new_tokens: int) -> tuple[list[int], str | None]:
+    """The prompt's token ids (an empty prompt starts after an eos, as a new document), and a note when the
+    model's context leaves room for fewer new tokens than asked. A prompt that leaves no room is a UsageError."""
+    ids = [int(i) for i in tok.encode(prompt)] or [tok.eos_id]
+    room = model.cfg.max_seq_len - len(ids)
+    if room < 1:
+        raise UsageError(f"the prompt {prompt[:40]!r}{'...' if len(prompt) > 40 else ''} is {len(ids)} tokens: the "
+                         f"model's context is {model.cfg.max_seq_len} tokens, so it leaves no room to generate; "
+                         "shorten it")
+    note = None
+    if room < max_new_tokens:
+        note = (f"the prompt {prompt[:40]!r} is {len(ids)} tokens of the model's {model.cfg.max_seq_len}: at most "
+                f"{room} new tokens (not {max_new_tokens})")
+    return ids, note
+
+
+@torch.no_grad()
+def complete(model: Decoder, tok, prompt: str, max_new_tokens: int, temperature: float, top_k: int,
+             seed: int) -> str:
+    """The generated continuation of `prompt` (an empty prompt starts after an eos, as a new document)."""
+    ids, _ = prompt_ids(model, tok, prompt, max_new_tokens)
+    return tok.decode(generate(model, ids, max_new_tokens, temperature, top_k, eos_id=tok.eos_id, seed=seed))
+

@@ -8,15 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+from pipelines.hashing import GOLDEN, mix64
+
 ROUNDS = 6
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, vectorised (uint64 arithmetic wraps)."""
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
 
 
 class Permutation:
@@ -28,14 +22,14 @@ class Permutation:
         bits += bits % 2  # two equal halves
         self.half = bits // 2
         self.mask = np.uint64((1 << self.half) - 1)
-        base = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + _GOLDEN)
+        base = mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) + GOLDEN)
         # array arithmetic: uint64 wraps silently (numpy warns on scalar overflow)
-        self.keys = list(_mix(base + np.arange(1, ROUNDS + 1, dtype=np.uint64) * _GOLDEN))
+        self.keys = list(mix64(base + np.arange(1, ROUNDS + 1, dtype=np.uint64) * GOLDEN))
 
     def _feistel(self, x: np.ndarray) -> np.ndarray:
         left, right = x >> np.uint64(self.half), x & self.mask
         for key in self.keys:
-            left, right = right, left ^ (_mix(right ^ key) & self.mask)
+            left, right = right, left ^ (mix64(right ^ key) & self.mask)
         return (left << np.uint64(self.half)) | right
 
     def __call__(self, idx) -> np.ndarray:

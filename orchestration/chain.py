@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestration.config_schema import ConfigError, load_yaml_config
-from orchestration.pipeline_config import PipelineConfig, load_pipeline_config
-from orchestration.train_config import TrainConfig, train_config_from_dict
+from orchestration.config.schema import load_yaml_config
+
+from pipelines.typed_config import ConfigError
+from orchestration.config.pipeline import PipelineConfig, load_pipeline_config
+from orchestration.config.train import TrainConfig, train_config_from_dict
 from pipelines import storage
 
 
@@ -29,8 +31,8 @@ def load_chain(path: str | Path, overrides: list[str] = ()) -> tuple[PipelineCon
 
 
 def run_chain(pipeline: PipelineConfig, train: TrainConfig, workdir: Path, echo=print) -> dict:
-    from orchestration.pipeline import run_pipeline
-    from orchestration.train_job import run_train
+    from orchestration.corpus.pipeline import run_pipeline
+    from orchestration.train.job import run_train
 
     workdir = storage.path(workdir)
     summary = run_pipeline(pipeline, workdir)

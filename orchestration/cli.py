@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from orchestration.config_schema import ConfigError
+from pipelines.typed_config import ConfigError
 from pipelines import storage
 from pipelines.shard_export import FORMATS as EXPORT_FORMATS
 from pipelines.shard_reader import ShardIntegrityError
@@ -31,13 +31,13 @@ def _checked(config: str, lines: list[str]) -> int:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from orchestration.pipeline_config import load_pipeline_config
-    from orchestration.preflight import check_pipeline
+    from orchestration.config.pipeline import load_pipeline_config
+    from orchestration.config.preflight import check_pipeline
 
     cfg = load_pipeline_config(args.config, args.overrides)
     if args.check:
         return _checked(args.config, check_pipeline(cfg))
-    from orchestration.pipeline import run_pipeline
+    from orchestration.corpus.pipeline import run_pipeline
 
     _quiet(args.workdir, args.verbose)
     run_pipeline(cfg, storage.path(args.workdir))
@@ -45,21 +45,21 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _quality_train(args: argparse.Namespace) -> int:
-    from orchestration.quality_train import run_quality_train
+    from orchestration.corpus.quality_train import run_quality_train
 
     run_quality_train(args.config, args.overrides)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from orchestration.train_config import load_train_config
+    from orchestration.config.train import load_train_config
 
-    from orchestration.preflight import check_train
+    from orchestration.config.preflight import check_train
 
     cfg = load_train_config(args.config, args.overrides)
     if args.check:
         return _checked(args.config, check_train(cfg))
-    from orchestration.train_job import run_train
+    from orchestration.train.job import run_train
 
     _quiet(args.workdir, args.verbose)
     run_train(cfg, storage.path(args.workdir))
@@ -69,7 +69,7 @@ def _train(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from orchestration.chain import load_chain, run_chain
 
-    from orchestration.preflight import check_pipeline
+    from orchestration.config.preflight import check_pipeline
 
     pipeline_cfg, train_cfg = load_chain(args.config, args.overrides)
     if args.check:  # the training data is what the pipeline will make: its model keys were checked on load
@@ -82,15 +82,17 @@ def _run(args: argparse.Namespace) -> int:
 
 def _quiet(workdir: str, verbose: bool) -> None:
     """Library logs, warnings and the Ray workers' output to the workdir's log folder, unless --verbose."""
-    from orchestration import console
+    from orchestration.runtime import console
 
     console.configure(workdir, verbose)
 
 
 def _generate(args: argparse.Namespace) -> int:
     from model.layers import KVCache
-    from orchestration.sampling import check_sampling, complete, load_for_sampling, prompt_ids
-
+    from orchestration.train.generate import load_for_sampling
+    from model.generate import check_sampling
+    from model.generate import prompt_ids
+    from model.generate import complete
     check_sampling(args.max_new_tokens, args.temperature, args.top_k)
     model, tok = load_for_sampling(args.checkpoint, args.tokenizer)
     for prompt in args.prompt:  # every prompt checked before the first is generated
@@ -113,7 +115,8 @@ SAMPLE_SEPARATOR = "-" * 40  # between samples, which span lines
 def _lineage(args: argparse.Namespace) -> int:
     import json
 
-    from orchestration import lineage, tracking
+    from orchestration.lineage import walk as lineage
+    from orchestration.runtime import tracking
 
     tracking.setup_uri()
     if args.doc:
@@ -141,7 +144,7 @@ def _lineage(args: argparse.Namespace) -> int:
         print(f"tokenmill lineage --verify: {'everything verifies' if not bad else f'{bad} problem(s)'}")
         return 1 if bad else 0
     if args.format == "openlineage":
-        from orchestration import lineage_events
+        from orchestration.lineage import openlineage as lineage_events
 
         print(lineage_events.to_json_lines(lineage_events.events(tree)))
     elif args.json or args.format == "json":
@@ -165,7 +168,7 @@ def _ui(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from orchestration import tracking
+    from orchestration.runtime import tracking
 
     uri = tracking.setup_uri()
     mlflow_cli = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
@@ -366,12 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
-    from orchestration import stopping
+    from orchestration.runtime import stopping
 
     stopping.install()
     try:
         return args.func(args)
-    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (orchestration/stopping.py)
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (orchestration/runtime/stopping.py)
         signum = getattr(exc, "signum", signal.SIGINT)
         done = stopping.progress_note()
         stopping.say(f"tokenmill: stopped by {signal.Signals(signum).name}" + (f" ({done})" if done else "")
@@ -388,9 +391,9 @@ RAY_NODE_FAULTS = ("NodeDiedError", "WorkerCrashedError", "ObjectLostError", "Ow
 
 def _user_error(exc: BaseException) -> str | None:
     """One line for a failure caused by the input, the config or the machine; None for a bug."""
-    from orchestration.dedup_index import DedupIndexError
-    from orchestration.train_job import TrainingStopped
-    from orchestration.workdir_lock import WorkdirBusy
+    from orchestration.corpus.dedup_index import DedupIndexError
+    from orchestration.train.job import TrainingStopped
+    from orchestration.runtime.workdir_lock import WorkdirBusy
     from pipelines.errors import MachineFault, UsageError
     from pipelines.quality import ModelRejected
     from pipelines.readers.paths import InputError
@@ -436,7 +439,7 @@ def _fail(exc: BaseException, workdir: str | None) -> int:
     text = "".join(traceback.format_exception(exc))
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     log = None
-    from orchestration import console
+    from orchestration.runtime import console
 
     announced = console.log_folder()  # the folder the run's first line named, where it has one
     for folder in ([announced] if announced else []) + ([Path(workdir)] if workdir and Path(workdir).is_dir() else []) \

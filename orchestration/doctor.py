@@ -76,7 +76,7 @@ def ray_check() -> list[Finding]:
 def mlflow_check() -> list[Finding]:
     import mlflow
 
-    from orchestration import tracking
+    from orchestration.runtime import tracking
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     fix = "set MLFLOW_TRACKING_URI to a store you can reach (sqlite:///path/mlflow.db, http://...)"
@@ -96,7 +96,7 @@ def mlflow_check() -> list[Finding]:
 
 
 def workdir_check(workdir: Path) -> list[Finding]:
-    from orchestration.workdir_lock import describe, inspect
+    from orchestration.runtime.workdir_lock import describe, inspect
 
     workdir = storage.path(workdir).resolve()
     if not workdir.is_dir():
@@ -119,7 +119,7 @@ def workdir_check(workdir: Path) -> list[Finding]:
 def _running_runs(workdir: Path, lock_state: str) -> list[Finding]:
     import mlflow
 
-    from orchestration.tracking import WORKDIR_TAG
+    from orchestration.runtime.tracking import WORKDIR_TAG
 
     try:
         runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
@@ -184,7 +184,7 @@ def _disk(workdir: Path) -> list[Finding]:
     out = [Finding(free >= need, f"free disk {_size(free)} (the largest stage output is "
                                  f"{_size(max(sizes.values(), default=0))}; the next run may need {_size(need)})",
                    f"free at least {_size(need - free)} more on {workdir}'s filesystem before the next run")]
-    from orchestration.pipeline import unlisted_outputs
+    from orchestration.corpus.pipeline import unlisted_outputs
 
     stale = unlisted_outputs(workdir)
     if stale:

@@ -1,7 +1,7 @@
 """Connected components over candidate near-duplicate edges.
 
 Two versions: the distributed one (below: the per-partition steps of large-star / small-star rounds over
-int64 keys, run on Ray by `orchestration.components`), and `connected_components`, the same answer in one
+int64 keys, run on Ray by `orchestration.corpus.components`), and `connected_components`, the same answer in one
 process over string ids (the in-process reference `pipelines.minhash.near_duplicate_survivors` uses).
 
 `connected_components`: ids are mapped to their rank in sorted order (Arrow dictionary encoding + a sort of the distinct ids),
@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from pipelines.hashing import splitmix64
 
 
 def edges_from_bucket(ids: list[str]) -> list[tuple[str, str]]:
@@ -136,8 +138,6 @@ def small_star(e: np.ndarray) -> tuple[np.ndarray, int]:
 
 def partition_of_keys(keys: np.ndarray, partitions: int) -> np.ndarray:
     """Partition of int64 document keys: mixed first (keys are structured: run, shard, row)."""
-    from pipelines.minhash import splitmix64
-
     return (splitmix64(keys.astype(np.uint64)) % np.uint64(partitions)).astype(np.int64)
 
 

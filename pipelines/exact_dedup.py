@@ -9,7 +9,6 @@ import unicodedata
 import numpy as np
 import xxhash
 
-REASON_EXACT = "exact_duplicate"
 _WS = re.compile(r"\s+")
 
 

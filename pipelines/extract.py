@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-EXTRACT_EMPTY = "extract_empty"
-EXTRACT_TIMEOUT = "extract_timeout"
-EXTRACT_ERROR = "extract_error"
+from pipelines.reasons import EXTRACT_EMPTY, EXTRACT_ERROR, EXTRACT_TIMEOUT
 
 
 @dataclass(frozen=True)

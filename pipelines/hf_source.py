@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipelines.records import dump_metadata, make_id, quarantine
+from pipelines.reasons import MISSING_TEXT, TEXT_NOT_STRING
 
 
 def open_dataset(name_or_path: str, split: str):
@@ -62,7 +63,7 @@ def _append(cols, rec: dict[str, Any], prefix, index, source, text_field, id_fie
         cols["_reason"].append("")
     else:
         cols["text"].append("")
-        cols["_reason"].append(quarantine("missing_text" if text is None else "text_not_string"))
+        cols["_reason"].append(quarantine(MISSING_TEXT if text is None else TEXT_NOT_STRING))
 
 
 def _jsonable(value: Any) -> bool:

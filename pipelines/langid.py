@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-LANGUAGE_REASON = "language"
+from pipelines.reasons import LANGUAGE as LANGUAGE_REASON
 _NEWLINES = re.compile(r"[\r\n\v\f\u2028\u2029\x85]+")
 # udhr2-style file name suffixes that name a script: kept in the label, GlotLID style (azj_Cyrl)
 _SCRIPT_SUFFIXES = {"arab", "cyrl", "latn", "hans", "hant", "mong", "tfng", "tglg"}

@@ -10,17 +10,15 @@ characters, 128 bits) while the manifest keeps the full sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pipelines import storage
-from pipelines.stage_files import sha256_file
-
+from pipelines.hashing import canonical_sha256, sha256_file
 FORMAT_VERSION = 1
 
 
 def manifest_digest(manifest: dict) -> str:
     body = {k: v for k, v in manifest.items() if k != "digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return canonical_sha256(body)
 
 
 def mlflow_digest(digest: str) -> str:

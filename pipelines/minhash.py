@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.components import connected_components, edges_from_bucket
+from pipelines.hashing import U64, fmix64, splitmix64
+from pipelines.typed_config import PositiveInt
 
 SENTINEL = np.uint32(0xFFFFFFFF)  # every value of an empty document's signature
-_U64 = np.uint64
 _MASK64 = (1 << 64) - 1
 # An odd base (the 64-bit golden ratio) is invertible modulo 2**64; that lets a shingle's hash be read
 # off prefix sums as (P[end] - P[start]) * BASE**-start, i.e. independently of its position in the batch.
@@ -42,9 +43,9 @@ _CHUNK_SHINGLES = 1 << 12
 
 @dataclass(frozen=True)
 class MinHashConfig:
-    ngram: int = 5  # word shingles (FineWeb's 5-grams)
-    bands: int = 14
-    rows: int = 8  # 14 x 8 like FineWeb: estimated threshold (1/14)**(1/8) ~ 0.72
+    ngram: PositiveInt = 5  # word shingles (FineWeb's 5-grams)
+    bands: PositiveInt = 14
+    rows: PositiveInt = 8  # 14 x 8 like FineWeb: estimated threshold (1/14)**(1/8) ~ 0.72
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -115,36 +116,18 @@ def normalize_for_minhash(text: str) -> str:
 
 # ---------------------------------------------------------------- hashing helpers
 
-def _fmix64(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finalizer (a bijection with good avalanche), in place on a uint64 array."""
-    x ^= x >> _U64(33)
-    x *= _U64(0xFF51AFD7ED558CCD)
-    x ^= x >> _U64(33)
-    x *= _U64(0xC4CEB9FE1A85EC53)
-    x ^= x >> _U64(33)
-    return x
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on a uint64 array (wrapping arithmetic): a fast, well-mixed bijection."""
-    x = x + _U64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
 def _permutations(cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) of the num_perm hash functions h -> (a*h + b mod 2**64) >> 32, a odd (multiply-shift).
     Derived from the seed with splitmix64, not an RNG, so they never change with the numpy version."""
-    base = _U64((cfg.seed * 0x2545F4914F6CDD1D) & _MASK64)
-    counter = base + np.arange(2 * cfg.num_perm, dtype=_U64)
+    base = U64((cfg.seed * 0x2545F4914F6CDD1D) & _MASK64)
+    counter = base + np.arange(2 * cfg.num_perm, dtype=U64)
     mixed = splitmix64(counter)
-    return mixed[0::2] | _U64(1), mixed[1::2]
+    return mixed[0::2] | U64(1), mixed[1::2]
 
 
 def _powers(base: int, n: int) -> np.ndarray:
     """base**i mod 2**64 for i in [0, n) (numpy's uint64 products wrap, which is the modulus we want)."""
-    p = np.full(n, base, dtype=_U64)
+    p = np.full(n, base, dtype=U64)
     p[:1] = 1
     return np.multiply.accumulate(p, out=p)
 
@@ -176,18 +159,18 @@ def _shingle_hashes(codes: np.ndarray, doc: np.ndarray, n: int, ngram: int) -> t
     w1 = w0 + np.minimum(words_per_doc[shingle_doc], ngram) - 1
     s, e = starts[w0], ends[w1]
 
-    prefix = np.zeros(len(codes) + 1, dtype=_U64)
-    np.cumsum(codes.astype(_U64) * _powers(_BASE, len(codes)), out=prefix[1:])
+    prefix = np.zeros(len(codes) + 1, dtype=U64)
+    np.cumsum(codes.astype(U64) * _powers(_BASE, len(codes)), out=prefix[1:])
     h = (prefix[e] - prefix[s]) * _powers(_BASE_INV, len(codes))[s]
-    h ^= (e - s).astype(_U64) * _U64(0xD6E8FEB86659FD93)
-    return _fmix64(h), per_doc
+    h ^= (e - s).astype(U64) * U64(0xD6E8FEB86659FD93)
+    return fmix64(h), per_doc
 
 
 def _min_per_doc(h: np.ndarray, per_doc: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Signature rows: for each text, the minimum over its shingles of each hash function."""
-    out = np.full((len(per_doc), len(a)), np.iinfo(_U64).max, dtype=_U64)
+    out = np.full((len(per_doc), len(a)), np.iinfo(U64).max, dtype=U64)
     doc = np.repeat(np.arange(len(per_doc)), per_doc)
-    buf = np.empty((min(_CHUNK_SHINGLES, len(h)), len(a)), dtype=_U64)
+    buf = np.empty((min(_CHUNK_SHINGLES, len(h)), len(a)), dtype=U64)
     for lo in range(0, len(h), _CHUNK_SHINGLES):
         hi = min(lo + _CHUNK_SHINGLES, len(h))
         vals = np.multiply.outer(h[lo:hi], a, out=buf[: hi - lo])
@@ -196,7 +179,7 @@ def _min_per_doc(h: np.ndarray, per_doc: np.ndarray, a: np.ndarray, b: np.ndarra
         seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])  # first shingle of each text in this chunk
         docs = d[seg]  # a text cut by a chunk boundary is min-combined with its earlier part
         out[docs] = np.minimum(out[docs], np.minimum.reduceat(vals, seg, axis=0))
-    out >>= _U64(32)  # the hash functions keep the top 32 bits; min commutes with that monotone shift
+    out >>= U64(32)  # the hash functions keep the top 32 bits; min commutes with that monotone shift
     sigs = out.astype(np.uint32)
     sigs[per_doc == 0] = SENTINEL
     return sigs
@@ -240,16 +223,16 @@ def band_keys(sigs: np.ndarray, cfg: MinHashConfig) -> np.ndarray:
     if sigs.ndim != 2 or sigs.shape[1] != cfg.num_perm:
         raise ValueError(f"expected signatures of shape (n, {cfg.num_perm}), got {sigs.shape}")
     n = sigs.shape[0]
-    rows = sigs.reshape(n, cfg.bands, cfg.rows).astype(_U64)
-    band_ids = np.arange(cfg.bands, dtype=_U64) + _U64((cfg.seed << 32) & _MASK64)
-    keys = np.broadcast_to(_fmix64(band_ids), (n, cfg.bands)).copy()
+    rows = sigs.reshape(n, cfg.bands, cfg.rows).astype(U64)
+    band_ids = np.arange(cfg.bands, dtype=U64) + U64((cfg.seed << 32) & _MASK64)
+    keys = np.broadcast_to(fmix64(band_ids), (n, cfg.bands)).copy()
     for r in range(cfg.rows):  # a loop over the 8 rows of a band, each step vectorized over (n, bands)
         keys ^= rows[:, :, r]
-        _fmix64(keys)
+        fmix64(keys)
     empty = is_empty_signature(sigs)
     if empty.any():
         keys[empty] = np.random.default_rng().integers(0, 1 << 64, size=(int(empty.sum()), cfg.bands),
-                                                       dtype=_U64, endpoint=False)
+                                                       dtype=U64, endpoint=False)
     return keys
 
 

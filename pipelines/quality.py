@@ -32,9 +32,7 @@ import numpy as np
 
 from pipelines import storage
 from pipelines.langid import _load_fasttext, _train_in_subprocess
-from pipelines.stage_files import sha256_file
-
-
+from pipelines.hashing import sha256_file
 @dataclass(frozen=True)
 class QualityTrainConfig:
     seed: int = 0

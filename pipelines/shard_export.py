@@ -52,8 +52,7 @@ import numpy as np
 from pipelines import storage
 from pipelines.errors import UsageError
 from pipelines.shard_reader import ShardIntegrityError, ShardSet
-from pipelines.stage_files import sha256_file
-
+from pipelines.hashing import sha256_file
 FORMATS = ("megatron", "datatrove", "dolma")
 EXPORT_KIND = "token_shards_export"
 EXPORT_VERSION = 1

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.stage_files import sha256_file
+from pipelines.hashing import sha256_file
 from pipelines.token_shards import FORMAT_VERSION, KIND, storage_dtype, token_manifest_digest
 
 

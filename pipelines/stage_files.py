@@ -7,7 +7,6 @@ written depend only on the documents, never on how many workers or batches produ
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -20,21 +19,13 @@ import pyarrow.parquet as pq
 import zstandard
 
 from pipelines import storage
+from pipelines.hashing import sha256_file
 from pipelines.records import RECORD_SCHEMA
 
 DROPPED_SCHEMA = RECORD_SCHEMA.append(pa.field("reason", pa.string()))
 FORMATS = {"parquet": ".parquet", "jsonl.zst": ".jsonl.zst"}
 # Character-length histogram bins (powers of two), shared by every stage so plots compare.
 LENGTH_BINS = np.array([0] + [2**k for k in range(4, 25)], dtype=np.int64)
-
-
-def sha256_file(path) -> str:
-    """A file's sha256, local or on object storage (streamed, 1 MiB at a time)."""
-    h = hashlib.sha256()
-    with storage.path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_identity(path) -> str:

@@ -22,8 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
-from pipelines.stage_files import sha256_file
-
+from pipelines.hashing import canonical_sha256, document_keys, sha256_file
 FORMAT_VERSION = 1
 KIND = "token_shards"
 INDEX_SCHEMA = pa.schema([("doc_id", pa.string()), ("offset", pa.int64()), ("n_tokens", pa.int64())])
@@ -145,7 +144,7 @@ def token_manifest_digest(manifest: dict) -> str:
     """sha256 of the canonical JSON of the manifest without `digest` and `mlflow_run_id` (the run id is
     attached after the fact and does not change what the shards are)."""
     body = {k: v for k, v in manifest.items() if k not in ("digest", "mlflow_run_id")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return canonical_sha256(body)
 
 
 def build_token_manifest(shards: list[dict], tokenizer_sha256: str, vocab_size: int, dtype: str,
@@ -212,14 +211,13 @@ class TokenShardWriter:
         self._tokens = 0
 
     def _close_file(self) -> None:
-        import xxhash
 
         self._file.close()
         storage.publish(self._scratch, self.out_dir / self._bin)
         n = np.array(self._n, dtype=np.int64)
         offsets = np.zeros(len(n), dtype=np.int64)
         np.cumsum(n[:-1] + 1, out=offsets[1:])
-        keys = np.fromiter((xxhash.xxh64_intdigest(i.encode("utf-8")) for i in self._ids), np.uint64, len(self._ids))
+        keys = document_keys(self._ids)
         index = pa.table({"doc_id": pa.array(self._ids, pa.string()), "offset": offsets, "n_tokens": n,
                           "doc_key": pa.array(keys, pa.uint64())})
         index_scratch = storage.scratch_for(self.out_dir / self._idx)

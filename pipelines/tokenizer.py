@@ -29,10 +29,12 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 
 from pipelines import storage
+from pipelines.typed_config import PositiveInt, Range
 
 # SentencePiece skips training sentences longer than this many bytes; longer lines are cut at spaces.
 MAX_SENTENCE_BYTES = 4192
@@ -42,12 +44,13 @@ REQUIRED_CHARS = "".join(chr(c) for c in range(0x21, 0x7F))
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    vocab_size: int = 8000
-    model_type: str = "bpe"
+    vocab_size: Annotated[int, Range(lo=300)] = 8000
+    model_type: Literal["bpe", "unigram"] = "bpe"
     byte_fallback: bool = True
     split_digits: bool = True
-    character_coverage: float = 0.9995
-    sample_docs: int = 20000  # how many documents `sample_for_training` picks (used by the caller)
+    # lower it for many scripts with a small vocabulary (rare chars -> bytes)
+    character_coverage: Annotated[float, Range(lo=0, hi=1, lo_open=True)] = 0.9995
+    sample_docs: PositiveInt = 20000  # documents sampled (deterministically, by id hash) to train on
     seed: int = 0
     bos: str = "<s>"
     eos: str = "</s>"

@@ -24,7 +24,7 @@ def ray_local():
     """One real local Ray for the session (2 CPUs, like CI)."""
     import ray
 
-    from orchestration.ray_runtime import init_ray
+    from orchestration.runtime.cluster import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray(num_cpus=2)
@@ -78,14 +78,22 @@ def stage_table(stage: dict, kind: str):
 
 
 @pytest.fixture(scope="session")
-def one_node_summary(tmp_path_factory, corpora, langid_model, quality_model) -> dict:
-    """The full pipeline on the dolma fixtures on one local Ray (1 CPU, small batches, 3 key partitions):
-    the reference every other run of the same config must match byte for byte."""
+def user_config(tmp_path_factory) -> Path:
+    """The shared runs' config, beside a module of user stages and a blocklist, outside the repository."""
+    from pipeline_runs import outside_config
+
+    return outside_config(tmp_path_factory.mktemp("outside"))
+
+
+@pytest.fixture(scope="session")
+def one_node_summary(tmp_path_factory, corpora, langid_model, quality_model, user_config) -> dict:
+    """The full pipeline (with two user stages) on the dolma fixtures on one local Ray (1 CPU, small batches, 3
+    key partitions): the reference every other run of the same config must match byte for byte."""
     from pipeline_runs import cli, overrides, run
 
     workdir = tmp_path_factory.mktemp("one-node") / "work"
     extra = ["ray.num_cpus=1", "ray.batch_size=16", "ray.shuffle_partitions=3"]
-    return run(cli(workdir, overrides(corpora, langid_model, quality_model, extra)), workdir)[0]
+    return run(cli(workdir, overrides(corpora, langid_model, quality_model, extra), user_config), workdir)[0]
 
 
 def lineage_chain(tree: dict) -> list[dict]:

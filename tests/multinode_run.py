@@ -31,9 +31,9 @@ def main(argv: list[str]) -> None:
     os.environ["RAY_ADDRESS"] = cluster.address
     events: dict = {"removed": None}
     try:
-        from orchestration import components
-        from orchestration.pipeline import run_pipeline
-        from orchestration.pipeline_config import load_pipeline_config
+        from orchestration.corpus import components
+        from orchestration.corpus.pipeline import run_pipeline
+        from orchestration.config.pipeline import load_pipeline_config
 
         if "--remove-node" in flags:
             wait_round = components._wait_round

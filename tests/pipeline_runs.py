@@ -1,5 +1,10 @@
-"""The full pipeline (every stage) on the dolma fixtures, run as a user runs it: the CLI in a subprocess
-(or tests/multinode_run.py on a simulated cluster). Shared by the determinism and multi-node tests."""
+"""The full pipeline (every stage, and two stages of the user's own) on the dolma fixtures, run as a user runs it:
+the CLI in a subprocess (or tests/multinode_run.py on a simulated cluster). Shared by the determinism and
+multi-node tests.
+
+The user's stages are those a user keeps beside their config, outside the repository (`outside_config`): a
+datatrove URLFilter by class path with a blocklist file, after ingest, and a Stage subclass of their own module,
+after the filters. Nothing but the runtime env's py_modules brings that module to the Ray workers."""
 
 from __future__ import annotations
 
@@ -11,6 +16,32 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "quickstart.yaml"
+USER_MODULE = "tm_user_stages"
+USER_STAGE_NAMES = ["url_blocklist", "short_docs"]
+
+
+def outside_config(folder: Path) -> Path:
+    """The quickstart config, a blocklist and a module of stages in `folder` (outside the repository), as a user
+    keeps them: the config names the module and the blocklist relative to itself."""
+    (folder / f"{USER_MODULE}.py").write_text((REPO / "configs" / "mystages.py").read_text())  # the README's
+    (folder / "blocklist.txt").write_text("# two sites of the dolma WARC sample\ncommoncrawl.org\nkyleclo.com\n")
+    text = CONFIG.read_text().replace('"data/', f'"{REPO}/configs/data/')
+    text = text.replace("train: quality_quickstart.yaml", f"train: {REPO}/configs/quality_quickstart.yaml")
+    text = text.replace("train: train/quickstart.yaml", f"train: {REPO}/configs/train/quickstart.yaml")
+    text += f"""user_stages:
+  - name: url_blocklist
+    after: ingest
+    datatrove: datatrove.pipeline.filters.URLFilter
+    options: {{use_integrated_lists: false}}
+    options_from_files: {{extra_domains: blocklist.txt}}
+  - name: short_docs
+    after: filter
+    stage: {USER_MODULE}:ShortDocs
+    options: {{min_words: 20}}
+"""
+    path = folder / "pipeline.yaml"
+    path.write_text(text)
+    return path
 
 
 def overrides(corpora: Path, langid_model: Path, quality_model: Path, extra: list[str]) -> list[str]:
@@ -24,8 +55,8 @@ def overrides(corpora: Path, langid_model: Path, quality_model: Path, extra: lis
             "tokenize.enabled=true", "tokenize.target_shard_tokens=30000", "output.shard_mb=0.05", *extra]
 
 
-def cli(workdir: Path, over: list[str]) -> list[str]:
-    return [sys.executable, "-m", "orchestration.cli", "pipeline", str(CONFIG), "--workdir", str(workdir), *over]
+def cli(workdir: Path, over: list[str], config: Path = CONFIG) -> list[str]:
+    return [sys.executable, "-m", "orchestration.cli", "pipeline", str(config), "--workdir", str(workdir), *over]
 
 
 def env(workdir: Path) -> dict:

@@ -121,7 +121,7 @@ def test_a_sliced_node_with_smaller_and_larger_neighbours_is_not_taken_for_conve
 def test_components_on_ray_five_million_edges(ray_local):
     import ray
 
-    from orchestration.components import star_components
+    from orchestration.corpus.components import star_components
 
     e = hard_graph(seed=7, chain=300_000, star=1_000_000, small_edges=3_800_000)
     assert len(e) >= 5_000_000

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.config_schema import ConfigError
-from orchestration.pipeline_config import load_pipeline_config
+from pipelines.typed_config import ConfigError
+from orchestration.config.pipeline import load_pipeline_config
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -66,7 +66,7 @@ def test_relative_paths_resolve_against_the_config_files_folder(tmp_path, monkey
     """Paths written in a config are relative to that file; overrides typed in a shell to the current folder;
     absolute paths, ~ and URIs are kept. The training job a pipeline names resolves against its own file."""
     from orchestration.chain import load_chain
-    from orchestration.train_config import load_train_config
+    from orchestration.config.train import load_train_config
 
     conf = tmp_path / "conf"
     (conf / "train").mkdir(parents=True)
@@ -153,9 +153,9 @@ def test_cli_help_explains_itself():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     if path.name.startswith("quality_"):
-        from orchestration.config_schema import from_dict
-        from orchestration.config_schema import load_yaml_config
-        from orchestration.quality_train import QualityTrainJob
+        from pipelines.typed_config import from_dict
+        from orchestration.config.schema import load_yaml_config
+        from orchestration.corpus.quality_train import QualityTrainJob
 
         job = from_dict(QualityTrainJob, load_yaml_config(path, schema=QualityTrainJob))
         assert job.positives and job.negatives
@@ -167,7 +167,7 @@ def test_shipped_configs_are_valid(path):
 @pytest.mark.parametrize("name", ["../../outside", "a/b", "..", ".hidden", "", "x" * 129])
 def test_a_training_job_name_cannot_leave_its_folder(name):
     """The job's name is joined into paths (its checkpoint folder): '../..' would write outside the workdir."""
-    from orchestration.train_config import load_train_config
+    from orchestration.config.train import load_train_config
 
     with pytest.raises(ConfigError, match=r"^name: .* names the job's checkpoint folder"):
         load_train_config(REPO / "configs" / "train" / "quickstart.yaml", [f"name={json.dumps(name)}"])
@@ -192,7 +192,7 @@ def test_a_training_job_name_cannot_leave_its_folder(name):
     ],
 )
 def test_training_config_values_are_checked_on_load(override, message):
-    from orchestration.train_config import load_train_config
+    from orchestration.config.train import load_train_config
 
     with pytest.raises(ConfigError) as err:
         load_train_config(REPO / "configs" / "train" / "quickstart.yaml", [override])
@@ -245,7 +245,7 @@ def test_unusable_workdir_is_one_line_with_the_traceback_logged(tmp_path):
 
 def test_a_task_failure_caused_by_input_names_the_pass_and_file():
     from orchestration.cli import _user_error
-    from orchestration.passes import TaskFailed
+    from orchestration.corpus.passes import TaskFailed
 
     gone = FileNotFoundError(2, "No such file or directory", "/data/crawl/part-7.warc.gz")
     line = _user_error(TaskFailed("pass 0 [ingest -> extract -> filter] on crawl/part-7.warc.gz", gone))

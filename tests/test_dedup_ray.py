@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from conftest import stage_table
 
-from orchestration.pipeline import run_pipeline
-from orchestration.pipeline_config import load_pipeline_config
+from orchestration.corpus.pipeline import run_pipeline
+from orchestration.config.pipeline import load_pipeline_config
 from pipelines.minhash import MinHashConfig, near_duplicate_survivors
 from pipelines.readers import list_inputs, read_file
 
@@ -142,7 +142,7 @@ def test_incremental_dedup_against_earlier_runs_indexes(tmp_path, corpora, ray_l
     assert c["stages"][-1]["kept"] == 1
 
     # keys made with other MinHash parameters cannot be compared: refused, naming the index
-    from orchestration.dedup_index import DedupIndexError
+    from orchestration.corpus.dedup_index import DedupIndexError
 
     with pytest.raises(DedupIndexError, match=r"manifest.json: its minhash parameters") as err:
         _run(tmp_path / "d", f'[{{name: d, format: jsonl, paths: ["{tmp_path / "c.jsonl"}"]}}]',
@@ -153,7 +153,7 @@ def test_incremental_dedup_against_earlier_runs_indexes(tmp_path, corpora, ray_l
     # "internal error: RayTaskError(FileNotFoundError)" after pass 0) ...
     import shutil
 
-    from orchestration.preflight import check_pipeline
+    from orchestration.config.preflight import check_pipeline
 
     damaged = tmp_path / "a-damaged"
     shutil.copytree(tmp_path / "a" / "work", damaged)
@@ -179,7 +179,7 @@ def test_incremental_dedup_against_earlier_runs_indexes(tmp_path, corpora, ray_l
     # a new dump whose every document is in A: nothing is left to tokenize, which is said with each stage's
     # counts (was: "internal error: ValueError: tokenizer: no document survived ... (see the stage counts above)"
     # with no counts shown)
-    from orchestration.pipeline import NothingLeft
+    from orchestration.corpus.pipeline import NothingLeft
 
     with pytest.raises(NothingLeft, match=r"no document is left after pass 1 \(ingest kept 150 of 150; exact_dedup "
                                           r"kept \d+ of 150 \(exact_duplicate=\d+\); minhash kept 0 of \d+.*\): "
@@ -190,7 +190,7 @@ def test_incremental_dedup_against_earlier_runs_indexes(tmp_path, corpora, ray_l
 
 
 def test_incompatible_earlier_index_is_refused_before_anything_runs(tmp_path, corpora, ray_local, mlflow_store):
-    from orchestration.dedup_index import DedupIndexError
+    from orchestration.corpus.dedup_index import DedupIndexError
 
     with pytest.raises(DedupIndexError, match="no dedup index at"):
         _run(tmp_path, f'[{{name: crawl, format: jsonl, paths: ["{corpora / DOLMA_CRAWL}"]}}]',

@@ -13,8 +13,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from orchestration.tracking import WORKDIR_TAG
-from orchestration.workdir_lock import LOCK_NAME
+from orchestration.runtime.tracking import WORKDIR_TAG
+from orchestration.runtime.workdir_lock import LOCK_NAME
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

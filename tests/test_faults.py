@@ -50,7 +50,7 @@ def test_an_unreachable_mlflow_store_is_one_line_in_seconds(tmp_path):
 def test_commands_that_start_at_once_on_a_new_sqlite_store_all_work(tmp_path):
     """Was: "internal error: OperationalError: duplicate column name: step" for the second (both migrated the
     new database)."""
-    code = "from orchestration import tracking; tracking.setup('race'); print('ok')"
+    code = "from orchestration.runtime import tracking; tracking.setup('race'); print('ok')"
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'new.db'}"))
              for _ in range(3)]

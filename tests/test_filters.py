@@ -186,11 +186,9 @@ def test_dolma_reasons_are_prefixed(corpus: list[str]) -> None:
 
 
 # ---- configuration ----
-def test_config_selects_and_orders_filters() -> None:
+def test_config_selects_filters_in_finewebs_order() -> None:
     chain = FilterChain({"fineweb": {}, "gopher_quality": {"min_doc_words": 10}, "c4": None})
     assert chain.names == ["gopher_quality", "fineweb"]
-    chain = FilterChain({"fineweb": True, "gopher_quality": {}, "order": ["fineweb", "gopher_quality"]})
-    assert chain.names == ["fineweb", "gopher_quality"]
     assert FilterChain({}).apply("anything", {}) == ("anything", "")
 
 
@@ -400,7 +398,7 @@ def test_default_recipe_keeps_hard_wrapped_prose_and_counts_what_it_cuts():
     filter cuts from a kept document is counted (bytes, lines by C4's reason), not only seen in "MB text"."""
     import dataclasses
 
-    from orchestration.pipeline_config import FilterConfig
+    from pipelines.stages.filter import FilterConfig
 
     _need_corpora()
     book = (CORPORA / "gutenberg" / "pg1661.txt").read_text(encoding="utf-8")[:60_000]

@@ -12,8 +12,8 @@ import pytest
 from conftest import stage_table
 import zstandard
 
-from orchestration.pipeline import run_pipeline
-from orchestration.pipeline_config import load_pipeline_config
+from orchestration.corpus.pipeline import run_pipeline
+from orchestration.config.pipeline import load_pipeline_config
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -113,5 +113,5 @@ def test_pipeline_and_training_jobs_run_on_a_submitted_cluster(head, tmp_path):
     assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == \
         ["train", "tokenize", "quality", "exact_dedup", "extract", "ingest"]
     raw = json.loads((work / "raw_files.json").read_text())["files"]
-    from orchestration.lineage import raw_files
+    from orchestration.lineage.walk import raw_files
     assert len(raw) == 99 and {f["path"] for f in raw} <= {f["path"] for f in raw_files(tree)}

@@ -7,7 +7,7 @@ import torch
 
 from model.config import ModelConfig
 from model.transformer import IGNORE_INDEX, Decoder
-from orchestration.micro_batch import accumulate_fitting_memory, is_out_of_memory, run_accumulated
+from model.step import accumulate_fitting_memory, is_out_of_memory, run_accumulated
 
 
 def make_model():

@@ -1,6 +1,7 @@
 """The whole pipeline on a simulated 3-node Ray cluster (one CPU per node) gives the digests of one node,
 also when a worker node is removed while the MinHash components run (Ray retries the lost tasks and
-rebuilds their outputs from lineage)."""
+rebuilds their outputs from lineage). Its user stages' module, outside the repository, reaches the nodes'
+workers through the runtime env."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ import subprocess
 import sys
 
 import pytest
-from pipeline_runs import CONFIG, REPO, env, overrides, same_outputs
+from pipeline_runs import REPO, env, overrides, same_outputs
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("remove_node", [False, True], ids=["three-nodes", "node-removed-mid-dedup"])
 def test_three_node_cluster_gives_the_one_node_digests(tmp_path, corpora, langid_model, quality_model,
-                                                       one_node_summary, remove_node):
+                                                       one_node_summary, user_config, remove_node):
     workdir, out = tmp_path / "work", tmp_path / "out.json"
     over = overrides(corpora, langid_model, quality_model, ["ray.shuffle_partitions=4", "ray.batch_size=64"])
     cmd = [sys.executable, str(REPO / "tests" / "multinode_run.py"), str(out), str(workdir),
-           *(["--remove-node"] if remove_node else []), "--", str(CONFIG), *over]
+           *(["--remove-node"] if remove_node else []), "--", str(user_config), *over]
     proc = subprocess.run(cmd, cwd=REPO, env=env(workdir), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())

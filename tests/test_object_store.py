@@ -18,12 +18,11 @@ import pytest
 from conftest import lineage_chain
 from servers import clean_env, moto_s3
 
-from orchestration.lineage import raw_files
-from orchestration.train_job import checkpoint_digest
+from orchestration.lineage.walk import raw_files
+from orchestration.train.job import checkpoint_digest
 from pipelines import storage
 from pipelines.shard_reader import ShardSet
-from pipelines.stage_files import sha256_file
-
+from pipelines.hashing import sha256_file
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "tokenmill-e2e"

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import stage_table
 
-from orchestration.pipeline import run_pipeline
-from orchestration.pipeline_config import load_pipeline_config
-from orchestration.summary import format_table
-from orchestration.tracking import OUTPUT_DIGEST_TAG, producer_of
+from orchestration.corpus.pipeline import run_pipeline
+from orchestration.config.pipeline import load_pipeline_config
+from orchestration.runtime.summary import format_table
+from orchestration.runtime.tracking import OUTPUT_DIGEST_TAG, producer_of
 from pipelines.manifest import load_manifest, mlflow_digest, verify_files
 from pipelines.readers import read_file
 from pipelines.records import REASON, load_metadata
@@ -179,7 +179,7 @@ def test_mlflow_run_tree_params_metrics_and_digest_chain(pipeline_run):
 def test_lineage_doc_reports_the_stage_reason_and_surviving_twin(pipeline_run):
     """`tokenmill lineage --doc` (lineage.doc_fate) on real drops: a near-duplicate names the MinHash stage and
     the document it duplicates, which was kept; a filtered one names the filter's reason."""
-    from orchestration.lineage import doc_fate, format_fate
+    from orchestration.lineage.walk import doc_fate, format_fate
 
     summary, workdir, _ = pipeline_run
     by_stage = {s["stage"]: s for s in summary["stages"]}

@@ -21,8 +21,8 @@ from test_console import NOISE
 from debian_packages import ensure
 from test_ray_runtime import free_port
 
-from orchestration.lineage import raw_files
-from orchestration.tracking import producer_of
+from orchestration.lineage.walk import raw_files
+from orchestration.runtime.tracking import producer_of
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -366,7 +366,7 @@ def test_signals_stop_a_pipeline_in_one_line_and_another_workdir_gives_the_same_
     resumed run, in another folder, has every stage digest and the token manifest digest of the fixture's run
     (was: the quality model's path made the quality and token digests differ). Then "complete" means the
     outputs are there: a deleted token shard and a truncated token manifest are made again."""
-    from orchestration.workdir_lock import inspect
+    from orchestration.runtime.workdir_lock import inspect
 
     workdir = qs["tmp"] / "elsewhere" / "qs2"
     cmd = [sys.executable, "-m", "orchestration.cli", "pipeline", "configs/quickstart.yaml", "--workdir", str(workdir),

@@ -32,7 +32,7 @@ def test_a_foreign_local_cluster_is_left_alone(tmp_path):
     try:
         time.sleep(8)  # the foreign head is up (its address file is what a plain ray.init() would find)
         assert foreign.poll() is None, "the foreign `ray start --head` did not stay up"
-        code = ("from orchestration.ray_runtime import describe, init_ray; import ray; "
+        code = ("from orchestration.runtime.cluster import describe, init_ray; import ray; "
                 "r = init_ray(2); print(describe(), int(r['CPU']), len(ray.nodes())); ray.shutdown()")
         out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]

@@ -27,7 +27,7 @@ from debian_packages import ensure
 from servers import AWS, clean_env, moto_s3, stop_group, tail, wait_for
 from test_ray_runtime import free_port
 
-from orchestration.lineage import raw_files
+from orchestration.lineage.walk import raw_files
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -63,8 +63,8 @@ def test_nothing_is_judged_before_min_history():
 
 @pytest.mark.parametrize("bad", [{"window": 2}, {"threshold": 0}, {"floor": -0.1}, {"min_history": 60}])
 def test_bad_rules_are_refused_with_the_key(bad):
-    from orchestration.config_schema import ConfigError
-    from orchestration.train_config import train_config_from_dict
+    from pipelines.typed_config import ConfigError
+    from orchestration.config.train import train_config_from_dict
 
     with pytest.raises(ConfigError, match=f"spikes.{next(iter(bad))}"):
         train_config_from_dict({"name": "x", "spikes": bad}, ".")

@@ -1,5 +1,5 @@
 """The stage shape and the shard task, without a Ray cluster: real files streamed through real stages in
-this process (orchestration.passes.run_task is what each Ray task runs)."""
+this process (orchestration.corpus.passes.run_task is what each Ray task runs)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.passes import pass_spec, plan_passes, run_task
-from orchestration.pipeline_config import load_pipeline_config
+from orchestration.corpus.passes import pass_spec, plan_passes, run_task
+from orchestration.config.pipeline import load_pipeline_config
 from pipelines.exact_dedup import normalize
 from pipelines.minhash import MinHashConfig, band_keys, signatures
 from pipelines.readers import read_file

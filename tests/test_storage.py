@@ -18,7 +18,8 @@ from pipelines.readers import list_inputs, read_file
 from pipelines.records import RECORD_SCHEMA
 from pipelines.readers.paths import InputError
 from pipelines.shard_reader import ShardSet
-from pipelines.stage_files import RecordWriter, read_shard, sha256_file
+from pipelines.stage_files import RecordWriter, read_shard
+from pipelines.hashing import sha256_file
 from pipelines.token_shards import TokenShardWriter, build_token_manifest, write_token_manifest
 
 BUCKET = "tokenmill-storage"

@@ -10,10 +10,10 @@ import mlflow
 import pytest
 from conftest import stage_table
 
-from orchestration.lineage import doc_fate, format_fate
-from orchestration.pipeline import run_pipeline
-from orchestration.pipeline_config import load_pipeline_config
-from orchestration.tracking import OUTPUT_DIGEST_TAG
+from orchestration.lineage.walk import doc_fate, format_fate
+from orchestration.corpus.pipeline import run_pipeline
+from orchestration.config.pipeline import load_pipeline_config
+from orchestration.runtime.tracking import OUTPUT_DIGEST_TAG
 from pipelines.manifest import mlflow_digest
 from pipelines.quality import QualityScorer
 from pipelines.shard_reader import ShardSet

@@ -19,10 +19,10 @@ import torch
 from model.data import TrainingData
 from model.export import load_export
 from orchestration.cli import SAMPLE_SEPARATOR
-from orchestration.lineage import step_batch
-from orchestration.sampling import load_dcp_checkpoint
-from orchestration.train_config import train_config_from_dict
-from orchestration.train_job import run_train
+from orchestration.lineage.walk import step_batch
+from model.checkpoint import load_unsharded
+from orchestration.config.train import train_config_from_dict
+from orchestration.train.job import run_train
 from pipelines.manifest import mlflow_digest
 from pipelines.shard_reader import ShardIntegrityError, ShardSet
 from train_fixture import REPO, build_shakespeare_shards, train_job
@@ -129,7 +129,7 @@ def test_export_and_checkpoint_reproduce_the_fsdp_logits(straight):
         logits = model(tokens)
     torch.testing.assert_close(logits, torch.tensor(summary["probe_logits"]), rtol=1e-5, atol=1e-5)
     # the sharded checkpoint, read in one process without Ray or a process group, is the same model
-    ckpt_model, _ = load_dcp_checkpoint(workdir / "ray" / "straight" / f"checkpoint_step{STEPS:08d}")
+    ckpt_model, _ = load_unsharded(workdir / "ray" / "straight" / f"checkpoint_step{STEPS:08d}")
     with torch.no_grad():
         torch.testing.assert_close(ckpt_model(tokens), logits, rtol=0, atol=0)
 
@@ -286,7 +286,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_one_before(ray_local, store, sha
 
 
 def test_a_non_finite_loss_stops_the_job_and_keeps_the_last_good_checkpoint(ray_local, store, shards, tmp_path):
-    from orchestration.train_job import TrainingStopped
+    from orchestration.train.job import TrainingStopped
 
     job = train_job("diverged", shards, STEPS, fault={"nan_at_step": 25, "kill_rank": 1})
     with pytest.raises(TrainingStopped, match=r"the loss is nan at step 25; the last good checkpoint is .*"

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from test_ray_runtime import free_port
 
-from orchestration import tracking
+from orchestration.runtime import tracking
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

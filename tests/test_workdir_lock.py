@@ -15,16 +15,16 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from orchestration import tracking
-from orchestration.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock, inspect
+from orchestration.runtime import tracking
+from orchestration.runtime.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock, inspect
 
 REPO = Path(__file__).resolve().parents[1]
 
 HOLDER = textwrap.dedent("""
     import sys, time, mlflow
     from pathlib import Path
-    from orchestration import tracking
-    from orchestration.workdir_lock import WorkdirLock
+    from orchestration.runtime import tracking
+    from orchestration.runtime.workdir_lock import WorkdirLock
     workdir = Path(sys.argv[1])
     with WorkdirLock(workdir, "tokenmill pipeline 'held'"):
         client = mlflow.MlflowClient(sys.argv[2])

@@ -27,7 +27,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 from pipelines.filters.explain import explain
 from pipelines.filters.words import fast_tokenizer_for
 
-# canonical order = FineWeb's recipe (repetition, quality, C4, FineWeb); cfg["order"] overrides it
+# the order of FineWeb's recipe: repetition, quality, C4, FineWeb
 FILTER_CLASSES: dict[str, type[BaseFilter]] = {
     "gopher_repetition": GopherRepetitionFilter,
     "gopher_quality": GopherQualityFilter,
@@ -35,6 +35,23 @@ FILTER_CLASSES: dict[str, type[BaseFilter]] = {
     "fineweb": FineWebQualityFilter,
 }
 WORD_SPLITTERS = ("fast", "spacy")
+
+
+def check_arguments(name: str, kwargs, key: str) -> None:
+    """A filter's keyword arguments against its datatrove class's signature (ConfigError naming `key`)."""
+    import inspect
+
+    from pipelines.typed_config import ConfigError
+
+    if kwargs is None or isinstance(kwargs, bool):
+        return
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"{key}: a mapping of {FILTER_CLASSES[name].__name__}'s keyword arguments, or null; got {kwargs!r}")
+    try:
+        inspect.signature(FILTER_CLASSES[name]).bind(**{k: v for k, v in kwargs.items() if k != "exclusion_writer"})
+    except TypeError as exc:
+        params = [p for p in inspect.signature(FILTER_CLASSES[name]).parameters if p != "exclusion_writer"]
+        raise ConfigError(f"{key}: {exc} (the arguments of {FILTER_CLASSES[name].__name__}: {', '.join(params)})") from None
 
 
 def _line_counters(flt: BaseFilter) -> dict[str, int]:
@@ -51,20 +68,15 @@ class FilterChain:
       gopher_repetition / gopher_quality / c4 / fineweb: a dict of the datatrove class's keyword
           arguments ({} or true = datatrove defaults); absent, null or false = filter disabled.
           A "language" kwarg (default "en") picks datatrove's tokenizer for that language.
-      order: optional list of filter names, to run them in another order than FILTER_CLASSES
     """
 
     def __init__(self, cfg: dict[str, Any]):
         splitter = cfg.get("word_splitter", "fast")
         if splitter not in WORD_SPLITTERS:
             raise ValueError(f"word_splitter must be one of {WORD_SPLITTERS}, got {splitter!r}")
-        unknown = set(cfg) - set(FILTER_CLASSES) - {"word_splitter", "order"}
+        unknown = set(cfg) - set(FILTER_CLASSES) - {"word_splitter"}
         if unknown:
             raise ValueError(f"unknown filter config keys {sorted(unknown)}; known: {list(FILTER_CLASSES)}")
-        order = cfg.get("order") or list(FILTER_CLASSES)
-        bad = [name for name in order if name not in FILTER_CLASSES]
-        if bad:
-            raise ValueError(f"unknown filters in order: {bad}")
 
         self.word_splitter: str = splitter
         # what filters cut out of the documents they keep: "<filter>.docs", "<filter>.bytes" (UTF-8),
@@ -73,7 +85,7 @@ class FilterChain:
         self.trimmed: Counter = Counter()
         self.names: list[str] = []
         self._filters: list[BaseFilter] = []
-        for name in order:
+        for name in FILTER_CLASSES:
             kwargs = cfg.get(name)
             if kwargs is None or kwargs is False:
                 continue

@@ -16,6 +16,7 @@ from typing import Iterator
 from pipelines.readers.compression import CorruptStream, damage, open_decompressed
 from pipelines.readers.rows import MAX_DOC_BYTES, Row, capped, corrupt_row, record_to_row, too_large
 from pipelines.records import quarantine
+from pipelines.reasons import BAD_JSON, INVALID_UTF8, NOT_OBJECT
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -67,11 +68,11 @@ def line_row(index: int, line: bytes, text_field: str, id_field: str | None, url
     try:
         s = line.decode("utf-8")
     except UnicodeDecodeError:
-        return Row(index, text=capped(line.decode("utf-8", "replace")), reason=quarantine("invalid_utf8"))
+        return Row(index, text=capped(line.decode("utf-8", "replace")), reason=quarantine(INVALID_UTF8))
     try:
         rec = json.loads(s)
     except (ValueError, RecursionError):
-        return Row(index, text=capped(s), reason=quarantine("bad_json"))
+        return Row(index, text=capped(s), reason=quarantine(BAD_JSON))
     if not isinstance(rec, dict):
-        return Row(index, text=capped(s), reason=quarantine("not_object"))
+        return Row(index, text=capped(s), reason=quarantine(NOT_OBJECT))
     return record_to_row(index, rec, text_field, id_field, url_field)

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.readers.rows import Row, capped, record_to_row, to_json_value
 from pipelines.records import quarantine
+from pipelines.reasons import INVALID_UTF8, UNREADABLE_FILE, UNREADABLE_ROW_GROUP
 
 
 def _unreadable(exc: BaseException) -> bool:
@@ -31,7 +32,7 @@ def iter_parquet(
     except Exception as e:
         if not _unreadable(e):
             raise
-        yield Row(0, reason=quarantine("unreadable_file"), meta={"error": f"{type(e).__name__}: {e}"})
+        yield Row(0, reason=quarantine(UNREADABLE_FILE), meta={"error": f"{type(e).__name__}: {e}"})
         return
     index = 0
     for rg in range(pf.num_row_groups):
@@ -46,7 +47,7 @@ def iter_parquet(
                 raise
             meta = {"error": f"{type(e).__name__}: {e}", "row_group": rg}
             for _ in range(rows_in_group - done):
-                yield Row(index, reason=quarantine("unreadable_row_group"), meta=dict(meta))
+                yield Row(index, reason=quarantine(UNREADABLE_ROW_GROUP), meta=dict(meta))
                 index += 1
 
 
@@ -58,7 +59,7 @@ def parquet_row(index: int, rec: dict[str, Any], text_field: str, id_field: str 
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError:
             row = record_to_row(index, rec, text_field, id_field, url_field)
-            row.text, row.reason = capped(bytes(text).decode("utf-8", "replace")), quarantine("invalid_utf8")
+            row.text, row.reason = capped(bytes(text).decode("utf-8", "replace")), quarantine(INVALID_UTF8)
             return row
     if text is not None:
         rec[text_field] = text if isinstance(text, str) else to_json_value(text)

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Iterator
 
 from pipelines.readers.compression import CorruptStream, error_text
 from pipelines.records import REASON, dump_metadata, empty_columns, load_metadata, make_id, quarantine
+from pipelines.reasons import CORRUPT_STREAM, INVALID_UTF8, MISSING_TEXT, TEXT_NOT_STRING, TOO_LARGE
 
 # Characters of an unusable record's raw content kept in its quarantine row, for inspection.
 QUARANTINE_TEXT_CAP = 10_000
@@ -33,14 +34,14 @@ MAX_DOC_BYTES = 32 * 1024 * 1024
 
 def too_large(index: int, size: int, limit: int) -> Row:
     """The quarantine row of a record over the size limit (its size in the metadata, no text)."""
-    return Row(index, reason=quarantine("too_large"), meta={"bytes": size, "max_doc_bytes": limit})
+    return Row(index, reason=quarantine(TOO_LARGE), meta={"bytes": size, "max_doc_bytes": limit})
 
 
 def capped(text: str) -> str:
     return text[:QUARANTINE_TEXT_CAP]
 
 
-CORRUPT = quarantine("corrupt_stream")
+CORRUPT = quarantine(CORRUPT_STREAM)
 
 
 def corrupt_row(index: int, exc: Exception, records_lost: int | None) -> Row:
@@ -116,12 +117,12 @@ def record_to_row(
     if own is not None and own != "":
         row.own_id = own if isinstance(own, str) else dump_metadata(own)
     if text is None:
-        row.reason = quarantine("missing_text")
+        row.reason = quarantine(MISSING_TEXT)
     elif not isinstance(text, str):
-        row.reason = quarantine("text_not_string")
+        row.reason = quarantine(TEXT_NOT_STRING)
         row.text = capped(utf8_safe(dump_metadata(text)))
     elif not is_utf8_encodable(text):
-        row.reason = quarantine("invalid_utf8")
+        row.reason = quarantine(INVALID_UTF8)
         row.text = capped(utf8_safe(text))
     else:
         row.text = text

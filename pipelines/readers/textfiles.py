@@ -12,6 +12,7 @@ from pipelines.readers.compression import is_corrupt_stream_error, open_decompre
 from pipelines.readers.encoding import decode_html
 from pipelines.readers.rows import MAX_DOC_BYTES, Row, capped, corrupt_row, too_large
 from pipelines.records import quarantine
+from pipelines.reasons import INVALID_UTF8
 
 
 def _read_bytes(path: str, limit: int) -> bytes | Row:
@@ -41,7 +42,7 @@ def iter_text(path: str, max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Row]:
     try:
         yield Row(0, text=data.decode("utf-8"), meta=meta)
     except UnicodeDecodeError:
-        yield Row(0, text=capped(data.decode("utf-8", "replace")), meta=meta, reason=quarantine("invalid_utf8"))
+        yield Row(0, text=capped(data.decode("utf-8", "replace")), meta=meta, reason=quarantine(INVALID_UTF8))
 
 
 def iter_html(path: str, max_doc_bytes: int = MAX_DOC_BYTES) -> Iterator[Row]:

@@ -25,6 +25,7 @@ from pipelines.readers.compression import CorruptStream, damage, open_decompress
 from pipelines.readers.encoding import charset_from_content_type, decode_html
 from pipelines.readers.rows import MAX_DOC_BYTES, Row, capped, corrupt_row, too_large
 from pipelines.records import quarantine
+from pipelines.reasons import INVALID_UTF8
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -115,4 +116,4 @@ def _conversion_row(index: int, record, url: str, meta: dict[str, Any]) -> Row:
         return Row(index, text=body.decode("utf-8"), url=url, meta=meta)
     except UnicodeDecodeError:
         return Row(index, text=capped(body.decode("utf-8", "replace")), url=url, meta=meta,
-                   reason=quarantine("invalid_utf8"))
+                   reason=quarantine(INVALID_UTF8))

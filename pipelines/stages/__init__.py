@@ -1,10 +1,12 @@
-"""The corpus stages, in pipeline order: one class per file, one registry (adding a stage touches this
-list and its own file). Each has the shape of `base.Stage`; `build` makes the enabled ones from a
-pipeline config."""
+"""The corpus stages, in chain order: one class per file, one registry. Each has the shape of `base.Stage` and
+owns its config section (`Config`), how it is built (`from_config`) and what its run reports (`report`).
+Adding a stage: its own file, and its class in REGISTRY below (a stage whose global step needs the cluster
+also has a step of the same name in orchestration/corpus/steps/). Users add stages of their own without
+touching either: the pipeline config's `user_stages:` (user.py)."""
 
 from __future__ import annotations
 
-from pipelines.stages.base import ShardContext, Stage
+from pipelines.stages.base import Plot, Report, ShardContext, Stage
 from pipelines.stages.exact_dedup import ExactDedupStage
 from pipelines.stages.extract import ExtractStage
 from pipelines.stages.filter import FilterStage
@@ -12,28 +14,36 @@ from pipelines.stages.ingest import IngestStage
 from pipelines.stages.minhash import MinHashStage
 from pipelines.stages.quality import QualityStage
 from pipelines.stages.tokenize import TokenizeStage
+from pipelines.stages.user import UserStageConfig, make
 
 REGISTRY: dict[str, type[Stage]] = {c.name: c for c in (
     IngestStage, ExtractStage, FilterStage, ExactDedupStage, MinHashStage, QualityStage, TokenizeStage)}
 
-__all__ = ["REGISTRY", "ShardContext", "Stage", "build"]
+__all__ = ["REGISTRY", "Plot", "Report", "ShardContext", "Stage", "build", "place_user_stages"]
 
 
 def build(cfg) -> list[Stage]:
-    """The enabled stages of a pipeline config (orchestration.pipeline_config.PipelineConfig), in order."""
-    parts = cfg.ray.shuffle_partitions
-    stages: list[Stage] = [IngestStage({"inputs": [i.name for i in cfg.inputs]})]
-    if cfg.extract.enabled:
-        stages.append(ExtractStage(cfg.extract))
-    if cfg.filter.enabled:
-        stages.append(FilterStage(cfg.filter))
-    if cfg.exact_dedup.enabled:
-        stages.append(ExactDedupStage(cfg.exact_dedup, parts))
-    if cfg.minhash.enabled:
-        exact = cfg.exact_dedup.normalize if cfg.exact_dedup.enabled else None
-        stages.append(MinHashStage(cfg.minhash, parts, exact))
-    if cfg.quality.enabled:
-        stages.append(QualityStage(cfg.quality))
-    if cfg.tokenize.enabled:
-        stages.append(TokenizeStage(cfg.tokenize, cfg.tokenizer))
-    return stages
+    """The enabled stages of a pipeline config (orchestration.config.pipeline.PipelineConfig), in order, with the
+    user's stages each placed after the stage it names."""
+    stages = [s for s in (cls.from_config(cfg) for cls in REGISTRY.values()) if s is not None]
+    return place_user_stages(stages, getattr(cfg, "user_stages", []))
+
+
+def place_user_stages(stages: list[Stage], entries: list[UserStageConfig]) -> list[Stage]:
+    from pipelines.typed_config import ConfigError
+
+    out = list(stages)
+    for i, entry in enumerate(entries):
+        key = f"user_stages.{i}"
+        names = [s.name for s in out]
+        if entry.name in names or entry.name in REGISTRY:
+            raise ConfigError(f"{key}.name: {entry.name!r} is already a stage's name")
+        if entry.after not in names:
+            off = " (it is turned off in this config)" if entry.after in REGISTRY else ""
+            raise ConfigError(f"{key}.after: no stage {entry.after!r} in this pipeline{off}; the stages are: "
+                              f"{', '.join(names)}")
+        at = names.index(entry.after)
+        if out[at].sink:
+            raise ConfigError(f"{key}.after: {entry.after} writes token shards; nothing can follow it")
+        out.insert(at + 1, make(entry, key))
+    return out

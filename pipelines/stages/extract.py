@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import pyarrow as pa
@@ -9,6 +10,7 @@ import pyarrow as pa
 from pipelines.extract import HtmlExtractor
 from pipelines.records import REASON, dump_metadata, load_metadata
 from pipelines.stages.base import ShardContext, Stage, set_column
+from pipelines.typed_config import PositiveFloat
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -18,8 +20,16 @@ def _extractor(timeout_s: float, favor_precision: bool) -> HtmlExtractor:
     return HtmlExtractor(timeout_s=timeout_s, favor_precision=favor_precision)
 
 
+@dataclass(frozen=True)
+class ExtractConfig:
+    enabled: bool = True
+    timeout_s: PositiveFloat = 5.0
+    favor_precision: bool = True
+
+
 class ExtractStage(Stage):
     name = "extract"
+    Config = ExtractConfig
 
     def apply(self, batch: pa.Table, ctx: ShardContext) -> pa.Table:
         extractor = _extractor(self.cfg.timeout_s, self.cfg.favor_precision)

@@ -21,6 +21,10 @@ from pipelines.stages.base import Stage
 class IngestStage(Stage):
     name = "ingest"
 
+    @classmethod
+    def from_config(cls, pipeline) -> "IngestStage":
+        return cls({"inputs": [i.name for i in pipeline.inputs]})  # always on; what it reads is the inputs'
+
     def apply(self, batch, ctx):
         return batch  # the readers already marked unusable records
 

@@ -13,22 +13,33 @@ equal fp in one bucket would lose one edge: probability 2**-64 per pair).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import xxhash
 
 from pipelines.exact_dedup import normalize
+from pipelines.reasons import REASON_NEAR
 from pipelines.minhash import MinHashConfig, band_keys, signatures
-from pipelines.stages.base import ShardContext, Stage
+from pipelines.stages.base import Plot, Report, ShardContext, Stage
 from pipelines.stages.dedup_common import KEY_FORMAT, PART_COL, ROW_COL, DropListStage, partition_of, shard_rows
 
-REASON_NEAR = "near_duplicate"
+
+
+@dataclass(frozen=True)
+class MinHashStageConfig(MinHashConfig):
+    enabled: bool = True
 
 
 class MinHashStage(DropListStage, Stage):
     name = "minhash"
+    Config = MinHashStageConfig
     needs_global = True
     collect_with = ("exact_dedup",)
+    dedup_index = True
+    index_columns = ("key", "id", "fp")  # what this run's dedup index keeps of its key rows
+    index_rows_per_document = None  # one per band
     reason = REASON_NEAR
 
     def __init__(self, cfg, partitions: int = 8, exact_normalize: str | None = None):
@@ -36,6 +47,25 @@ class MinHashStage(DropListStage, Stage):
         self.partitions = partitions
         self.exact_normalize = exact_normalize
         self.mh = MinHashConfig(ngram=cfg.ngram, bands=cfg.bands, rows=cfg.rows, seed=cfg.seed)
+
+    @classmethod
+    def from_config(cls, pipeline) -> "MinHashStage | None":
+        if not pipeline.minhash.enabled:
+            return None
+        exact = pipeline.exact_dedup.normalize if pipeline.exact_dedup.enabled else None
+        return cls(pipeline.minhash, pipeline.ray.shuffle_partitions, exact)
+
+    def index_params(self) -> dict:
+        """What an earlier run's dedup index must share with this stage to be deduplicated against."""
+        return {"ngram": self.cfg.ngram, "bands": self.cfg.bands, "rows": self.cfg.rows, "seed": self.cfg.seed,
+                "exact_normalize": self.exact_normalize}
+
+    def report(self, extras: list[dict], state: dict) -> Report:
+        sizes = {int(k): v for k, v in state.get("cluster_sizes", {}).items()}
+        return Report({"candidate_edges": state.get("candidate_edges", 0), "duplicate_clusters": state.get("clusters", 0),
+                       "components_rounds": state.get("rounds", 0)},
+                      [Plot("plots/cluster_sizes.png", "minhash: documents per near-duplicate cluster", "cluster size",
+                            sizes or {1: 0})])
 
     def params(self) -> dict:
         return {**super().params(), "exact_normalize": self.exact_normalize, "key_format": KEY_FORMAT}

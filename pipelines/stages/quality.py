@@ -9,7 +9,9 @@ twice costs less than a pass that writes every score beside the documents).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
@@ -17,10 +19,31 @@ import pyarrow.compute as pc
 
 from pipelines.quality import QualityScorer
 from pipelines.records import REASON, dump_metadata, load_metadata
-from pipelines.stages.base import ShardContext, Stage, set_column
+from pipelines.reasons import REASON_QUALITY
+from pipelines.stages.base import Plot, Report, ShardContext, Stage, set_column
+from pipelines.typed_config import ConfigError, Fraction, PathStr, Range
 
-REASON_QUALITY = "quality"
 FINE_BINS = 1 << 16
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    enabled: bool = False
+    model_path: PathStr | None = None  # a fastText classifier (trained by `tokenmill quality train`, or DCLM's)
+    # ... or a `tokenmill quality train` YAML: without model_path, the pipeline trains it first, into
+    # WORKDIR/quality/ (again only when that YAML changes), and uses it
+    train: PathStr | None = None
+    positive_label: str = "hq"
+    threshold: Fraction | None = None  # keep documents scoring >= threshold ...
+    # ... or keep this global top fraction (cut-off over the whole corpus)
+    keep_fraction: Annotated[float, Range(lo=0, hi=1, lo_open=True)] | None = None
+
+    def validate(self, key: str) -> None:
+        if self.enabled and not (self.model_path or self.train):
+            raise ConfigError(f"{key}.model_path: required when quality is enabled (or {key}.train: a quality "
+                              "training YAML the pipeline trains first)")
+        if self.enabled and (self.threshold is None) == (self.keep_fraction is None):
+            raise ConfigError(f"{key}: give exactly one of threshold and keep_fraction")
 
 
 @lru_cache(maxsize=2)
@@ -42,6 +65,15 @@ def cutoff_from_histogram(hist: np.ndarray, keep_fraction: float) -> float:
 
 class QualityStage(Stage):
     name = "quality"
+    Config = QualityConfig
+
+    @classmethod
+    def files(cls, pipeline) -> list[tuple[str, str, str]]:
+        q = pipeline.quality
+        if not q.enabled:
+            return []
+        # without model_path the run trains it first (orchestration/corpus/steps/quality.py): its config must be there
+        return [("quality.model_path", q.model_path, "fasttext") if q.model_path else ("quality.train", q.train, "quality_train")]
 
     def params(self) -> dict:
         # `train` names the YAML the model was trained from (where it lies): the model's sha256 says what it is
@@ -62,6 +94,28 @@ class QualityStage(Stage):
 
     def close_shard(self, ctx: ShardContext) -> dict:
         return {"score_bins": {str(k): v for k, v in sorted(self._bins.items())}} if self._bins else {}
+
+    def reduce(self, collected: list[dict]) -> dict:
+        """The cut-off from the summed score histograms (65,536 counters)."""
+        hist = np.zeros(FINE_BINS, dtype=np.int64)
+        for extra in collected:
+            for k, v in extra.get("score_bins", {}).items():
+                hist[int(k)] += v
+        return {"cutoff": cutoff_from_histogram(hist, self.cfg.keep_fraction),
+                "hist": hist.reshape(64, -1).sum(axis=1).tolist()}
+
+    def report(self, extras: list[dict], state: dict) -> Report:
+        cutoff = state.get("cutoff", self.cfg.threshold)
+        hist = np.zeros(FINE_BINS, dtype=np.int64)
+        for e in extras:
+            for k, v in e.get("score_bins", {}).items():
+                hist[int(k)] += v
+        coarse = state["hist"] if "hist" in state else hist.reshape(64, -1).sum(axis=1).tolist()
+        shown = float(cutoff) if cutoff is not None else float("nan")
+        return Report({"quality_cutoff": shown},
+                      [Plot("plots/quality_scores.png", f"quality: fastText score (cut-off {shown:.4f})",
+                            "P(positive label)", coarse, np.linspace(0, 1, 65).tolist(), cutoff)],
+                      [("quality_model", self.cfg.model_path, self.params()["model_sha256"])])
 
     def cutoff(self, ctx: ShardContext) -> float:
         if self.cfg.threshold is not None:

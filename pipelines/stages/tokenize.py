@@ -9,19 +9,38 @@ every shard's local one) and trains SentencePiece on their texts in key order.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.stages.base import ShardContext, Stage
+from pipelines.stages.base import Plot, Report, ShardContext, Stage
 from pipelines.stages.dedup_common import PART_COL
 from pipelines.token_shards import TokenShardWriter
-from pipelines.tokenizer import Tokenizer, sample_key
+from pipelines.tokenizer import Tokenizer, TokenizerConfig, sample_key
+from pipelines.typed_config import PathStr, PositiveInt
 
 TOKENS_PER_DOC_BINS = np.array([0] + [2**k for k in range(2, 24)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    enabled: bool = False
+    target_shard_tokens: PositiveInt = 50_000_000  # shards hold about this many tokens (a document is never split)
+
+
+@dataclass(frozen=True)
+class TokenizerStageConfig(TokenizerConfig):
+    """The pipeline config's `tokenizer:` section: SentencePiece training on the global sample (or a given model)."""
+    enabled: bool = False
+    model_path: PathStr | None = None  # use this SentencePiece model instead of training one
+
+    def training(self) -> TokenizerConfig:
+        return TokenizerConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TokenizerConfig)})
 
 
 @lru_cache(maxsize=2)
@@ -31,11 +50,43 @@ def _tokenizer(model_path: str) -> Tokenizer:
 
 class TokenizeStage(Stage):
     name = "tokenize"
+    Config = TokenizeConfig
     sink = True
 
     def __init__(self, cfg, tokenizer_cfg):
         super().__init__(cfg)
         self.tokenizer_cfg = tokenizer_cfg
+
+    @classmethod
+    def sections(cls) -> dict[str, type]:
+        return {"tokenizer": TokenizerStageConfig, "tokenize": TokenizeConfig}
+
+    @classmethod
+    def check_config(cls, pipeline) -> None:
+        from pipelines.typed_config import ConfigError
+
+        if pipeline.tokenize.enabled and not (pipeline.tokenizer.enabled or pipeline.tokenizer.model_path):
+            raise ConfigError("tokenize: needs a tokenizer (tokenizer.enabled or tokenizer.model_path)")
+        if pipeline.tokenizer.enabled and not pipeline.tokenize.enabled:
+            raise ConfigError("tokenizer.enabled: the tokenizer is trained for the tokenize stage; enable tokenize too")
+
+    @classmethod
+    def files(cls, pipeline) -> list[tuple[str, str, str]]:
+        path = pipeline.tokenizer.model_path
+        return [("tokenizer.model_path", path, "sentencepiece")] if path else []
+
+    @classmethod
+    def from_config(cls, pipeline) -> "TokenizeStage | None":
+        return cls(pipeline.tokenize, pipeline.tokenizer) if pipeline.tokenize.enabled else None
+
+    def report(self, extras: list[dict], state: dict) -> Report:
+        hist = np.zeros(len(TOKENS_PER_DOC_BINS), dtype=np.int64)
+        for e in extras:
+            if "tokens_per_doc_hist" in e:
+                hist += np.array(e["tokens_per_doc_hist"])
+        edges = np.log2(np.maximum(np.append(TOKENS_PER_DOC_BINS, 2**24), 1))
+        return Report(plots=[Plot("plots/tokens_per_document.png", "tokenize: tokens per document (incl. eos)",
+                                  "tokens (log2 bins)", hist.tolist(), edges.tolist())])
 
     def params(self) -> dict:
         return {"target_shard_tokens": self.cfg.target_shard_tokens}

@@ -1,0 +1,169 @@
+"""The training job recipe (YAML): data, model preset + overrides, optimizer, schedule, checkpoints, Ray."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+
+from model.config import ModelConfig
+from model.spikes import SpikeRule
+from orchestration.config.schema import load_yaml_config, read_yaml
+from pipelines.typed_config import ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PathStr, PositiveFloat, PositiveInt, Range, from_dict
+
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass
+class DataConfig:
+    manifest: PathStr | None = None  # token shard manifest.json (set by `tokenmill run` from the pipeline)
+    tokenizer: PathStr | None = None  # the SentencePiece model the shards were made with (verified against the manifest)
+    seq_len: Annotated[int, Range(lo=2)] = 256
+    # documents (by hash of seed and id) held out for validation
+    val_fraction: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.05
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: PositiveFloat = 3e-4
+    min_lr_ratio: Fraction = 0.1  # cosine decays to lr * min_lr_ratio at the last step
+    warmup_steps: NonNegativeInt = 100
+    weight_decay: NonNegativeFloat = 0.1
+    betas: list[Annotated[float, Range(lo=0, hi=1, hi_open=True)]] = field(default_factory=lambda: [0.9, 0.95])
+    eps: PositiveFloat = 1e-8
+    grad_clip: NonNegativeFloat = 1.0  # 0 = no clipping
+
+    def validate(self, key: str) -> None:
+        if len(self.betas) != 2:
+            raise ConfigError(f"{key}.betas: two numbers, got {self.betas}")
+
+
+@dataclass
+class LoopConfig:
+    steps: PositiveInt = 1000
+    stop_after: PositiveInt | None = None  # end this invocation (with a checkpoint) after this step; re-run to go on
+    global_batch_tokens: PositiveInt = 65536  # tokens per optimizer step over all workers (a multiple of seq_len x workers)
+    micro_batch_size: PositiveInt | None = None  # sequences per forward pass per worker; null = all of the worker's share,
+    #                                      halved on out-of-memory (accumulation doubles, the global batch stays)
+    seed: int = 0  # model initialisation
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    compile: bool = False  # torch.compile each block (GPU)
+    log_every: PositiveInt = 10
+    eval_every: PositiveInt = 100
+    eval_windows: PositiveInt = 64  # validation windows per evaluation (split over the workers)
+    threads_per_worker: PositiveInt = 1  # torch CPU threads per worker (more than the cores per worker collapses)
+    peak_flops: PositiveFloat | None = None  # per device, for MFU; null: a table for known GPUs, a matmul probe on CPU
+
+
+@dataclass
+class CheckpointConfig:
+    every: PositiveInt = 100  # steps
+    keep: PositiveInt = 2  # the last N checkpoints
+    # Ray Train storage: default WORKDIR/ray; a relative path is inside the workdir (no ".."); an absolute
+    # one (a shared filesystem on a cluster) is the explicit way out of it
+    storage_path: str | None = None
+
+
+@dataclass
+class TrainRayConfig:
+    num_workers: PositiveInt = 2
+    use_gpu: bool = False
+    cpus_per_worker: PositiveFloat = 1.0
+    max_failures: Annotated[int, Range(lo=-1)] = 2  # worker deaths survived (restart from the last checkpoint); -1: any
+    num_cpus: PositiveInt | None = None  # local Ray only
+
+
+@dataclass
+class SampleConfig:
+    prompts: list[str] = field(default_factory=lambda: ["The"])
+    max_new_tokens: PositiveInt = 48
+    temperature: NonNegativeFloat = 0.8  # 0 = greedy
+    top_k: NonNegativeInt = 40
+    seed: int = 0
+
+
+@dataclass
+class FaultConfig:
+    """Fault injection for tests and drills, on rank kill_rank: its process kills itself once, after
+    kill_at_step; one of its weight shards is set to NaN before nan_at_step (the job must stop there);
+    its token-embedding shard gets noise of 3x its own spread before spike_at_step (a loss spike that the
+    job must tag)."""
+    kill_at_step: PositiveInt | None = None
+    kill_rank: NonNegativeInt = 0
+    nan_at_step: PositiveInt | None = None
+    spike_at_step: PositiveInt | None = None
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # `preset: <path relative to this file>` + ModelConfig keys
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    ray: TrainRayConfig = field(default_factory=TrainRayConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
+    spikes: SpikeRule = field(default_factory=SpikeRule)  # loss-spike tagging (model/spikes.py has the rule)
+    mlflow_experiment: str = "tokenmill-train"
+    base_dir: str = "."  # where relative preset paths start (the config file's folder; set on load)
+
+    def model_config(self, vocab_size: int, check_vocab: bool = True) -> ModelConfig:
+        """The preset (if any) with this config's model keys over it, and the tokenizer's vocabulary size."""
+        values = dict(self.model)
+        preset = values.pop("preset", None)
+        merged: dict[str, Any] = {}
+        if preset:
+            path = Path(preset) if Path(preset).is_absolute() else Path(self.base_dir) / preset
+            if not path.is_file():
+                raise ConfigError(f"model.preset: no such file {path}")
+            merged.update(read_yaml(path) or {})
+        merged.update(values)
+        if check_vocab and merged.get("vocab_size") and merged["vocab_size"] != vocab_size:
+            raise ConfigError(f"model.vocab_size: {merged['vocab_size']} but the tokenizer has {vocab_size}")
+        merged["vocab_size"] = vocab_size if check_vocab else merged.get("vocab_size") or 0
+        try:
+            return ModelConfig.from_dict(merged)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+
+    def validate(self, key: str) -> None:
+        sp = self.checkpoint.storage_path
+        if sp is not None and not Path(sp).is_absolute() and ".." in Path(sp).parts:
+            raise ConfigError(f"checkpoint.storage_path: {sp!r} would leave the workdir; give a path inside it, or an "
+                              "absolute path to put checkpoints elsewhere on purpose")
+        # the name is joined into paths (the job's checkpoint folder under the storage path)
+        if not JOB_NAME.fullmatch(self.name or ""):
+            raise ConfigError(f"name: {self.name!r} names the job's checkpoint folder: use letters, digits, '.', '_' "
+                              "and '-', starting with a letter or digit (no '/', no '..'), at most 128 characters")
+        mcfg = self.model_config(self.model.get("vocab_size") or 0, check_vocab=False)  # a typo in model: fails here
+        if self.data.seq_len > mcfg.max_seq_len:  # caught by --check, not after the pipeline has run
+            raise ConfigError(f"data.seq_len: {self.data.seq_len} exceeds the model's max_seq_len {mcfg.max_seq_len} "
+                              "(set model.max_seq_len or a shorter data.seq_len)")
+        world = self.ray.num_workers
+        seqs, rest = divmod(self.train.global_batch_tokens, self.data.seq_len)
+        if rest or seqs % world:
+            raise ConfigError(
+                f"train.global_batch_tokens: {self.train.global_batch_tokens} must be a multiple of "
+                f"data.seq_len x ray.num_workers = {self.data.seq_len * world}")
+        mb = self.train.micro_batch_size
+        if mb is not None and (seqs // world) % mb:
+            raise ConfigError(f"train.micro_batch_size: {mb} must divide the {seqs // world} sequences per worker")
+
+    @property
+    def global_batch_seqs(self) -> int:
+        return self.train.global_batch_tokens // self.data.seq_len
+
+
+def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    raw = load_yaml_config(path, overrides, TrainConfig)
+    raw.setdefault("base_dir", str(Path(path).resolve().parent))
+    return from_dict(TrainConfig, raw)
+
+
+def train_config_from_dict(raw: dict, base_dir: str | Path) -> TrainConfig:
+    return from_dict(TrainConfig, {**raw, "base_dir": str(Path(base_dir).resolve())})
