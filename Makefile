@@ -1,5 +1,5 @@
 # make run: set up and run the quickstart; make test: set up and run the tests (what CI runs).
-# make test-fast: the unit tests that start neither Ray nor MLflow (~1 min); make bench: the benchmarks.
+# make test-fast: the unit tests (tests/test_*.py, no Ray, no MLflow server; under 2 min); make bench: the benchmarks.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokenmill-installed
@@ -32,7 +32,7 @@ test: install-dev
 	$(PY) -m pytest -q tests
 
 test-fast: install-dev
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" tests --ignore=tests/integration
 
 lint: install-dev
 	$(PY) -m pyflakes pipelines model orchestration benchmarks

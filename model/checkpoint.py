@@ -84,13 +84,14 @@ def verify(path: Path, rank: int = 0, world: int = 1) -> str | None:
     """None if this rank's share of the checkpoint's file lists verifies (rank r checks the lists of ranks
     r, r + world, ...; one process with the defaults checks them all), else what is wrong. Checkpoints
     without lists (older ones) are not checked here."""
-    for listing in sorted(Path(path).glob("files_rank*.json"))[rank::world]:
+    path = storage.path(path)  # a local folder, or a checkpoint on object storage (lineage --verify)
+    for listing in sorted(path.glob("files_rank*.json"))[rank::world]:
         try:
             files = json.loads(listing.read_text())
         except ValueError as exc:
             return f"{listing.name} unreadable ({exc})"
         for name, digest in files.items():
-            f = Path(path) / name
+            f = path / name
             if not f.is_file():
                 return f"{name} is missing"
             if sha256_file(f) != digest:

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Annotated
+
+from pipelines.typed_config import NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = 0  # 0 = take it from the tokenizer / shard manifest
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int = 4  # 1 = multi-query, n_heads = multi-head, in between = grouped-query attention
-    ffn_hidden: int = 0  # 0 = Llama's rule: 8/3 * d_model rounded up to a multiple of ffn_multiple_of
-    ffn_multiple_of: int = 64
-    max_seq_len: int = 256
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
+    vocab_size: NonNegativeInt = 0  # 0 = take it from the tokenizer / shard manifest
+    d_model: PositiveInt = 256
+    n_layers: PositiveInt = 4
+    n_heads: PositiveInt = 4
+    n_kv_heads: PositiveInt = 4  # 1 = multi-query, n_heads = multi-head, in between = grouped-query attention
+    ffn_hidden: NonNegativeInt = 0  # 0 = Llama's rule: 8/3 * d_model rounded up to a multiple of ffn_multiple_of
+    ffn_multiple_of: PositiveInt = 64
+    max_seq_len: PositiveInt = 256
+    rope_theta: PositiveFloat = 10000.0
+    norm_eps: PositiveFloat = 1e-5
     tie_embeddings: bool = True
-    dropout: float = 0.0
-    init_std: float = 0.02
+    dropout: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.0
+    init_std: PositiveFloat = 0.02
 
     def validate(self, key: str = "model") -> None:
         problems = []
@@ -53,11 +56,9 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"model: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(names))})")
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
+    def from_dict(cls, data: dict, key: str = "model") -> "ModelConfig":
+        """Typed and checked: an unknown key, a wrong type (`n_layers: 2.5`, `tie_embeddings: "no"`) or a shape
+        that does not work is a ConfigError (a ValueError) naming the key."""
+        from pipelines.typed_config import from_dict
+
+        return from_dict(cls, data, key)

@@ -27,10 +27,6 @@ def split_keys(doc_keys: np.ndarray, seed: int) -> np.ndarray:
     return splitmix64(np.asarray(doc_keys, dtype=np.uint64) ^ salt)
 
 
-def document_split_key(doc_id: str, seed: int) -> int:
-    return int(split_keys(np.array([document_key(doc_id)], dtype=np.uint64), seed)[0])
-
-
 class TokenStream:
     """One split's tokens as a list of contiguous ranges of the shards (runs of consecutive documents)."""
 

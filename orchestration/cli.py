@@ -10,7 +10,7 @@ from pathlib import Path
 from pipelines.typed_config import ConfigError
 from pipelines import storage
 from pipelines.shard_export import FORMATS as EXPORT_FORMATS
-from pipelines.shard_reader import ShardIntegrityError
+from pipelines.manifest import ShardIntegrityError
 
 VERBOSE_HELP = ("show Ray's and the libraries' output live (the workers' lines, Ray Train's reports, MLflow's "
                 "log); by default it goes to WORKDIR/logs/ and the terminal shows progress and the summary")
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "pipeline",
-        help="run the corpus pipeline (ingest, extract, filter, exact dedup, MinHash) from a YAML config",
+        help="run the corpus pipeline (ingest, extract, filter, dedup, quality, tokenize, your own stages) from a YAML",
         description="Run the configured corpus stages on Ray, one task per shard, consecutive one-to-one stages "
         "fused into one pass. Each stage writes its dropped documents and a manifest under WORKDIR/stages/ "
         "(surviving documents under WORKDIR/docs/) and is one MLflow child run of the pipeline's run. Re-running "
@@ -243,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         "over N workers (gloo on CPU, NCCL + bf16 on GPU), sharded checkpoints every K steps. Re-running a job "
         "with the same name and workdir resumes from its last checkpoint. Ends with a safetensors export in "
         "WORKDIR/model and text samples.",
-        epilog=EPILOG + "\nExample:\n  tokenmill train configs/train/tiny_shakespeare.yaml --workdir work/tiny "
-        "data.manifest=work/shakespeare/tokens/manifest.json data.tokenizer=work/shakespeare/tokenizer/tokenizer.model\n",
+        epilog=EPILOG + "\nExample:\n  tokenmill train configs/train/quickstart.yaml --workdir work/quickstart/train "
+        "data.manifest=work/quickstart/tokens/manifest.json data.tokenizer=work/quickstart/tokenizer/tokenizer.model\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("config", help="training job YAML (see configs/train/)")

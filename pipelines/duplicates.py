@@ -7,12 +7,6 @@ import pyarrow as pa
 from pipelines.records import REASON, dump_metadata, load_metadata
 
 
-def survivors_of_group(ids: list[str]) -> list[tuple[str, str]]:
-    """(duplicate id, survivor id) for one group of equal documents: the smallest id survives."""
-    ordered = sorted(set(ids))
-    return [(i, ordered[0]) for i in ordered[1:]]
-
-
 def mark_duplicates(docs: pa.Table, dups: pa.Table, reason: str) -> pa.Table:
     """Set `reason` and metadata.duplicate_of on the docs listed in dups (columns id, value=survivor and,
     optionally, run: the earlier run that kept the survivor, as metadata.duplicate_of_run)."""

@@ -143,7 +143,6 @@ class HtmlExtractor:
             "output_format": "txt",
         }
         self.restarts = 0  # workers killed after a timeout or a crash
-        self.last_error = ""  # the latest extract_error's cause, for logs
         self._worker: _Worker | None = None
         self._lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
@@ -175,12 +174,10 @@ class HtmlExtractor:
                 self._restart()  # killing the worker is the only way to stop lxml mid-parse
                 return Extraction("", EXTRACT_TIMEOUT)
             status, text, title = worker.inbox.recv()
-        except (EOFError, OSError) as e:  # the worker died on this page (e.g. killed for memory)
+        except (EOFError, OSError):  # the worker died on this page (e.g. killed for memory)
             self._restart()
-            self.last_error = f"extraction worker died: {type(e).__name__}"
             return Extraction("", EXTRACT_ERROR)
         if status != "ok":
-            self.last_error = text
             return Extraction("", EXTRACT_ERROR)
         return _result(text, title)
 

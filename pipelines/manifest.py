@@ -41,16 +41,33 @@ def write_manifest(manifest: dict, path) -> None:
     storage.write_atomic(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def load_manifest(path) -> dict:
+class ShardIntegrityError(ValueError):
+    """A token shard, its index, its manifest or the tokenizer does not match what was recorded."""
+
+
+def load_manifest(path, kind: str = "stage") -> dict:
+    """A stage's manifest (kind "stage") or a token shard manifest (kind "tokens", pipelines/token_shards.py),
+    refused (ValueError; ShardIntegrityError for token manifests) when it does not parse, has another format or
+    does not match its digest (edited or truncated)."""
+    from pipelines import token_shards
+
+    error = ShardIntegrityError if kind == "tokens" else ValueError
     path = storage.path(path)
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable manifest ({exc})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: manifest format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
-    if manifest_digest(manifest) != manifest.get("digest"):
-        raise ValueError(f"{path}: manifest digest does not match its content (edited or truncated?)")
+        raise error(f"{path}: not a readable {'token ' if kind == 'tokens' else ''}manifest ({exc})") from None
+    if kind == "tokens":
+        want, digest = (token_shards.KIND, token_shards.FORMAT_VERSION), token_shards.token_manifest_digest
+        if (manifest.get("kind"), manifest.get("format_version")) != want:
+            raise error(f"{path}: not a token shard manifest (kind {manifest.get('kind')!r}, format "
+                        f"{manifest.get('format_version')!r}; expected {want[0]!r}, {want[1]})")
+    else:
+        digest = manifest_digest
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise error(f"{path}: manifest format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if digest(manifest) != manifest.get("digest"):
+        raise error(f"{path}: manifest digest does not match its content (edited or truncated?)")
     return manifest
 
 

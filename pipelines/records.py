@@ -17,7 +17,6 @@ import pyarrow as pa
 
 RECORD_COLUMNS = ("id", "text", "source", "url", "metadata")
 REASON = "_reason"
-KEPT = ""
 QUARANTINE_PREFIX = "quarantine:"
 
 RECORD_SCHEMA = pa.schema(

@@ -51,7 +51,8 @@ import numpy as np
 
 from pipelines import storage
 from pipelines.errors import UsageError
-from pipelines.shard_reader import ShardIntegrityError, ShardSet
+from pipelines.manifest import ShardIntegrityError
+from pipelines.shard_reader import ShardSet
 from pipelines.hashing import sha256_file
 FORMATS = ("megatron", "datatrove", "dolma")
 EXPORT_KIND = "token_shards_export"

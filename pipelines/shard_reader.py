@@ -10,41 +10,21 @@ into the local cache (`storage.local_copy`; afresh when verified) and verified a
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.hashing import sha256_file
-from pipelines.token_shards import FORMAT_VERSION, KIND, storage_dtype, token_manifest_digest
-
-
-class ShardIntegrityError(ValueError):
-    """A token shard, its index, its manifest or the tokenizer does not match what was recorded."""
-
-
-def load_token_manifest(path) -> dict:
-    path = storage.path(path)
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ShardIntegrityError(f"{path}: not a readable token manifest ({exc})") from None
-    if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
-        raise ShardIntegrityError(
-            f"{path}: not a token shard manifest (kind {manifest.get('kind')!r}, format {manifest.get('format_version')!r}; "
-            f"expected {KIND!r}, {FORMAT_VERSION})"
-        )
-    if token_manifest_digest(manifest) != manifest.get("digest"):
-        raise ShardIntegrityError(f"{path}: manifest digest does not match its content (edited or truncated?)")
-    return manifest
+from pipelines.manifest import ShardIntegrityError, load_manifest
+from pipelines.token_shards import storage_dtype
 
 
 class ShardSet:
     def __init__(self, manifest_path, tokenizer_path: str | None = None, verify: bool = True):
         self.manifest_path = storage.path(manifest_path)
         self.root = self.manifest_path.parent
-        self.manifest = load_token_manifest(self.manifest_path)
+        self.manifest = load_manifest(self.manifest_path, kind="tokens")
         m = self.manifest
         if tokenizer_path is not None:
             actual = sha256_file(tokenizer_path)

@@ -1,15 +1,22 @@
-"""Shared fixtures: the real corpora, a real local Ray, a real MLflow store in a temp dir."""
+"""Shared fixtures: the real corpora, a real local Ray, a real MLflow store in a temp dir.
+
+The tests by kind: tests/test_*.py are unit tests (no Ray, no MLflow server: `make test-fast` runs them),
+tests/integration/ the tests on a real local Ray, Ray clusters, MLflow stores and servers, tests/support/ the
+helpers both use (importable by name: this file puts the folder on the path)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
-from langid_fixture import trained_langid_model  # noqa: F401  (a session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO.parent / "shared" / "corpora"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
+
+from langid_fixture import trained_langid_model  # noqa: E402,F401  (a session fixture)
 
 
 @pytest.fixture(scope="session")

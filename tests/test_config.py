@@ -89,7 +89,7 @@ def test_relative_paths_resolve_against_the_config_files_folder(tmp_path, monkey
     assert cfg.train == str(conf / "train" / "job.yaml")
     job = load_train_config(conf / "train" / "job.yaml", ["data.manifest=m.json"])
     assert job.data.tokenizer == str(conf / "tok" / "t.model") and job.data.manifest == str(elsewhere / "m.json")
-    assert Path(job.base_dir) == conf / "train"  # model presets, as before
+    assert job.model.d_model == 128 and job.model.n_layers == 4  # the preset beside job.yaml, merged on load
     _, chained = load_chain(conf / "pipeline.yaml", ["train.data.tokenizer=../t2.model"])
     assert chained.data.tokenizer == str(tmp_path / "t2.model")
 
@@ -177,7 +177,10 @@ def test_a_training_job_name_cannot_leave_its_folder(name):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.d_modle=128", "model: unknown key(s) d_modle"),  # passed --check before, failed after hashing shards
+        ("model.d_modle=128", "model.d_modle: unknown key (allowed: vocab_size, d_model"),  # failed after hashing shards
+        ("model.n_layers=2.5", "model.n_layers: expected an integer, got 2.5"),  # passed --check before
+        ("model.tie_embeddings='no'", "model.tie_embeddings: expected true/false, got 'no'"),  # passed --check before
+        ("model.dropout=1", "model.dropout: must be in [0, 1), got 1.0"),
         ("model.n_heads=3", "model: d_model (128) must be a multiple of n_heads (3)"),
         ("optim.lr=-0.1", "optim.lr: must be > 0, got -0.1"),
         ("optim.betas=[0.9, 1.5]", "optim.betas.1: must be in [0, 1), got 1.5"),

@@ -67,6 +67,12 @@ def test_id_field_uses_the_source_id(dolma, dolma_records):
     assert meta["record"] == 5 and meta["file"] == "dolma/x.jsonl.gz"
 
 
+def test_a_dotted_url_field_reaches_into_the_records_metadata(dolma, dolma_records):
+    rows = read_all(dolma / DOLMA_GZ, "dolma/x.jsonl.gz", "jsonl", "dolma", url_field="metadata.warc_url")
+    assert rows["url"] == [r["metadata"]["warc_url"] for r in dolma_records] and rows["url"][0].startswith("http://")
+    assert set(read_all(dolma / DOLMA_GZ, "dolma/x.jsonl.gz", "jsonl", "dolma", url_field="metadata.nope")["url"]) == {""}
+
+
 def test_misnamed_zst_is_read_as_plain_jsonl(dolma, dolma_records):
     path = dolma / DOLMA_ZST
     assert detect_compression(str(path)) is None  # named .zst, but plain text

@@ -19,7 +19,8 @@ from train_fixture import build_shakespeare_shards
 
 from pipelines.errors import UsageError
 from pipelines.shard_export import FORMATS, export_shards
-from pipelines.shard_reader import ShardIntegrityError, ShardSet
+from pipelines.manifest import ShardIntegrityError
+from pipelines.shard_reader import ShardSet
 from pipelines.token_shards import build_token_manifest, write_token_manifest, write_token_shards
 
 TARGET_TOKENS = 60_000  # tinyshakespeare (~627k tokens) -> 11 shards

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.records import make_id
-from pipelines.shard_reader import ShardIntegrityError, ShardSet, to_hf_dataset
+from pipelines.manifest import ShardIntegrityError
+from pipelines.shard_reader import ShardSet, to_hf_dataset
 from pipelines.token_shards import (
     build_token_manifest,
     plan_shards,

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.data import TrainingData, WindowLoader, document_split_key, split_streams
+from model.data import TrainingData, WindowLoader, split_keys, split_streams
+from pipelines.hashing import document_key
 from model.permutation import Permutation
 from pipelines.shard_reader import ShardSet
 from pipelines.token_shards import build_token_manifest, write_token_manifest, write_token_shards
@@ -58,7 +59,7 @@ def shards(tmp_path_factory, docs) -> ShardSet:
 def expected_split(docs: dict[str, np.ndarray], seed: int, val_fraction) -> tuple[list[str], list[str]]:
     """(train ids, val ids), each in id order (the stream order): val = the ceil(fraction * n) smallest keys."""
     n_val = math.ceil(Fraction(str(val_fraction)) * len(docs)) if val_fraction else 0  # decimal, exact
-    ranked = sorted(docs, key=lambda d: document_split_key(d, seed))
+    ranked = sorted(docs, key=lambda d: int(split_keys(np.array([document_key(d)], dtype=np.uint64), seed)[0]))
     val = set(ranked[:n_val])
     return sorted(set(docs) - val), sorted(val)
 

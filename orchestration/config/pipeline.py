@@ -23,7 +23,7 @@ class InputConfig:
     paths: list[PathStr] = field(default_factory=list)  # globs; `**` recurses
     text_field: str = "text"
     id_field: str | None = None  # use the source's own id instead of file + record index
-    url_field: str | None = "url"
+    url_field: str | None = "url"  # id_field and url_field may be dotted: metadata.url (dolma's layout)
     hf_dataset: str | None = None  # hub name or local path (datasets.load_from_disk / load_dataset)
     hf_split: str = "train"
     # a record (JSON line, text or HTML file) over this size is quarantined "too_large" without being read

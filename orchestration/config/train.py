@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 
 from model.config import ModelConfig
@@ -101,7 +102,8 @@ class FaultConfig:
 class TrainConfig:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
-    model: dict[str, Any] = field(default_factory=dict)  # `preset: <path relative to this file>` + ModelConfig keys
+    # in YAML: `preset: <a model YAML, relative to this file>` and ModelConfig keys over it; merged on load
+    model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -110,26 +112,12 @@ class TrainConfig:
     fault: FaultConfig = field(default_factory=FaultConfig)
     spikes: SpikeRule = field(default_factory=SpikeRule)  # loss-spike tagging (model/spikes.py has the rule)
     mlflow_experiment: str = "tokenmill-train"
-    base_dir: str = "."  # where relative preset paths start (the config file's folder; set on load)
 
-    def model_config(self, vocab_size: int, check_vocab: bool = True) -> ModelConfig:
-        """The preset (if any) with this config's model keys over it, and the tokenizer's vocabulary size."""
-        values = dict(self.model)
-        preset = values.pop("preset", None)
-        merged: dict[str, Any] = {}
-        if preset:
-            path = Path(preset) if Path(preset).is_absolute() else Path(self.base_dir) / preset
-            if not path.is_file():
-                raise ConfigError(f"model.preset: no such file {path}")
-            merged.update(read_yaml(path) or {})
-        merged.update(values)
-        if check_vocab and merged.get("vocab_size") and merged["vocab_size"] != vocab_size:
-            raise ConfigError(f"model.vocab_size: {merged['vocab_size']} but the tokenizer has {vocab_size}")
-        merged["vocab_size"] = vocab_size if check_vocab else merged.get("vocab_size") or 0
-        try:
-            return ModelConfig.from_dict(merged)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(str(exc)) from None
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        """The model with the tokenizer's vocabulary size (a vocab_size the config gives must be that one)."""
+        if self.model.vocab_size and self.model.vocab_size != vocab_size:
+            raise ConfigError(f"model.vocab_size: {self.model.vocab_size} but the tokenizer has {vocab_size}")
+        return dataclasses.replace(self.model, vocab_size=vocab_size)
 
     def validate(self, key: str) -> None:
         sp = self.checkpoint.storage_path
@@ -140,7 +128,7 @@ class TrainConfig:
         if not JOB_NAME.fullmatch(self.name or ""):
             raise ConfigError(f"name: {self.name!r} names the job's checkpoint folder: use letters, digits, '.', '_' "
                               "and '-', starting with a letter or digit (no '/', no '..'), at most 128 characters")
-        mcfg = self.model_config(self.model.get("vocab_size") or 0, check_vocab=False)  # a typo in model: fails here
+        mcfg = self.model
         if self.data.seq_len > mcfg.max_seq_len:  # caught by --check, not after the pipeline has run
             raise ConfigError(f"data.seq_len: {self.data.seq_len} exceeds the model's max_seq_len {mcfg.max_seq_len} "
                               "(set model.max_seq_len or a shorter data.seq_len)")
@@ -160,10 +148,21 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    raw = load_yaml_config(path, overrides, TrainConfig)
-    raw.setdefault("base_dir", str(Path(path).resolve().parent))
-    return from_dict(TrainConfig, raw)
+    return train_config_from_dict(load_yaml_config(path, overrides, TrainConfig), Path(path).resolve().parent)
 
 
 def train_config_from_dict(raw: dict, base_dir: str | Path) -> TrainConfig:
-    return from_dict(TrainConfig, {**raw, "base_dir": str(Path(base_dir).resolve())})
+    """The typed config from a raw mapping whose `model.preset` (a model YAML) is relative to `base_dir`: the
+    preset's keys, the config's own over them, then typed (`n_layers: 2.5` is refused here, naming the key)."""
+    raw = dict(raw)
+    model = dict(raw.get("model") or {})
+    if not isinstance(raw.get("model") or {}, dict):
+        raise ConfigError(f"model: expected a mapping, got {raw['model']!r}")
+    preset = model.pop("preset", None)
+    if preset:
+        path = Path(preset) if Path(preset).is_absolute() else Path(base_dir) / preset
+        if not path.is_file():
+            raise ConfigError(f"model.preset: no such file {path}")
+        model = {**(read_yaml(path) or {}), **model}
+    raw["model"] = model
+    return from_dict(TrainConfig, raw)

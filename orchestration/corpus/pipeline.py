@@ -129,7 +129,8 @@ def _counts_line(runs: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def _run_pass_shown(p, spec, tasks: list[dict], files: list[dict], previous: list[dict], cpus: float) -> list[dict]:
+def _run_pass_shown(p, spec, tasks: list[dict], files: list[dict], previous: list[dict], cpus: float,
+                    progress) -> list[dict]:
     """run_pass with its progress display: pass 0 by raw bytes (its document count is known only once
     read), later passes by the documents the pass before kept."""
     from orchestration.runtime import console
@@ -147,6 +148,7 @@ def _run_pass_shown(p, spec, tasks: list[dict], files: list[dict], previous: lis
         def done(task: dict, result: dict) -> None:
             n = sum(r["stages"][first]["in"] for r in result["shards"]) if first else 0
             bar.advance(amount(task, result), docs=n)
+            progress.task_done(result)
             finished[0] += 1
             stopping.note(f"pass {p.index} [{names.replace(' → ', ' -> ')}]: {finished[0]} of {len(tasks)} tasks finished and kept")
 
@@ -158,7 +160,8 @@ def missing_outputs(workdir: storage.StoragePath, summary: dict) -> list[str]:
     edited: its digest no longer matches), or a file it lists missing or of another size. Cheap: sizes, not
     hashes (`tokenmill lineage --verify` re-hashes)."""
     from pipelines.manifest import load_manifest
-    from pipelines.shard_reader import ShardIntegrityError, ShardSet
+    from pipelines.manifest import ShardIntegrityError
+    from pipelines.shard_reader import ShardSet
 
     problems = []
     for st in summary["stages"]:
@@ -243,7 +246,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
     from orchestration.runtime import console, tracking
     from orchestration.corpus import steps as global_steps
     from orchestration.runtime.cluster import describe, init_ray
-    from orchestration.corpus.records import record_stages
+    from orchestration.corpus.records import PassProgress, record_stages
 
     uri = tracking.setup(cfg.mlflow.experiment)  # an unreachable store fails here, in seconds, before Ray starts
     stages = build(cfg)
@@ -259,38 +262,42 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
     storage.write_atomic(raw_path, json.dumps({"digest": raw_digest, "files": [
         {**{k: f[k] for k in ("path", "bytes", "sha256")}, "location": f.get("local", f["path"])} for f in files]},
         indent=1))
-    state: dict = {}
-    steps: dict = {}
-    runs: list[dict] = []
-    results: list[dict] = []
-    for p in passes:
-        tasks = _source_tasks(cfg, files) if p.index == 0 else _shard_tasks(results)
-        spec = pass_spec(p, state, workdir, cfg.output, cfg.ray, p is passes[-1])
-        t0 = time.perf_counter()
-        results = _run_pass_shown(p, spec, tasks, files, results, cpus) if tasks else []
-        skipped = sum(r["done"] == "skipped" for r in results)
-        collected = sum(r["done"] == "collected" for r in results)
-        wall = time.perf_counter() - t0
-        names = " -> ".join(s.name for s in p.apply)
-        stopping.note(f"passes up to {p.index} finished")
-        echo(f"tokenmill: pass {p.index} [{names}]: {len(tasks)} tasks ({skipped} already done"
-             + (f", {collected} only re-collected" if collected else "") + f") in {wall:.1f}s")
-        runs.append({"pass": p, "results": results, "wall": wall, "skipped": skipped, "collected": collected,
-                     "tasks": len(tasks), "peak_rss_mb": max((r["peak_rss_mb"] for r in results), default=0.0)})
-        if p is not passes[-1] and any(s.sink for s in passes[-1].apply) and not _shard_tasks(results):
-            raise NothingLeft(f"no document is left after pass {p.index} ({_counts_line(runs)}): nothing to "
-                              f"{' or '.join(s.name for s in passes[-1].apply)}; the stages' dropped files are under "
-                              f"{workdir / 'stages'}")
-        for st in p.collect:
-            t1 = time.perf_counter()
-            out = global_steps.run(st, global_steps.StepContext(workdir, results, state, cfg, stages))
-            steps[st.name] = {"skipped": out.pop("skipped", False), "seconds": time.perf_counter() - t1,
-                              "peak_rss_mb": out.get("peak_rss_mb"),
-                              **{k: out[k] for k in STEP_FIGURES if k in out}}
-            state[st.name] = out  # part of the next pass's resume key: nothing here may vary between runs
-            echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
-                 + (" (already done)" if steps[st.name]["skipped"] else ""))
-    summary = record_stages(cfg, workdir, runs, state, steps, raw_path, raw_digest, uri, start, echo)
+    # the pipeline's run is open while the passes run: they log their progress into it (records.PassProgress)
+    with tracking.parent_run(cfg.name, dataclasses.asdict(cfg), {tracking.WORKDIR_TAG: str(workdir)}):
+        state: dict = {}
+        steps: dict = {}
+        runs: list[dict] = []
+        results: list[dict] = []
+        for p in passes:
+            tasks = _source_tasks(cfg, files) if p.index == 0 else _shard_tasks(results)
+            spec = pass_spec(p, state, workdir, cfg.output, cfg.ray, p is passes[-1])
+            t0 = time.perf_counter()
+            results = _run_pass_shown(p, spec, tasks, files, results, cpus,
+                                      PassProgress(p.index, len(tasks), p.apply[0].name if p.apply else None,
+                                                   p.apply[-1].name if p.apply else None)) if tasks else []
+            skipped = sum(r["done"] == "skipped" for r in results)
+            collected = sum(r["done"] == "collected" for r in results)
+            wall = time.perf_counter() - t0
+            names = " -> ".join(s.name for s in p.apply)
+            stopping.note(f"passes up to {p.index} finished")
+            echo(f"tokenmill: pass {p.index} [{names}]: {len(tasks)} tasks ({skipped} already done"
+                 + (f", {collected} only re-collected" if collected else "") + f") in {wall:.1f}s")
+            runs.append({"pass": p, "results": results, "wall": wall, "skipped": skipped, "collected": collected,
+                         "tasks": len(tasks), "peak_rss_mb": max((r["peak_rss_mb"] for r in results), default=0.0)})
+            if p is not passes[-1] and any(s.sink for s in passes[-1].apply) and not _shard_tasks(results):
+                raise NothingLeft(f"no document is left after pass {p.index} ({_counts_line(runs)}): nothing to "
+                                  f"{' or '.join(s.name for s in passes[-1].apply)}; the stages' dropped files are under "
+                                  f"{workdir / 'stages'}")
+            for st in p.collect:
+                t1 = time.perf_counter()
+                out = global_steps.run(st, global_steps.StepContext(workdir, results, state, cfg, stages))
+                steps[st.name] = {"skipped": out.pop("skipped", False), "seconds": time.perf_counter() - t1,
+                                  "peak_rss_mb": out.get("peak_rss_mb"),
+                                  **{k: out[k] for k in STEP_FIGURES if k in out}}
+                state[st.name] = out  # part of the next pass's resume key: nothing here may vary between runs
+                echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
+                     + (" (already done)" if steps[st.name]["skipped"] else ""))
+        summary = record_stages(cfg, workdir, runs, state, steps, raw_path, raw_digest, uri, start, echo)
     stale = unlisted_outputs(workdir)
     if stale:  # written by an earlier run with other parameters: a folder's reader would take them for this run's
         for p in stale:

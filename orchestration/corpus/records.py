@@ -5,6 +5,7 @@ MLflow run creation of the pipeline is here."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections import Counter
 
@@ -119,6 +120,42 @@ def _log_stage(st: Stage, params: dict, m: dict, manifest: dict, manifest_path: 
         return run.info.run_id
 
 
+# how often a running pass logs its progress into the pipeline's run (and once when it ends): a pass of 100k
+# shards is hours, and a point every half minute is a few hundred rows in the store
+PROGRESS_EVERY_S = float(os.environ.get("TOKENMILL_PROGRESS_EVERY_S", "30"))
+
+
+class PassProgress:
+    """A pass's progress as metrics of the pipeline's run while the pass runs (the stage runs only appear once
+    every pass is done): `progress.passN.` + tasks_done, tasks_total, shards_done, docs_in (into its first stage),
+    docs_kept (by its last), docs_per_s, eta_s; the step is the number of tasks done. Readable in the UI and with
+    mlflow.get_metric_history while a multi-day run goes on."""
+
+    def __init__(self, index: int, tasks_total: int, first: str | None, last: str | None):
+        self.prefix, self.total, self.first, self.last = f"progress.pass{index}.", tasks_total, first, last
+        self.done = self.shards = self.docs_in = self.docs_kept = 0
+        self.t0 = self.logged_at = time.perf_counter()
+
+    def task_done(self, result: dict) -> None:
+        self.done += 1
+        for r in result["shards"]:
+            self.shards += 1
+            self.docs_in += r["stages"][self.first]["in"] if self.first in r["stages"] else 0
+            self.docs_kept += r["stages"][self.last]["kept"] if self.last in r["stages"] else 0
+        now = time.perf_counter()
+        if now - self.logged_at >= PROGRESS_EVERY_S or self.done == self.total:
+            self.log(now)
+
+    def log(self, now: float | None = None) -> None:
+        now = now or time.perf_counter()
+        self.logged_at = now
+        secs = max(now - self.t0, 1e-9)
+        eta = (self.total - self.done) * secs / self.done if self.done else float("nan")
+        mlflow.log_metrics({self.prefix + k: float(v) for k, v in {
+            "tasks_done": self.done, "tasks_total": self.total, "shards_done": self.shards, "docs_in": self.docs_in,
+            "docs_kept": self.docs_kept, "docs_per_s": self.docs_in / secs, "eta_s": eta}.items()}, step=self.done)
+
+
 def _metric_key(key: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ :" else "_" for c in key)
 
@@ -185,71 +222,73 @@ def _log_lineage_graph(last_run_id: str, echo) -> None:
 
 def record_stages(cfg, workdir: storage.StoragePath, runs: list[dict], state: dict, steps: dict, raw_path: storage.StoragePath, raw_digest: str,
                   uri: str, start: float, echo=print) -> dict:
+    """Every stage's manifest, accounting check and MLflow child run, under the pipeline's run (active), once the
+    passes are done; then the summary."""
     from orchestration.runtime.summary import format_table, write_summary
 
     stages_out, extra = [], {}
     prev = None
     previous = load_previous(cfg)
-    with tracking.parent_run(cfg.name, dataclasses.asdict(cfg), {tracking.WORKDIR_TAG: str(workdir)}) as parent:
-        tracking.log_artifact(raw_path)
-        for st in (s for r in runs for s in r["pass"].apply if s.dedup_index):
-            if (state.get(st.name) or {}).get("index"):
-                finish_index(state[st.name]["index"]["index_manifest"], parent.info.run_id)
-        for run in runs:
-            p = run["pass"]
-            for i, st in enumerate(p.apply):
-                at_end = i == len(p.apply) - 1 and not p.sink
-                m = _merge(run, st.name, at_end)
-                m["params"] = st.params()
-                check_accounting(st.name, m, None if prev is None else prev["kept"])
-                if st.sink:  # tokenize: the tokenizer's run, then the token shards' run
-                    tok = state[st.name]
-                    tok_params = {**dataclasses.asdict(st.tokenizer_cfg)}
-                    tok_run = _tokenizer_run(tok, prev, tok_params)
-                    extra["tokenizer"] = {"model_path": tok["model_path"], "sha256": tok["sha256"],
-                                          "vocab_size": tok["vocab_size"], "run_id": tok_run}
-                    extra["tokens"] = _tokens(st, workdir, m, tok, prev, run["wall"])
-                    t = extra["tokens"]
-                    echo(f"tokenmill:   tokenize: {t['documents']} documents, {t['tokens']} tokens in {t['shards']} "
-                         f"shards, {t['mb_per_second']:.2f} MB/s per CPU")
-                    continue
-                out_dir = workdir / "stages" / st.name
-                counts = {k: m[k] for k in ("in", "kept", "dropped", "quarantined")}
-                files = [{**f, "path": str(Path(f["path"]))} for f in m["files"]]
-                params = {**m["params"], "input_digest": prev["output_digest"] if prev else raw_digest}
-                manifest = build_manifest(st.name, files, counts, params)
-                path = out_dir / "manifest.json"  # its file paths are relative to the workdir
-                write_manifest(manifest, path)
-                raw = ("raw:" + ",".join(i.name for i in cfg.inputs), str(raw_path), raw_digest) if prev is None else None
-                report = st.report([e for _, e in m["extras"]], state.get(st.name) or {})
-                run_id = _log_stage(st, m["params"], m, manifest, path, prev, raw, report, run["wall"],
-                                    state.get(st.name, {}), previous)
-                entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
-                         "quarantined": m["quarantined"], "corrupt": m["corrupt"], "trimmed": m["trimmed"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
-                         "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),
-                         "docs_per_second": round(m["in"] / m["seconds"], 1) if m["seconds"] > 0 else 0.0,
-                         "output_digest": manifest["digest"], "manifest": str(path), "run_id": run_id,
-                         "pass": p.index, "kept_files": [f["path"] for f in files if f["kind"] == "kept"]}
-                stages_out.append(entry)
-                prev = {**entry, "stage": st.name}
-        total = time.perf_counter() - start
-        final = stages_out[-1]
-        summary = {
-            "pipeline": cfg.name, "workdir": str(workdir), "mlflow_tracking_uri": uri,
-            "mlflow_run_id": parent.info.run_id, "raw_files_digest": raw_digest,
-            "final_manifest": extra.get("tokens", {}).get("manifest_path", final["manifest"]),
-            "final_digest": extra.get("tokens", {}).get("digest", final["output_digest"]),
-            "seconds": round(total, 2), "stages": stages_out,
-            "passes": [{"pass": r["pass"].index, "stages": [s.name for s in r["pass"].apply], "tasks": r["tasks"],
-                        "skipped": r["skipped"], "collected": r["collected"], "seconds": round(r["wall"], 2),
-                        "peak_rss_mb": round(r["peak_rss_mb"], 1)} for r in runs],
-            "global_steps": steps, **extra,
-        }
-        write_summary(summary, workdir / "summary.json")
-        tracking.log_artifact(workdir / "summary.json")
-        mlflow.log_metric("wall_seconds", total)
-        mlflow.set_tags({"tokenmill.final_digest": summary["final_digest"]})
-        _log_lineage_graph(extra.get("tokens", {}).get("run_id", final["run_id"]), echo)
+    parent = mlflow.active_run()  # the pipeline's run, opened before the passes (they log progress into it)
+    tracking.log_artifact(raw_path)
+    for st in (s for r in runs for s in r["pass"].apply if s.dedup_index):
+        if (state.get(st.name) or {}).get("index"):
+            finish_index(state[st.name]["index"]["index_manifest"], parent.info.run_id)
+    for run in runs:
+        p = run["pass"]
+        for i, st in enumerate(p.apply):
+            at_end = i == len(p.apply) - 1 and not p.sink
+            m = _merge(run, st.name, at_end)
+            m["params"] = st.params()
+            check_accounting(st.name, m, None if prev is None else prev["kept"])
+            if st.sink:  # tokenize: the tokenizer's run, then the token shards' run
+                tok = state[st.name]
+                tok_params = {**dataclasses.asdict(st.tokenizer_cfg)}
+                tok_run = _tokenizer_run(tok, prev, tok_params)
+                extra["tokenizer"] = {"model_path": tok["model_path"], "sha256": tok["sha256"],
+                                      "vocab_size": tok["vocab_size"], "run_id": tok_run}
+                extra["tokens"] = _tokens(st, workdir, m, tok, prev, run["wall"])
+                t = extra["tokens"]
+                echo(f"tokenmill:   tokenize: {t['documents']} documents, {t['tokens']} tokens in {t['shards']} "
+                     f"shards, {t['mb_per_second']:.2f} MB/s per CPU")
+                continue
+            out_dir = workdir / "stages" / st.name
+            counts = {k: m[k] for k in ("in", "kept", "dropped", "quarantined")}
+            files = [{**f, "path": str(Path(f["path"]))} for f in m["files"]]
+            params = {**m["params"], "input_digest": prev["output_digest"] if prev else raw_digest}
+            manifest = build_manifest(st.name, files, counts, params)
+            path = out_dir / "manifest.json"  # its file paths are relative to the workdir
+            write_manifest(manifest, path)
+            raw = ("raw:" + ",".join(i.name for i in cfg.inputs), str(raw_path), raw_digest) if prev is None else None
+            report = st.report([e for _, e in m["extras"]], state.get(st.name) or {})
+            run_id = _log_stage(st, m["params"], m, manifest, path, prev, raw, report, run["wall"],
+                                state.get(st.name, {}), previous)
+            entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
+                     "quarantined": m["quarantined"], "corrupt": m["corrupt"], "trimmed": m["trimmed"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
+                     "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),
+                     "docs_per_second": round(m["in"] / m["seconds"], 1) if m["seconds"] > 0 else 0.0,
+                     "output_digest": manifest["digest"], "manifest": str(path), "run_id": run_id,
+                     "pass": p.index, "kept_files": [f["path"] for f in files if f["kind"] == "kept"]}
+            stages_out.append(entry)
+            prev = {**entry, "stage": st.name}
+    total = time.perf_counter() - start
+    final = stages_out[-1]
+    summary = {
+        "pipeline": cfg.name, "workdir": str(workdir), "mlflow_tracking_uri": uri,
+        "mlflow_run_id": parent.info.run_id, "raw_files_digest": raw_digest,
+        "final_manifest": extra.get("tokens", {}).get("manifest_path", final["manifest"]),
+        "final_digest": extra.get("tokens", {}).get("digest", final["output_digest"]),
+        "seconds": round(total, 2), "stages": stages_out,
+        "passes": [{"pass": r["pass"].index, "stages": [s.name for s in r["pass"].apply], "tasks": r["tasks"],
+                    "skipped": r["skipped"], "collected": r["collected"], "seconds": round(r["wall"], 2),
+                    "peak_rss_mb": round(r["peak_rss_mb"], 1)} for r in runs],
+        "global_steps": steps, **extra,
+    }
+    write_summary(summary, workdir / "summary.json")
+    tracking.log_artifact(workdir / "summary.json")
+    mlflow.log_metric("wall_seconds", total)
+    mlflow.set_tags({"tokenmill.final_digest": summary["final_digest"]})
+    _log_lineage_graph(extra.get("tokens", {}).get("run_id", final["run_id"]), echo)
     echo(format_table(summary))
     echo(f"tokenmill: wrote {workdir / 'summary.json'} in {total:.1f}s; MLflow run {summary['mlflow_run_id']}")
     return summary

@@ -178,7 +178,8 @@ def verify(tree: dict) -> list[tuple[bool, str]]:
     """(ok, line) for every file the lineage names that can be re-hashed here: token shards (against their
     manifest), stage manifests and their files, the tokenizer, and the checkpoint (against its file lists)."""
     from pipelines.manifest import load_manifest, mlflow_digest, verify_files
-    from pipelines.shard_reader import ShardIntegrityError, ShardSet
+    from pipelines.manifest import ShardIntegrityError
+    from pipelines.shard_reader import ShardSet
     from pipelines.hashing import sha256_file
     out, stack, done = [], [tree["lineage"]], set()
     if tree.get("checkpoint"):

@@ -29,7 +29,7 @@ from pipelines.typed_config import ConfigError
 from orchestration.runtime.cluster import describe, init_ray
 from model.generate import complete
 from orchestration.config.train import TrainConfig
-from orchestration.train.worker import train_loop
+from orchestration.train.worker import WorkerJob, train_loop
 from orchestration.runtime.workdir_lock import WorkdirLock
 from orchestration.runtime.workdir_lock import describe as describe_holder
 from pipelines import storage
@@ -120,7 +120,6 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                 mlflow.MlflowClient().delete_tag(run_id, tracking.ENDED_TAG)
         else:
             raw = dataclasses.asdict(cfg)
-            raw.pop("base_dir")
             tracking.log_params({**raw, "model": mcfg.to_dict(), "world_size": cfg.ray.num_workers,
                                  "code_version": tracking.code_version(), "params_total": counts["total"],
                                  "params_non_embedding": counts["non_embedding"], "flops_per_token": fpt,
@@ -136,17 +135,10 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
         board = ray.remote(num_cpus=0)(console.Board).remote()  # the workers' progress and notes
         trainer = TorchTrainer(
             train_loop,
-            train_loop_config={
-                "job": dataclasses.asdict(cfg) | {"data": dataclasses.asdict(cfg.data) | {
-                    "manifest": str(manifest_path), "tokenizer": str(tokenizer_path)}},
-                "model": mcfg.to_dict(),
-                "global_batch_seqs": cfg.global_batch_seqs,
-                "mlflow": {"tracking_uri": uri, "run_id": run_id},
-                "storage_path": str(ckpts),
-                "export_dir": str(export_dir),
-                "progress": board,
-                "resume_from": str(resume_from) if resume_from else None,
-            },
+            train_loop_config={"job": WorkerJob(
+                cfg=cfg, model=mcfg, manifest=str(manifest_path), tokenizer=str(tokenizer_path), tracking_uri=uri,
+                run_id=run_id, storage_path=str(ckpts), export_dir=str(export_dir),
+                resume_from=str(resume_from) if resume_from else None, progress=board)},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
@@ -259,7 +251,8 @@ class TrainingStopped(RuntimeError):
 
 
 def _record_outcome(cfg: TrainConfig, run_id: str, result, ckpts, export_dir, tokenizer_path,
-                    mcfg, echo) -> dict:
+                    mcfg, echo) -> tuple[dict, dict]:
+    """(the job's summary, what rank 0 returned): checkpoints, spikes, the export and the samples recorded."""
     checkpoints = []
     for ckpt_dir in sorted((ckpts / cfg.name).glob("checkpoint_step*"), key=str):
         checkpoints.append({"path": str(ckpt_dir), "sha256": checkpoint_digest(ckpt_dir)})
@@ -316,14 +309,12 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, ckpts, export_dir, to
 def _log_model(export_dir) -> None:
     """The final model as an MLflow logged model: code (orchestration/train/mlflow_model.py) plus the safetensors
     export as its artifact, with this package's code; loading it unpickles nothing."""
-    import model as model_pkg
-    import orchestration as orchestration_pkg
-    import pipelines as pipelines_pkg
     from orchestration.train import mlflow_model
+
+    root = Path(__file__).resolve().parents[2]  # the folder that holds model/, orchestration/ and pipelines/
 
     signature = mlflow.models.infer_signature(["a prompt"], ["its completion"], params=mlflow_model.DEFAULTS)
     mlflow.pyfunc.log_model(name="model", python_model=mlflow_model.__file__, artifacts={"export": str(storage.local_copy(export_dir))},
                             signature=signature,
-                            code_paths=[str(Path(p.__file__).parent) for p in (model_pkg, orchestration_pkg,
-                                                                                pipelines_pkg)],
+                            code_paths=[str(root / p) for p in ("model", "orchestration", "pipelines")],
                             pip_requirements=["torch", "safetensors", "sentencepiece", "numpy"])

@@ -12,25 +12,22 @@ class MetricsSink:
     """Rank 0 logs its step metrics straight into the job's MLflow run (the driver opened it), and samples
     its node's system metrics (CPU, memory, GPU) into the same run."""
 
-    def __init__(self, mlflow_cfg: dict, rank: int):
-        self.client = MlflowClient(tracking_uri=mlflow_cfg["tracking_uri"])
-        self.run_id = mlflow_cfg["run_id"]
+    def __init__(self, tracking_uri: str, run_id: str, rank: int):
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.run_id = run_id
         # a resumed job (a re-run, or Ray Train's restart after a worker died) trains again the steps after its
         # checkpoint that an earlier attempt logged: the same batches give the same values, and MLflow would keep
         # both points. Those steps are not logged again: one point per step.
-        self.logged_through = max((m.step for m in self.client.get_metric_history(self.run_id, "loss")), default=0)
-        self.monitor = None
-        if mlflow_cfg.get("system_metrics", True):
-            try:
-                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        self.logged_through = max((m.step for m in self.client.get_metric_history(run_id, "loss")), default=0)
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-                self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=5, samples_before_logging=1,
-                                                    resume_logging=True, node_id=f"rank{rank}",
-                                                    tracking_uri=mlflow_cfg["tracking_uri"])
-                self.monitor.start()
-            except Exception as exc:  # psutil missing or the store refuses: training goes on without them
-                print(f"[train] system metrics off: {exc}", flush=True)
-                self.monitor = None
+            self.monitor = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1,
+                                                resume_logging=True, node_id=f"rank{rank}", tracking_uri=tracking_uri)
+            self.monitor.start()
+        except Exception as exc:  # psutil missing or the store refuses: training goes on without them
+            print(f"[train] system metrics off: {exc}", flush=True)
+            self.monitor = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         if step <= self.logged_through:

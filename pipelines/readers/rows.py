@@ -106,13 +106,26 @@ def to_json_value(value: Any) -> Any:
     return str(value)
 
 
+def field_value(rec: dict[str, Any], name: str | None) -> Any:
+    """`rec[name]`, where a dotted name reaches into nested objects (`metadata.url`: dolma keeps the URL there)."""
+    if not name:
+        return None
+    value: Any = rec
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
 def record_to_row(
     index: int, rec: dict[str, Any], text_field: str, id_field: str | None, url_field: str | None
 ) -> Row:
-    """A parsed record (JSON object, parquet row) as a Row; every field but the text goes to metadata."""
+    """A parsed record (JSON object, parquet row) as a Row; every field but the text goes to metadata. The id
+    and URL fields may be dotted (`metadata.url`)."""
     text = rec.pop(text_field, None)
-    url = rec.get(url_field) if url_field else None
-    own = rec.get(id_field) if id_field else None
+    url = field_value(rec, url_field)
+    own = field_value(rec, id_field)
     row = Row(index, url=url if isinstance(url, str) else "", meta=rec)
     if own is not None and own != "":
         row.own_id = own if isinstance(own, str) else dump_metadata(own)

@@ -123,4 +123,7 @@ def results_shard_ranks(results: list[dict]) -> dict[str, int]:
 
 
 
-from orchestration.corpus.steps import exact_dedup, minhash, quality, tokenize  # noqa: E402,F401  (they register)
+from orchestration.corpus.steps import exact_dedup, minhash, quality, tokenize  # noqa: E402  (they register)
+
+__all__ = ["BEFORE", "STEPS", "StepContext", "before", "cached", "key_files", "prepare", "read_keys",
+           "results_shard_ranks", "run", "step", "exact_dedup", "minhash", "quality", "tokenize"]

@@ -25,12 +25,12 @@ import pytest
 from conftest import lineage_chain
 from debian_packages import ensure
 from servers import AWS, clean_env, moto_s3, stop_group, tail, wait_for
-from test_ray_runtime import free_port
+from servers import free_port
 
 from orchestration.lineage.walk import raw_files
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PG_USER, PG_PASSWORD, PG_DB = "tokenmill", "tokenmill-pw", "mlflow"
 BUCKET, PREFIX = "tokenmill-mlflow", "mlartifacts"
 

@@ -21,7 +21,7 @@ from pipelines.records import REASON, load_metadata
 from test_readers import flip_record
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 STAGES = ["ingest", "extract", "filter", "exact_dedup", "minhash"]
 

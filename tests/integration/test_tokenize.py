@@ -20,7 +20,7 @@ from pipelines.shard_reader import ShardSet
 from pipelines.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from test_ray_runtime import free_port
+from servers import free_port
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
 

@@ -20,7 +20,7 @@ def test_three_node_cluster_gives_the_one_node_digests(tmp_path, corpora, langid
                                                        one_node_summary, user_config, remove_node):
     workdir, out = tmp_path / "work", tmp_path / "out.json"
     over = overrides(corpora, langid_model, quality_model, ["ray.shuffle_partitions=4", "ray.batch_size=64"])
-    cmd = [sys.executable, str(REPO / "tests" / "multinode_run.py"), str(out), str(workdir),
+    cmd = [sys.executable, str(REPO / "tests" / "support" / "multinode_run.py"), str(out), str(workdir),
            *(["--remove-node"] if remove_node else []), "--", str(user_config), *over]
     proc = subprocess.run(cmd, cwd=REPO, env=env(workdir), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

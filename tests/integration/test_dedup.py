@@ -15,7 +15,7 @@ from pipelines.minhash import MinHashConfig, near_duplicate_survivors
 from pipelines.readers import list_inputs, read_file
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 ONLY_DEDUP = ["extract.enabled=false", "filter.enabled=false", "quality.enabled=false", "tokenizer.enabled=false",
               "tokenize.enabled=false"]

@@ -10,7 +10,7 @@ import numpy as np
 from pipelines.token_shards import build_token_manifest, write_token_manifest, write_token_shards
 from pipelines.tokenizer import Tokenizer, TokenizerConfig, token_dtype, train_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VOCAB = 512
 
 

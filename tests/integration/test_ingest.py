@@ -16,7 +16,7 @@ from orchestration.corpus.pipeline import run_pipeline
 from orchestration.config.pipeline import load_pipeline_config
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 INGEST_ONLY = ["extract.enabled=false", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
                "quality.enabled=false", "tokenizer.enabled=false", "tokenize.enabled=false"]

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.langid import load_samples_from_folder, train_langid_model
 
-UDHR = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "udhr2"
+UDHR = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "udhr2"
 
 
 @lru_cache(maxsize=1)

@@ -19,13 +19,13 @@ import pytest
 from conftest import lineage_chain
 from test_console import NOISE
 from debian_packages import ensure
-from test_ray_runtime import free_port
+from servers import free_port
 
 from orchestration.lineage.walk import raw_files
 from orchestration.runtime.tracking import producer_of
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -371,8 +371,9 @@ def test_signals_stop_a_pipeline_in_one_line_and_another_workdir_gives_the_same_
     workdir = qs["tmp"] / "elsewhere" / "qs2"
     cmd = [sys.executable, "-m", "orchestration.cli", "pipeline", "configs/quickstart.yaml", "--workdir", str(workdir),
            *PIPELINE]
+    env = {**qs["env"], "TOKENMILL_PROGRESS_EVERY_S": "0"}  # a progress point per finished task
     for sig, more in ((signal.SIGTERM, 5), (signal.SIGINT, 3)):
-        code, out, err = _stopped(cmd, qs["env"], workdir / "_done", more, sig)
+        code, out, err = _stopped(cmd, env, workdir / "_done", more, sig)
         assert code == 128 + sig, (sig, code, err[-2000:])
         (line,) = err.strip().splitlines()
         assert line.startswith(f"tokenmill: stopped by {sig.name} (pass ") and "tasks finished and kept" in line, line
@@ -380,6 +381,17 @@ def test_signals_stop_a_pipeline_in_one_line_and_another_workdir_gives_the_same_
         for noise in (*NOISE, "SIGTERM received", "task_manager", "internal error"):
             assert noise not in out + err, (sig, noise)
         assert inspect(workdir)[0] == "free"
+    # the stopped runs are in the store as they were while running: the pipeline's run with its passes' progress so
+    # far (a point per finished task here), and not one half-written stage run
+    client = mlflow.MlflowClient(tracking_uri=qs["uri"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string=f"tags.`tokenmill.workdir` = '{workdir}'")
+    assert {r.data.tags["tokenmill.kind"] for r in runs} == {"pipeline"} and len(runs) == 2
+    for r in runs:
+        assert r.info.status == "KILLED"
+        done = client.get_metric_history(r.info.run_id, "progress.pass0.tasks_done")
+        assert [m.step for m in done] == [m.value for m in done] == list(range(1, len(done) + 1)) and len(done) >= 3
+        assert r.data.metrics["progress.pass0.tasks_total"] == 99 and r.data.metrics["progress.pass0.docs_in"] >= 3
 
     done = cli(*cmd[3:], env=qs["env"])
     assert done.returncode == 0, done.stderr[-2000:]

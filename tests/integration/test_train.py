@@ -24,7 +24,8 @@ from model.checkpoint import load_unsharded
 from orchestration.config.train import train_config_from_dict
 from orchestration.train.job import run_train
 from pipelines.manifest import mlflow_digest
-from pipelines.shard_reader import ShardIntegrityError, ShardSet
+from pipelines.manifest import ShardIntegrityError
+from pipelines.shard_reader import ShardSet
 from train_fixture import REPO, build_shakespeare_shards, train_job
 
 pytestmark = pytest.mark.slow

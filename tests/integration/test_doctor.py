@@ -17,7 +17,7 @@ from orchestration.runtime.tracking import WORKDIR_TAG
 from orchestration.runtime.workdir_lock import LOCK_NAME
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _doctor(workdir: Path, uri: str) -> subprocess.CompletedProcess:

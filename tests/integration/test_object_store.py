@@ -24,7 +24,7 @@ from pipelines import storage
 from pipelines.shard_reader import ShardSet
 from pipelines.hashing import sha256_file
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "tokenmill-e2e"
 WORKDIR = f"s3://{BUCKET}/runs/qs"
 RAW = f"s3://{BUCKET}/raw/python3.11-doc"

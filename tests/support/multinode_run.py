@@ -1,7 +1,7 @@
 """Run the pipeline on a simulated 3-node Ray cluster (ray.cluster_utils.Cluster: one CPU per node) and
 write its summary; with --remove-node, a worker node is removed while the MinHash components run.
 
-    python tests/multinode_run.py OUT.json WORKDIR [--remove-node] -- CONFIG OVERRIDES...
+    python tests/support/multinode_run.py OUT.json WORKDIR [--remove-node] -- CONFIG OVERRIDES...
 
 A separate process, so the test session's own local Ray is left alone.
 """
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 

@@ -1,5 +1,5 @@
 """The full pipeline (every stage, and two stages of the user's own) on the dolma fixtures, run as a user runs it:
-the CLI in a subprocess (or tests/multinode_run.py on a simulated cluster). Shared by the determinism and
+the CLI in a subprocess (or tests/support/multinode_run.py on a simulated cluster). Shared by the determinism and
 multi-node tests.
 
 The user's stages are those a user keeps beside their config, outside the repository (`outside_config`): a
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "quickstart.yaml"
 USER_MODULE = "tm_user_stages"
 USER_STAGE_NAMES = ["url_blocklist", "short_docs"]
@@ -46,7 +46,8 @@ def outside_config(folder: Path) -> Path:
 
 def overrides(corpora: Path, langid_model: Path, quality_model: Path, extra: list[str]) -> list[str]:
     inputs = (
-        f'inputs=[{{name: crawl, format: jsonl, paths: ["{corpora}/dolma_fixtures/*.jsonl.gz"]}},'
+        f'inputs=[{{name: crawl, format: jsonl, url_field: metadata.warc_url, '
+        f'paths: ["{corpora}/dolma_fixtures/*.jsonl.gz"]}},'
         f' {{name: warc, format: warc, paths: ["{corpora}/dolma_fixtures/*.warc.gz"]}}]'
     )
     return [inputs, f"filter.language.model_path={langid_model}",

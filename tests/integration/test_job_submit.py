@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 from conftest import lineage_chain
-from test_ray_runtime import free_port
+from servers import free_port
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -82,17 +82,28 @@ def submit(head: dict, store: str, *entrypoint: str) -> subprocess.CompletedProc
 
 
 def test_pipeline_and_training_jobs_run_on_a_submitted_cluster(head, tmp_path):
+    """The pipeline's config sits outside the repository beside the user's own stage module (pipeline_runs.py):
+    the job ships the repository as its working directory, and tokenmill ships the user's module to the
+    workers (py_modules, merged with the job's runtime env)."""
+    from pipeline_runs import outside_config
+
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     work = tmp_path / "work"
-    pipeline = submit(head, store, "pipeline", "configs/quickstart.yaml", "--workdir", str(work),
-                      "filter.enabled=false", "minhash.enabled=false")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    config = outside_config(outside)
+    pipeline = submit(head, store, "pipeline", str(config), "--workdir", str(work), "minhash.enabled=false",
+                      "user_stages=[{name: short_docs, after: filter, stage: 'tm_user_stages:ShortDocs', "
+                      "options: {min_words: 100}}]")
     assert pipeline.returncode == 0, pipeline.stdout[-4000:] + pipeline.stderr[-2000:]
     assert "tokenmill: the Ray cluster at RAY_ADDRESS=" in pipeline.stdout  # it joined the head, not a Ray of its own
     assert "Job 'raysubmit_" in pipeline.stdout and "succeeded" in pipeline.stdout
     summary = json.loads((work / "summary.json").read_text())
     tokens = summary["tokens"]
     # the quickstart's quality classifier was trained inside the job (before the stages) and applied
-    assert [s["stage"] for s in summary["stages"]] == ["ingest", "extract", "exact_dedup", "quality"]
+    assert [s["stage"] for s in summary["stages"]] == ["ingest", "extract", "filter", "short_docs", "exact_dedup",
+                                                       "quality"]
+    assert summary["stages"][3]["dropped"] == {"too_few_words": 3}  # 59, 63 and 80 words: under 100
     assert tokens["documents"] == summary["stages"][-1]["kept"] and tokens["tokens"] > 0
     assert (work / "quality" / "quality.bin").is_file()
 
@@ -111,7 +122,7 @@ def test_pipeline_and_training_jobs_run_on_a_submitted_cluster(head, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     tree = json.loads(out.stdout)
     assert [n.get("stage") or n["kind"] for n in lineage_chain(tree)] == \
-        ["train", "tokenize", "quality", "exact_dedup", "extract", "ingest"]
+        ["train", "tokenize", "quality", "exact_dedup", "short_docs", "filter", "extract", "ingest"]
     raw = json.loads((work / "raw_files.json").read_text())["files"]
     from orchestration.lineage.walk import raw_files
     assert len(raw) == 99 and {f["path"] for f in raw} <= {f["path"] for f in raw_files(tree)}

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from test_ray_runtime import free_port
+from servers import free_port
 
 from orchestration.runtime import tracking
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _external_ip() -> str | None:
