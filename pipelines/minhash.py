@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.components import connected_components, edges_from_bucket
 from pipelines.hashing import U64, fmix64, splitmix64
 from pipelines.typed_config import PositiveInt
 
@@ -249,27 +248,3 @@ def jaccard_estimate(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
     if is_empty_signature(sig_a) or is_empty_signature(sig_b):
         return 0.0
     return float(np.mean(sig_a == sig_b))
-
-
-def near_duplicate_survivors(ids: list[str], texts: list[str], cfg: MinHashConfig) -> dict[str, str]:
-    """In-process reference of the distributed flow: band keys -> buckets -> star edges -> connected
-    components. Returns every id's survivor (the smallest id of its cluster; itself when not grouped)."""
-    if len(ids) != len(texts):
-        raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
-    if len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique")
-    keys = band_keys(signatures(texts, cfg), cfg).reshape(-1)
-    owner = np.repeat(np.arange(len(ids)), cfg.bands)
-    order = np.argsort(keys, kind="stable")
-    keys, owner = keys[order], owner[order]
-    bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
-    edge_a: list[str] = []
-    edge_b: list[str] = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi - lo > 1:
-            for x, y in edges_from_bucket([ids[i] for i in owner[lo:hi]]):
-                edge_a.append(x)
-                edge_b.append(y)
-    survivor = {i: i for i in ids}
-    survivor.update(connected_components(edge_a, edge_b))
-    return survivor

@@ -349,29 +349,6 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
-def top_fraction_threshold(scores: np.ndarray, keep_fraction: float) -> float:
-    """Global cut-off for keeping the top keep_fraction of documents: keep a document when
-    score >= the returned value.
-
-    The value is the k-th highest score, k = ceil(keep_fraction * n) (at least the asked fraction is
-    kept). Tie rule: every document tied with the k-th score is kept too, so exactly k are kept when
-    scores are distinct and possibly more when ties straddle the cut. keep_fraction = 0 gives +inf
-    (nothing kept); keep_fraction = 1 gives the minimum score (everything kept).
-    """
-    scores = np.asarray(scores).ravel()
-    if not 0.0 <= keep_fraction <= 1.0:
-        raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
-    if scores.size == 0:
-        raise ValueError("no scores")
-    if np.isnan(scores).any():
-        raise ValueError("scores contain NaN")
-    # a hair of tolerance: 0.3 * 10 is 3.0000000000000004, which must not round up to 4
-    k = min(scores.size, math.ceil(keep_fraction * scores.size - 1e-9))
-    if k == 0:
-        return math.inf
-    return float(np.sort(scores)[::-1][k - 1])
-
-
 # --- the development recipe from ../shared/corpora ------------------------------------------------
 
 DEV_POSITIVE_SOURCES = ("wikitext", "gutenberg")
@@ -511,7 +488,6 @@ __all__ = [
     "roc_auc",
     "split_documents",
     "strip_gutenberg_boilerplate",
-    "top_fraction_threshold",
     "train_quality_classifier",
     "wikitext_articles",
 ]

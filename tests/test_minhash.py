@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 
 from pipelines import minhash
-from pipelines.components import cluster_sizes, connected_components, edges_from_bucket
+from reference import cluster_sizes, connected_components, edges_from_bucket, near_duplicate_survivors
 from pipelines.minhash import (
     SENTINEL,
     MinHashConfig,
     band_keys,
     estimated_threshold,
     jaccard_estimate,
-    near_duplicate_survivors,
     normalize_for_minhash,
     signatures,
 )

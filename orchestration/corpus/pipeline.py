@@ -56,7 +56,7 @@ def raw_files(cfg: PipelineConfig, workdir: storage.StoragePath) -> tuple[list[d
             if entry["sha256"] is None:
                 todo.append(entry)
     if todo:
-        hashes = _hash_files([e["local"] for e in todo], cfg.ray.num_cpus)
+        hashes = _hash_files([e["local"] for e in todo], cfg)
         for e, h in zip(todo, hashes):
             e["sha256"] = cache[e["stamp"]] = h
         storage.write_atomic(cache_path, json.dumps(cache))
@@ -65,14 +65,20 @@ def raw_files(cfg: PipelineConfig, workdir: storage.StoragePath) -> tuple[list[d
     return files, canonical_sha256(public)
 
 
-def _hash_files(paths: list[str], num_cpus: int | None) -> list[str]:
+def user_modules(cfg: PipelineConfig) -> list[str]:
+    """The files or package folders of the config's user stages: every Ray this run starts ships them (the first
+    ray.init wins: the raw-file hashing may start Ray before the passes)."""
+    return sorted({m for s in build(cfg) for m in s.modules()})
+
+
+def _hash_files(paths: list[str], cfg: PipelineConfig) -> list[str]:
     if len(paths) < 64:  # a Ray round trip costs more than hashing a few files here
         return [sha256_file(p) for p in paths]
     import ray
 
     from orchestration.runtime.cluster import init_ray
 
-    init_ray(num_cpus)  # our own Ray (or RAY_ADDRESS's): a bare ray.remote would join any cluster it finds
+    init_ray(cfg.ray.num_cpus, user_modules(cfg))  # our own Ray (or RAY_ADDRESS's): a bare ray.remote would join any cluster
 
     remote = ray.remote(num_cpus=1)(lambda ps: [sha256_file(p) for p in ps])
     chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
@@ -250,8 +256,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
 
     uri = tracking.setup(cfg.mlflow.experiment)  # an unreachable store fails here, in seconds, before Ray starts
     stages = build(cfg)
-    user_modules = sorted({m for s in stages for m in s.modules()})
-    resources = init_ray(cfg.ray.num_cpus, user_modules)
+    resources = init_ray(cfg.ray.num_cpus, user_modules(cfg))
     tracking.close_dead_runs(workdir, lock.stale, echo)
     cpus = resources.get("CPU", 1.0)
     echo(f"tokenmill: {describe()} with {cpus:g} CPUs; MLflow store {uri}{console.where_logs()}")

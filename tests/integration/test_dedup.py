@@ -11,7 +11,8 @@ from conftest import stage_table
 
 from orchestration.corpus.pipeline import run_pipeline
 from orchestration.config.pipeline import load_pipeline_config
-from pipelines.minhash import MinHashConfig, near_duplicate_survivors
+from pipelines.minhash import MinHashConfig
+from reference import near_duplicate_survivors
 from pipelines.readers import list_inputs, read_file
 
 pytestmark = pytest.mark.slow

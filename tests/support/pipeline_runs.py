@@ -37,7 +37,7 @@ def outside_config(folder: Path) -> Path:
   - name: short_docs
     after: filter
     stage: {USER_MODULE}:ShortDocs
-    options: {{min_words: 20}}
+    options: {{min_words: 60}}
 """
     path = folder / "pipeline.yaml"
     path.write_text(text)
