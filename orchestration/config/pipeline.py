@@ -90,9 +90,9 @@ class _PipelineBase:
             raise ConfigError(f"inputs: names must be unique, got {names}")
         for cls in REGISTRY.values():
             cls.check_config(self)
-        if self.dedup_index.previous and not any(s.dedup_index for s in build(self)):
+        stages = build(self)  # the user's stages in place: `after` names a stage of this pipeline
+        if self.dedup_index.previous and not any(s.dedup_index for s in stages):
             raise ConfigError("dedup_index.previous: needs a dedup stage (exact_dedup or minhash) enabled")
-        build(self)  # the user's stages in place: `after` names a stage of this pipeline
 
 
 # One section per stage config, named and typed by the stage that owns it (pipelines/stages/<stage>.py:

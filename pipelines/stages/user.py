@@ -175,15 +175,21 @@ class _Named(Stage):
         self.name = cfg.name  # an instance attribute: every user stage has its own
         self.code = code
 
+    @property
+    def defining(self) -> Any:
+        """The class or function the user wrote (its source file is hashed and shipped)."""
+        return self.code
+
     def params(self) -> dict:
-        return {self.cfg.kind: self.cfg.target, "options": self.options(), "source_sha256": source_sha256(self.code)}
+        return {self.cfg.kind: self.cfg.target, "options": self.options(),
+                "source_sha256": source_sha256(self.defining)}
 
     def options(self) -> Any:
         return dict(self.cfg.options)
 
     def modules(self) -> list[str]:
         """The file or package folder the workers need to import this stage's code (empty: installed code)."""
-        mod = sys.modules.get(getattr(self.code, "__module__", "") or "")
+        mod = sys.modules.get(getattr(self.defining, "__module__", "") or "")
         top = sys.modules.get(mod.__name__.split(".")[0]) if mod else None
         path = getattr(top, "__file__", None)
         if not path or "site-packages" in path or "dist-packages" in path:
@@ -202,15 +208,9 @@ class UserStage(_Named):
         opts = self.code.cfg
         return dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) else {}
 
-    def params(self) -> dict:
-        return {**super().params(), "source_sha256": source_sha256(type(self.code))}
-
-    def modules(self) -> list[str]:
-        saved, self.code = self.code, type(self.code)
-        try:
-            return super().modules()
-        finally:
-            self.code = saved
+    @property
+    def defining(self) -> Any:
+        return type(self.code)  # `code` is the user's stage instance
 
     def open_shard(self, ctx: ShardContext) -> None:
         self.code.open_shard(ctx)
