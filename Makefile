@@ -35,7 +35,7 @@ test-fast: install-dev
 	$(PY) -m pytest -q -m "not slow" tests --ignore=tests/integration
 
 lint: install-dev
-	$(PY) -m pyflakes pipelines model orchestration benchmarks
+	$(PY) -m pyflakes pipelines model orchestration benchmarks tests
 
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_pipeline.py

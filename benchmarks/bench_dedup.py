@@ -33,7 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "support"))  # the scipy reference and the hard graphs
 
 import corpus  # noqa: E402
 from bench_pipeline import MINHASH, run_tokenmill  # noqa: E402
@@ -193,7 +193,7 @@ def dedup_comparison(args, root: Path, cores: int, previous: dict) -> dict:
 
 
 def components_alone(sizes: list[int], partitions: int) -> list[dict]:
-    """Hard synthetic graphs (tests/test_components.hard_graph: a long path, a giant star, many small
+    """Hard synthetic graphs (tests/support/reference.hard_graph: a long path, a giant star, many small
     components), scaled: path 1% of the edges, star 10%; against scipy in one process."""
     import numpy as np
     import ray
@@ -201,7 +201,7 @@ def components_alone(sizes: list[int], partitions: int) -> list[dict]:
     from orchestration.corpus.components import star_components
     from orchestration.runtime.cluster import init_ray
     from pipelines.components import both_directions, route_rows
-    from test_components import hard_graph, reference_survivors
+    from reference import hard_graph, reference_survivors
 
     init_ray()
     rows = []

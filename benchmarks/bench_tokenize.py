@@ -1,5 +1,5 @@
 """Tokenization throughput per core on Gutenberg books: SentencePiece's own encode loop vs tokenmill's
-Tokenizer.encode_batch (+ write_token_shard), single process, one thread, same model, same books.
+Tokenizer.encode_batch (+ TokenShardWriter), single process, one thread, same model, same books.
 
     .venv/bin/python benchmarks/bench_tokenize.py [--max-mb 1000] [--vocab 8000] [--repeat 1]
 
@@ -22,8 +22,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.token_shards import write_token_shards  # noqa: E402
-from pipelines.tokenizer import Tokenizer, TokenizerConfig, sample_for_training, train_tokenizer  # noqa: E402
+from pipelines.token_shards import TokenShardWriter  # noqa: E402
+from pipelines.tokenizer import Tokenizer, TokenizerConfig, sample_key, train_tokenizer  # noqa: E402
 
 GUTENBERG = REPO.parent / "shared" / "corpora" / "gutenberg"
 
@@ -58,7 +58,8 @@ def main() -> None:
         tmp = Path(tmp)
         cfg = TokenizerConfig(vocab_size=args.vocab)
         t0 = time.perf_counter()
-        info = train_tokenizer(sample_for_training(ids, texts, n=8, seed=0), tmp / "tok", cfg)
+        sample = sorted(range(len(ids)), key=lambda k: sample_key(ids[k], 0))[:8]  # the tokenize stage's sample rule
+        info = train_tokenizer([texts[k] for k in sample], tmp / "tok", cfg)
         train_s = time.perf_counter() - t0
         tok = Tokenizer(info["model_path"])
         sp = tok.processor
@@ -75,10 +76,12 @@ def main() -> None:
 
         def ours_and_write():
             arrays = tok.encode_batch(texts, num_threads=1)
-            return write_token_shards(tmp / "shards", ids, arrays, 50_000_000, tok.eos_id, tok.dtype), arrays
+            writer = TokenShardWriter(tmp / "shards", "books", 50_000_000, tok.eos_id, tok.dtype)
+            writer.add(ids, arrays)
+            return writer.close(), arrays
 
         methods = [("sentencepiece encode(text) loop", sp_loop), ("sentencepiece encode(list) batch", sp_batch),
-                   ("tokenmill encode_batch", ours), ("tokenmill encode_batch + write_token_shard", ours_and_write)]
+                   ("tokenmill encode_batch", ours), ("tokenmill encode_batch + TokenShardWriter", ours_and_write)]
         reference = [np.asarray(r, dtype=np.int64) for r in sp_loop()]  # warm-up, and the ids to match
         n_tokens = sum(len(r) for r in reference)
         best = {name: float("inf") for name, _ in methods}

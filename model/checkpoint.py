@@ -14,6 +14,7 @@ Where the folder goes (Ray Train's storage) is the caller's business: `save` wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -158,3 +159,12 @@ def load_unsharded(path: Path) -> tuple[Decoder, dict]:
     dcp.load({"model": state}, checkpoint_id=str(path))
     model.load_state_dict(state, strict=False)  # copies in place: a tied output projection stays tied
     return model.eval(), meta
+
+
+def checkpoint_digest(path) -> str:
+    """sha256 over (relative path, sha256) of every file of a checkpoint folder (local or a URI)."""
+    h = hashlib.sha256()
+    path = storage.path(path)
+    for f in sorted((p for p in path.rglob("*") if p.is_file()), key=str):
+        h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()

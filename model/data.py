@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from model.permutation import Permutation
-from pipelines.hashing import document_key, splitmix64
+from pipelines.hashing import splitmix64
 def split_keys(doc_keys: np.ndarray, seed: int) -> np.ndarray:
     """The split key of each document: its doc_key mixed with the seed (vectorized, no string hashing)."""
     salt = splitmix64(np.array([seed], dtype=np.uint64))[0]
@@ -60,10 +60,7 @@ def split_streams(shards, seed: int, val_fraction: float) -> tuple[TokenStream, 
     keys, where = [], []
     for i in range(shards.num_shards):
         idx = shards.index(i)
-        doc_keys = idx.get("doc_key")  # written by tokenize; older shards: hash the ids here
-        if doc_keys is None:
-            doc_keys = np.fromiter((document_key(d) for d in idx["doc_id"]), np.uint64, len(idx["doc_id"]))
-        keys.append(split_keys(doc_keys, seed))
+        keys.append(split_keys(idx["doc_key"], seed))
         where += [(i, off, n + 1) for off, n in zip(idx["offset"].tolist(), idx["n_tokens"].tolist())]  # with eos
     keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64)
     # exact decimal arithmetic: 0.07 * 100 is 7.000000000000001 in floating point, whose ceil is 8

@@ -86,7 +86,7 @@ class ShardSet:
         return self._memmaps[i]
 
     def index(self, i: int) -> dict:
-        """Shard i's document index: {"doc_id": list[str], "offset": int64 array, "n_tokens": int64 array}."""
+        """Shard i's document index: {"doc_id": list[str], "offset": int64, "n_tokens": int64, "doc_key": uint64}."""
         if i not in self._indexes:
             meta = self.shards_meta[i]
             table = pq.read_table(self._local(meta["index_path"]))
@@ -98,13 +98,15 @@ class ShardSet:
             if (len(doc_ids) != meta["documents"] or not np.array_equal(offsets, expected)
                     or int(n_tokens.sum()) + len(n_tokens) != meta["tokens"]):
                 raise ShardIntegrityError(f"token shard index {meta['index_path']}: offsets do not match the shard layout")
-            self._indexes[i] = {"doc_id": doc_ids, "offset": offsets, "n_tokens": n_tokens}
-            if "doc_key" in table.column_names:  # xxh64 of the id, written by the tokenize stage
-                self._indexes[i]["doc_key"] = table.column("doc_key").to_numpy()
+            if "doc_key" not in table.column_names:
+                raise ShardIntegrityError(f"token shard index {meta['index_path']}: no doc_key column (the index "
+                                          "layout of pipelines/token_shards.py; re-run the tokenize stage)")
+            self._indexes[i] = {"doc_id": doc_ids, "offset": offsets, "n_tokens": n_tokens,
+                                "doc_key": table.column("doc_key").to_numpy()}
         return self._indexes[i]
 
     def document_ids(self) -> list[str]:
-        """Every document id, in shard order (which is sorted by id)."""
+        """Every document id, in shard order (each file's documents in the order they were written)."""
         return [d for i in range(self.num_shards) for d in self.index(i)["doc_id"]]
 
     def locate(self, doc_id: str) -> tuple[int, int, int]:

@@ -1,21 +1,36 @@
-"""Writing token shards: flat little-endian token files with a per-document index, and their manifest.
+"""Token shards: flat little-endian token files with a per-document index, and their manifest.
 
-Layout of one shard `shard_{i:05d}.bin`: the shard's documents sorted by id, each document's tokens
-followed by one eos token, as a flat array of little-endian uint16 (vocabularies up to 65,536
-pieces) or uint32, nothing else (no header), so `np.memmap(path, dtype="<u2")` reads it.
-`shard_{i:05d}.idx.parquet` holds one row per document: `doc_id` (string), `offset` (int64, the
-position of its first token in the shard) and `n_tokens` (int64, its token count WITHOUT the eos,
-which sits at `offset + n_tokens`).
+Layout (all paths relative to the folder holding `manifest.json`):
 
-Documents are sorted by id before planning and writing, so the same documents give byte-identical
-shards and manifest whatever order they arrive in. The manifest lists shard paths relative to its
-own folder: write it next to the shards (`out_dir / "manifest.json"`).
+- The tokenize stage writes, for each input shard `S` (a pipeline shard name such as
+  `python-docs/faq/general.html/00000`), files `S.{j:04d}.bin` and `S.{j:04d}.idx.parquet`, j = 0, 1, ...
+  A `.bin` file is the file's documents in the order they arrived (the input shard's order), each
+  document's tokens followed by one eos token, as a flat array of little-endian uint16 (vocabularies up
+  to 65,536 pieces) or uint32; nothing else (no header), so `np.memmap(path, dtype="<u2")` reads it.
+- A file holds at most `target_tokens` tokens (eos included), except a document longer than that, which
+  gets a file of its own; a document is never split. A file is closed before the document that would
+  take it over the target (`TokenShardWriter`, the only writer).
+- `.idx.parquet` has one row per document: `doc_id` (string), `offset` (int64, the position of its first
+  token in the file), `n_tokens` (int64, its token count WITHOUT the eos, which sits at
+  `offset + n_tokens`) and `doc_key` (uint64, `pipelines.hashing.document_key(doc_id)`, so a training
+  job splits train/validation without hashing a string).
+- `manifest.json` (`build_token_manifest`): `format_version` (1), `kind` ("token_shards"),
+  `tokenizer_sha256`, `dtype` ("uint16" | "uint32"), `byte_order` ("little"), `vocab_size`, `eos_id`,
+  `shards` (one entry per file: `shard` (its global number), `path`, `index_path`, `tokens`,
+  `documents`, `sha256`, `index_sha256`, `bytes`), `totals` (`tokens`, `documents`, `bytes`), `extra`
+  (the input stage and its digest), `mlflow_run_id`, and `digest`: the sha256 of the canonical JSON of
+  everything but `digest` and `mlflow_run_id`. Files are numbered by input shard name, then j
+  (`number_token_files`), so the manifest does not depend on the order in which tasks finished.
+
+The bytes of a file depend only on its input shard's documents and the tokenizer: the same corpus and
+tokenizer give byte-identical files and the same digest on any cluster size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -23,13 +38,9 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.hashing import canonical_sha256, document_keys, sha256_file
+
 FORMAT_VERSION = 1
 KIND = "token_shards"
-INDEX_SCHEMA = pa.schema([("doc_id", pa.string()), ("offset", pa.int64()), ("n_tokens", pa.int64())])
-
-
-def shard_file_names(shard_index: int) -> tuple[str, str]:
-    return f"shard_{shard_index:05d}.bin", f"shard_{shard_index:05d}.idx.parquet"
 
 
 def storage_dtype(dtype) -> np.dtype:
@@ -40,104 +51,11 @@ def storage_dtype(dtype) -> np.dtype:
     return dt.newbyteorder("<")
 
 
-def plan_shards(doc_token_counts: list[tuple[str, int]], target_tokens: int) -> list[list[str]]:
-    """Cut documents, sorted by id, into consecutive shards of at most `target_tokens` tokens.
-
-    `doc_token_counts` holds (doc_id, n_tokens including the eos). A document is never split: a
-    shard is closed before the document that would take it over the target, and a document longer
-    than the target gets a shard of its own. The input is sorted by id here (ids must be unique),
-    so the plan does not depend on its order.
-    """
-    if target_tokens <= 0:
-        raise ValueError(f"target_tokens must be positive, got {target_tokens}")
-    items = sorted(doc_token_counts, key=lambda t: t[0])
-    for (a, _), (b, _) in zip(items, items[1:]):
-        if a == b:
-            raise ValueError(f"duplicate document id {a!r}")
-    shards: list[list[str]] = []
-    current: list[str] = []
-    size = 0
-    for doc_id, n in items:
-        if n <= 0:
-            raise ValueError(f"document {doc_id!r}: token count {n} (must include its eos, so >= 1)")
-        if current and size + n > target_tokens:
-            shards.append(current)
-            current, size = [], 0
-        current.append(doc_id)
-        size += n
-    if current:
-        shards.append(current)
-    return shards
-
-
-def _atomic_write(path, write) -> None:
-    tmp = storage.scratch_for(path)
-    write(tmp)
-    storage.publish(tmp, path)  # a crashed writer never leaves a half file under the final name
-
-
-def write_token_shard(out_dir, shard_index: int, doc_ids: list[str], token_arrays: list[np.ndarray],
-                      eos_id: int, dtype) -> dict:
-    """Write shard `shard_index` (documents sorted by id here) and its index; return its manifest entry.
-
-    `path` and `index_path` are relative to `out_dir` (where the manifest goes).
-    """
-    if len(doc_ids) != len(token_arrays):
-        raise ValueError(f"{len(doc_ids)} doc ids but {len(token_arrays)} token arrays")
-    if not doc_ids:
-        raise ValueError(f"shard {shard_index}: no documents")
-    dt = storage_dtype(dtype)
-    limit = np.iinfo(dt).max
-    if not 0 <= eos_id <= limit:
-        raise ValueError(f"eos id {eos_id} does not fit {dt.name}")
-    order = sorted(range(len(doc_ids)), key=lambda k: doc_ids[k])
-    ids = [doc_ids[k] for k in order]
-    for a, b in zip(ids, ids[1:]):
-        if a == b:
-            raise ValueError(f"shard {shard_index}: duplicate document id {a!r}")
-
-    arrays = [np.asarray(token_arrays[k]) for k in order]
-    n_tokens = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
-    offsets = np.zeros(len(arrays), dtype=np.int64)
-    np.cumsum(n_tokens[:-1] + 1, out=offsets[1:])
-    total = int(n_tokens.sum()) + len(arrays)
-    flat = np.empty(total, dtype=dt)
-    for doc_id, a, off, n in zip(ids, arrays, offsets, n_tokens):
-        if n:
-            if a.ndim != 1 or a.dtype.kind not in "iu":
-                raise ValueError(f"document {doc_id!r}: tokens must be a 1-D integer array, got {a.dtype} {a.shape}")
-            if a.dtype != dt and (int(a.min()) < 0 or int(a.max()) > limit):
-                raise ValueError(f"document {doc_id!r}: token id out of range for {dt.name}")
-            flat[off : off + n] = a
-        flat[off + n] = eos_id
-
-    out_dir = storage.path(out_dir)
-    bin_name, idx_name = shard_file_names(shard_index)
-    _atomic_write(out_dir / bin_name, lambda p: p.write_bytes(flat.tobytes()))
-    index = pa.table({"doc_id": pa.array(ids, pa.string()), "offset": offsets, "n_tokens": n_tokens}, schema=INDEX_SCHEMA)
-    _atomic_write(out_dir / idx_name, lambda p: pq.write_table(index, p, compression="zstd"))
-    return {
-        "shard": shard_index,
-        "path": bin_name,
-        "index_path": idx_name,
-        "tokens": total,
-        "documents": len(ids),
-        "sha256": sha256_file(out_dir / bin_name),
-        "index_sha256": sha256_file(out_dir / idx_name),
-        "bytes": total * dt.itemsize,
-    }
-
-
-def write_token_shards(out_dir, doc_ids: list[str], token_arrays: list[np.ndarray], target_tokens: int,
-                       eos_id: int, dtype) -> list[dict]:
-    """plan_shards + write_token_shard for documents held in memory, in any order."""
-    if len(doc_ids) != len(token_arrays):
-        raise ValueError(f"{len(doc_ids)} doc ids but {len(token_arrays)} token arrays")
-    by_id = dict(zip(doc_ids, token_arrays))
-    if len(by_id) != len(doc_ids):
-        raise ValueError("duplicate document ids")
-    plan = plan_shards([(i, len(a) + 1) for i, a in by_id.items()], target_tokens)
-    return [write_token_shard(out_dir, k, ids, [by_id[i] for i in ids], eos_id, dtype) for k, ids in enumerate(plan)]
+def number_token_files(files_by_shard: Mapping[str, list[dict]]) -> list[dict]:
+    """The manifest's `shards` list: each input shard's file entries (as `TokenShardWriter.close()` returns
+    them), input shards in name order, each file given its global number `shard`."""
+    entries = [e for name in sorted(files_by_shard) for e in files_by_shard[name]]
+    return [{**e, "shard": k} for k, e in enumerate(entries)]
 
 
 def token_manifest_digest(manifest: dict) -> str:
@@ -183,11 +101,10 @@ def write_token_manifest(manifest: dict, path) -> None:
 
 
 class TokenShardWriter:
-    """Token shards written while documents stream in, in their arrival order (no sort, so memory is a
-    batch and one file's index, never a whole shard): files `{prefix}.{j:04d}.bin` / `.idx.parquet`, cut
-    at `target_tokens` exactly as `plan_shards` cuts (never inside a document). The index adds `doc_key`
-    (uint64, xxh64 of the id), so a training job splits train/validation without hashing any string.
-    `close()` returns the manifest entries, without the global `shard` number the manifest assigns.
+    """The token files of one input shard, written while its documents stream in, in their arrival order
+    (no sort, so memory is a batch and one file's index, never a whole shard): `{prefix}.{j:04d}.bin` and
+    `.idx.parquet`, laid out and cut as the module docstring says. `close()` returns the files' manifest
+    entries, without the global `shard` number (`number_token_files` assigns it).
     """
 
     def __init__(self, out_dir, prefix: str, target_tokens: int, eos_id: int, dtype):

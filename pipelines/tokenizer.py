@@ -18,8 +18,8 @@ Choices (the same for every tokenizer tokenmill trains):
   10 kB string, under 2 MB/s on a 3 MB book), while short lines keep it fast (tests/benchmarks/
   bench_tokenize.py: 1.8 MB/s whole books vs 5.3 MB/s line-wise on the 61 MB of Gutenberg).
 - Training uses one thread and never samples inside SentencePiece (every sentence given is used),
-  so the same texts give a byte-identical .model file; the sample of documents is chosen by
-  `sample_for_training`, from document ids alone.
+  so the same texts give a byte-identical .model file; the sample of documents is the `sample_docs`
+  smallest `sample_key(id, seed)`, from document ids alone (pipelines/stages/tokenize.py collects it).
 """
 
 from __future__ import annotations
@@ -72,19 +72,6 @@ def sample_key(doc_id: str, seed: int) -> int:
     """The 64-bit sampling key of one document: a hash of (seed, id), nothing else."""
     digest = hashlib.blake2b(f"{seed}\x00{doc_id}".encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
-
-
-def sample_for_training(ids: list[str], texts: list[str], n: int, seed: int) -> list[str]:
-    """The texts of the n documents with the smallest `sample_key(id, seed)`, in key order.
-
-    Depends only on the set of (id, text) pairs: not on their order nor on how they were
-    partitioned (the n smallest keys of a union are among the n smallest of each part, so a
-    distributed caller can take `n` per partition and apply this again to the union).
-    """
-    if len(ids) != len(texts):
-        raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
-    keyed = sorted(((sample_key(i, seed), i, k) for k, i in enumerate(ids)), key=lambda t: (t[0], t[1]))
-    return [texts[k] for _, _, k in keyed[: max(n, 0)]]
 
 
 def training_sentences(texts: Iterable[str], max_bytes: int = MAX_SENTENCE_BYTES) -> Iterator[str]:

@@ -6,23 +6,25 @@ helpers both use (importable by name: this file puts the folder on the path)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-CORPORA = REPO.parent / "shared" / "corpora"
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
-from langid_fixture import trained_langid_model  # noqa: E402,F401  (a session fixture)
+import langid_fixture  # noqa: E402
+from repo_paths import CORPORA  # noqa: E402
+
+trained_langid_model = langid_fixture.trained_langid_model  # a session fixture, shared by name
 
 
 @pytest.fixture(scope="session")
 def corpora() -> Path:
     if not CORPORA.is_dir():
-        pytest.skip(f"real corpora not found at ../shared/corpora (relative to the repository)")
+        pytest.skip("real corpora not found at ../shared/corpora (relative to the repository)")
     return CORPORA
 
 
@@ -39,16 +41,31 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture
-def mlflow_store(tmp_path, monkeypatch) -> str:
-    """A fresh SQLite MLflow store for one test, named the way users name theirs."""
+@contextlib.contextmanager
+def using_store(folder: Path):
+    """A SQLite MLflow store in `folder`, as MLFLOW_TRACKING_URI and mlflow's tracking URI while inside (both
+    restored after): what a user's shell and a driver see. Yields the URI."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(None)
+    try:
+        yield uri
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path) -> str:
+    """A fresh SQLite MLflow store for one test."""
+    with using_store(tmp_path) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +77,8 @@ def langid_model(trained_langid_model) -> Path:
 @pytest.fixture(scope="session")
 def quality_model(tmp_path_factory, corpora) -> Path:
     """A fastText quality classifier trained on the dev recipe (reference text vs crawl/spam/4chan)."""
-    from pipelines.quality import DEV_RECIPE_TRAIN_CONFIG, dev_recipe_sources, train_quality_classifier
+    from pipelines.quality import train_quality_classifier
+    from quality_recipe import DEV_RECIPE_TRAIN_CONFIG, dev_recipe_sources
 
     positives, negatives = dev_recipe_sources(corpora)
     out = tmp_path_factory.mktemp("quality") / "quality.bin"

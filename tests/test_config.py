@@ -12,8 +12,8 @@ import pytest
 
 from pipelines.typed_config import ConfigError
 from orchestration.config.pipeline import load_pipeline_config
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
 
@@ -199,6 +199,27 @@ def test_training_config_values_are_checked_on_load(override, message):
 
     with pytest.raises(ConfigError) as err:
         load_train_config(REPO / "configs" / "train" / "quickstart.yaml", [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=3", "train.epochs: unknown key (allowed: seed, validation_fraction"),  # was a bare TypeError
+        ("train.lr=-1", "train.lr: must be > 0, got -1.0"),
+        ("train.validation_fraction=1", "train.validation_fraction: must be in [0, 1), got 1.0"),
+        ("train.negative_label=hq", "train.negative_label: must differ from positive_label ('hq')"),
+        ("train.positive_label='h q'", "train.positive_label: a non-empty label without whitespace, got 'h q'"),
+    ],
+)
+def test_quality_training_values_are_checked_on_load(override, message):
+    from orchestration.config.schema import load_yaml_config
+    from orchestration.corpus.quality_train import QualityTrainJob
+    from pipelines.typed_config import from_dict
+
+    with pytest.raises(ConfigError) as err:
+        from_dict(QualityTrainJob, load_yaml_config(REPO / "configs" / "quality_quickstart.yaml", [override],
+                                                    QualityTrainJob))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 

@@ -12,9 +12,9 @@ import pytest
 from datatrove.utils.word_tokenizers import WordTokenizer, load_word_tokenizer
 
 from pipelines.filters import FILTER_CLASSES, FastWordTokenizer, FilterChain, fast_tokenizer_for
+from repo_paths import CORPORA, DOLMA_CRAWL
 
-CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
-DOLMA = CORPORA / "dolma_fixtures" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+DOLMA = CORPORA / DOLMA_CRAWL
 ALL_FILTERS = {name: {} for name in FILTER_CLASSES}
 MIN_AGREEMENT = 0.99
 

@@ -17,6 +17,7 @@ from pipelines.langid import (
     normalize_text,
     train_langid_model,
 )
+from repo_paths import CORPORA
 
 MAJOR = ["eng", "fra", "deu", "spa", "rus", "por", "ita", "nld", "pol", "tur", "ukr", "ces", "swe",
          "arb", "heb", "hin", "cmn_Hans", "jpn", "kor", "vie", "ell", "fin", "hun"]
@@ -25,7 +26,7 @@ MAJOR = ["eng", "fra", "deu", "spa", "rus", "por", "ita", "nld", "pol", "tur", "
 MIN_LINE_ACCURACY = 0.88
 # out of domain (Gutenberg book chunks, 2000 chars): measured 0.92 English, 0.93 French
 MIN_BOOK_ACCURACY = {"eng": 0.8, "fra": 0.7}
-GUTENBERG = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "gutenberg"
+GUTENBERG = CORPORA / "gutenberg"
 
 
 def _held_out_lines(lang: str) -> list[str]:

@@ -27,9 +27,8 @@ from pipelines.minhash import (
     normalize_for_minhash,
     signatures,
 )
+from repo_paths import REPO, CORPORA
 
-REPO = Path(__file__).resolve().parents[1]
-CORPORA = REPO.parent / "shared" / "corpora"
 CFG = MinHashConfig()
 
 

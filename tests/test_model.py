@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,8 @@ from model.generate import generate
 from model.layers import Attention, KVCache, apply_rope, rope_tables
 from model.optim import build_optimizer, lr_at, param_groups
 from model.transformer import IGNORE_INDEX, Decoder
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "configs" / "model"
 
 
@@ -350,7 +349,7 @@ def test_export_is_byte_reproducible_across_processes(tmp_path):
     import sys
 
     code = ("import sys, torch\n"
-            f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+            f"sys.path.insert(0, {str(REPO)!r})\n"
             "from model.config import ModelConfig\nfrom model.transformer import Decoder\n"
             "from model.export import save_export\n"
             "torch.manual_seed(0)\n"

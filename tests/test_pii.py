@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 
 from pipelines.pii import EMAIL_REPLACEMENTS, IP_REPLACEMENTS, mask_pii
+from repo_paths import CORPORA, DOLMA_CRAWL
 
-CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
-DOLMA = CORPORA / "dolma_fixtures" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
+DOLMA = CORPORA / DOLMA_CRAWL
 
 
 def test_emails_masked() -> None:

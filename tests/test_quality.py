@@ -9,19 +9,22 @@ import numpy as np
 import pytest
 
 from pipelines.quality import (
-    DEV_NEGATIVE_SOURCES,
-    DEV_POSITIVE_SOURCES,
-    DEV_RECIPE_TRAIN_CONFIG,
     QualityScorer,
     QualityTrainConfig,
-    dev_recipe_docs,
-    dev_recipe_sources,
     normalize_for_fasttext,
     roc_auc,
     split_documents,
     train_quality_classifier,
 )
+from quality_recipe import (
+    DEV_NEGATIVE_SOURCES,
+    DEV_POSITIVE_SOURCES,
+    DEV_RECIPE_TRAIN_CONFIG,
+    dev_recipe_docs,
+    dev_recipe_sources,
+)
 from reference import top_fraction_threshold
+from repo_paths import REPO
 
 HOLDOUT_EVERY = 5  # every 5th doc of each source is held back from training (scored per source)
 # measured over seeds 0-5 (400 docs per source): validation F1 0.92-0.98, ROC AUC 0.973-0.994
@@ -219,9 +222,8 @@ def test_top_fraction_threshold():
 def _quickstart_texts() -> tuple[list[str], list[str]]:
     """The quickstart's own classes, shipped in configs/data: Python documentation pages and spam bodies."""
     import json
-    from pathlib import Path
 
-    data = Path(__file__).resolve().parents[1] / "configs" / "data"
+    data = REPO / "configs" / "data"
     docs = [p.read_text(errors="replace") for p in sorted((data / "python3.11-doc").rglob("*.html"))]
     spam = [json.loads(line)["text"] for line in (data / "spamassassin-sample" / "spam.jsonl").read_text().splitlines()]
     return docs, spam

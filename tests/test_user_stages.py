@@ -18,8 +18,8 @@ from pipelines.records import REASON, STAGE_SCHEMA, load_metadata
 from pipelines.stages import ShardContext, build
 from pipelines.stages.user import StageError
 from pipelines.typed_config import ConfigError
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
 MODULE = (REPO / "configs" / "mystages.py").read_text() + '''

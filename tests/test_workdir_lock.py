@@ -10,15 +10,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
 
 from orchestration.runtime import tracking
 from orchestration.runtime.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock, inspect
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 HOLDER = textwrap.dedent("""
     import sys, time, mlflow

@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Literal
 
 from orchestration.config.schema import load_yaml_config
+from pipelines.readers import InputFormat
 from pipelines.stages import REGISTRY, build
 from pipelines.stages.user import UserStageConfig
-
 from pipelines.typed_config import ConfigError, PathStr, PositiveFloat, PositiveInt, from_dict
-
-InputFormat = Literal["jsonl", "parquet", "warc", "wet", "text", "html", "hf"]
-
 
 @dataclass
 class InputConfig:

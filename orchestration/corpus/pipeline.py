@@ -91,7 +91,7 @@ def _source_tasks(cfg: PipelineConfig, files: list[dict]) -> list[dict]:
     for f in files:
         inp = inputs[f["input"]]
         if inp["format"] == "hf":
-            from pipelines.hf_source import open_dataset
+            from pipelines.readers.hf import open_dataset
 
             n = len(open_dataset(inp["hf_dataset"], inp["hf_split"]))
             step = 50_000

@@ -20,7 +20,7 @@ from pathlib import Path
 from pipelines import storage
 from pipelines.manifest import build_manifest, mlflow_digest, write_manifest
 from pipelines.stages import Plot, Report, Stage
-from pipelines.token_shards import build_token_manifest, write_token_manifest
+from pipelines.token_shards import build_token_manifest, number_token_files, write_token_manifest
 
 TOKENIZER_SHA_TAG = "tokenmill.tokenizer_sha256"
 
@@ -178,11 +178,8 @@ def _tokens(st: Stage, workdir: storage.StoragePath, m: dict, tok: dict, prev: d
     from pipelines.tokenizer import Tokenizer
 
     t = Tokenizer(tok["model_path"])
-    entries, text_bytes = [], 0
-    for shard, e in sorted(m["extras"], key=lambda x: x[0]):
-        entries += e.get("token_files", [])
-        text_bytes += e.get("text_bytes", 0)
-    entries = [{**e, "shard": k} for k, e in enumerate(entries)]
+    entries = number_token_files({shard: e.get("token_files", []) for shard, e in m["extras"]})
+    text_bytes = sum(e.get("text_bytes", 0) for _, e in m["extras"])
     out_dir = workdir / "tokens"
     with tracking.stage_run(st.name, {"target_shard_tokens": m["params"]["target_shard_tokens"],
                                          "tokenizer_sha256": t.sha256, "dtype": t.dtype.name}) as run:

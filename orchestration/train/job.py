@@ -10,7 +10,6 @@ restores it) in the same MLflow run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import signal
 import time
@@ -34,6 +33,7 @@ from orchestration.runtime.workdir_lock import WorkdirLock
 from orchestration.runtime.workdir_lock import describe as describe_holder
 from pipelines import storage
 from pipelines.shard_reader import ShardSet
+from model.checkpoint import checkpoint_digest
 from pipelines.hashing import sha256_file
 from pipelines.tokenizer import Tokenizer
 
@@ -48,15 +48,6 @@ def absolute_tracking_uri(uri: str) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str(Path(uri[len(prefix):]).resolve())
     return uri
-
-
-def checkpoint_digest(path) -> str:
-    """sha256 over (relative path, sha256) of every file of a checkpoint folder (local or a URI)."""
-    h = hashlib.sha256()
-    path = storage.path(path)
-    for f in sorted((p for p in path.rglob("*") if p.is_file()), key=str):
-        h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
 
 
 def _resolve_data(cfg: TrainConfig) -> tuple[storage.StoragePath, storage.StoragePath]:
@@ -265,8 +256,7 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, ckpts, export_dir, to
     # the steps the job's spike rule flagged (model/spikes.py), searchable: tags.`tokenmill.loss_spikes` != 'none'
     mlflow.set_tag(SPIKES_TAG, ",".join(str(s) for s, _ in spikes)[:5000] or "none")
     worker_out = result.return_value or {}
-    if worker_out.get("checkpoint_problems"):
-        mlflow.set_tag("tokenmill.checkpoint_fallback", "; ".join(worker_out["checkpoint_problems"])[:5000])
+    if worker_out.get("checkpoint_problems"):  # the worker tagged the run when it skipped them (metrics.FALLBACK_TAG)
         for problem in worker_out["checkpoint_problems"]:
             echo(f"tokenmill: skipped an unusable checkpoint: {problem}")
     if stopped := worker_out.get("stopped"):

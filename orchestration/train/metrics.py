@@ -7,6 +7,8 @@ import time
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+FALLBACK_TAG = "tokenmill.checkpoint_fallback"  # the checkpoints a resume found unusable, and why
+
 
 class MetricsSink:
     """Rank 0 logs its step metrics straight into the job's MLflow run (the driver opened it), and samples
@@ -34,6 +36,12 @@ class MetricsSink:
             return
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def note_fallback(self, problems: list[str]) -> None:
+        """Record unusable checkpoints as soon as a resume skips them (appended: a worker restart later in the
+        same job must not erase what an earlier attempt found)."""
+        old = self.client.get_run(self.run_id).data.tags.get(FALLBACK_TAG)
+        self.client.set_tag(self.run_id, FALLBACK_TAG, "; ".join([*([old] if old else []), *problems])[:5000])
 
     def close(self) -> None:
         if self.monitor is not None:

@@ -111,6 +111,8 @@ class Trainer:
         self.peak = self.peak_flops() if self.sink else None  # MFU is logged by rank 0 only: only it probes the CPU
         if self.sink:
             self.sink.log({"peak_flops_per_worker": self.peak or 0.0, "flops_per_token": self.fpt}, self.step)
+            if self.problems:
+                self.sink.note_fallback(self.problems)
         # what `tokenmill generate` needs to read a checkpoint without this job's config, and the lineage:
         # checkpoint -> MLflow run -> shard manifest
         self.about = {"model": job.model.to_dict(), "tokenizer": job.tokenizer,

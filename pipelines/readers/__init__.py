@@ -4,14 +4,16 @@ read_file yields dicts of equal-length column lists (id, text, source, url, meta
 a malformed record becomes a quarantined row (records.quarantine(reason)), never a skipped one,
 so that every stage can check docs in = kept + dropped + quarantined.
 
-Formats (FORMATS): jsonl (plain/gzip/zstd/bz2/xz by magic bytes), parquet, warc and wet (the same
-reader: HTML responses and WET conversion records), text and html (one document per file).
+Formats (InputFormat): jsonl (plain/gzip/zstd/bz2/xz by magic bytes), parquet, warc and wet (the same
+reader: HTML responses and WET conversion records), text and html (one document per file), and hf (a Hugging
+Face dataset, read by index range with `read_hf`).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
+from pipelines.readers.hf import iter_hf
 from pipelines.readers.jsonl import iter_jsonl
 from pipelines.readers.parquet import iter_parquet
 from pipelines.readers.paths import list_inputs
@@ -19,9 +21,11 @@ from pipelines.readers.rows import MAX_DOC_BYTES, Row, batch_rows
 from pipelines.readers.textfiles import iter_html, iter_text
 from pipelines.readers.warc import iter_warc
 
-FORMATS = frozenset({"jsonl", "parquet", "warc", "wet", "text", "html"})
+FileFormat = Literal["jsonl", "parquet", "warc", "wet", "text", "html"]
+InputFormat = Literal[FileFormat, "hf"]  # what a pipeline config's `inputs[].format` may say
+FORMATS = frozenset(get_args(FileFormat))
 
-__all__ = ["FORMATS", "list_inputs", "read_file"]
+__all__ = ["FORMATS", "FileFormat", "InputFormat", "list_inputs", "read_file", "read_hf"]
 
 
 def read_file(
@@ -55,3 +59,13 @@ def read_file(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return batch_rows(rows, relpath, source, batch_size)
+
+
+def read_hf(name_or_path: str, split: str, source: str, start: int, stop: int, *, text_field: str = "text",
+            id_field: str | None = None, url_field: str | None = "url", batch_size: int = 1000) -> Iterator[dict[str, list]]:
+    """Batches of rows [start, stop) of a Hugging Face dataset split, as read_file yields them (ids name
+    `{source}/{split}` and the row index, or the id_field)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = iter_hf(name_or_path, split, start, stop, text_field, id_field, url_field, batch_size)
+    return batch_rows(rows, f"{source}/{split}", source, batch_size)

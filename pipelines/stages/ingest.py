@@ -13,7 +13,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.readers import read_file
+from pipelines.readers import read_file, read_hf
 from pipelines.records import STAGE_SCHEMA
 from pipelines.stages.base import Stage
 
@@ -32,11 +32,9 @@ class IngestStage(Stage):
 def source_batches(task: dict, batch_docs: int) -> Iterator[pa.Table]:
     inp = task["input"]
     if inp["format"] == "hf":
-        from pipelines.hf_source import read_range
-
-        it = read_range(inp["hf_dataset"], inp["hf_split"], inp["name"], task["start"], task["stop"],
-                        text_field=inp["text_field"], id_field=inp["id_field"], url_field=inp["url_field"],
-                        batch_size=batch_docs)
+        it = read_hf(inp["hf_dataset"], inp["hf_split"], inp["name"], task["start"], task["stop"],
+                     text_field=inp["text_field"], id_field=inp["id_field"], url_field=inp["url_field"],
+                     batch_size=batch_docs)
     else:
         it = read_file(task["path"], task["relpath"], inp["format"], inp["name"], text_field=inp["text_field"],
                        id_field=inp["id_field"], url_field=inp["url_field"], batch_size=batch_docs,

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 # a small pipeline: every pass and global step kind but the dedup ones, no classifier to train
 SMALL = ["ray.num_cpus=2", "exact_dedup.enabled=false", "minhash.enabled=false", "quality.enabled=false"]
 NOISE = ("Checkpoint successfully created", "Reporting training result", "Traceback", "core_worker.cc",

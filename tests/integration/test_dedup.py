@@ -14,10 +14,9 @@ from orchestration.config.pipeline import load_pipeline_config
 from pipelines.minhash import MinHashConfig
 from reference import near_duplicate_survivors
 from pipelines.readers import list_inputs, read_file
+from repo_paths import REPO, DOLMA_CRAWL
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 ONLY_DEDUP = ["extract.enabled=false", "filter.enabled=false", "quality.enabled=false", "tokenizer.enabled=false",
               "tokenize.enabled=false"]
 

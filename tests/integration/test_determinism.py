@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_runs import REPO, cli, env, overrides, run, same_outputs
+from pipeline_runs import cli, env, overrides, run, same_outputs
+from repo_paths import REPO
 
 from orchestration.runtime.workdir_lock import LOCK_NAME
 

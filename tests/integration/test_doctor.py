@@ -15,9 +15,9 @@ import pytest
 
 from orchestration.runtime.tracking import WORKDIR_TAG
 from orchestration.runtime.workdir_lock import LOCK_NAME
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _doctor(workdir: Path, uri: str) -> subprocess.CompletedProcess:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,10 +13,9 @@ import zstandard
 
 from orchestration.corpus.pipeline import run_pipeline
 from orchestration.config.pipeline import load_pipeline_config
+from repo_paths import REPO, DOLMA_CRAWL
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 INGEST_ONLY = ["extract.enabled=false", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
                "quality.enabled=false", "tokenizer.enabled=false", "tokenize.enabled=false"]
 
@@ -51,7 +49,7 @@ def test_ingest_reads_zstd_parquet_hf_and_warc(tmp_path, corpora, ray_local, mlf
     assert by_source == {"zst": 100, "pq": 100, "hf": 50, "warc": 37}
     assert ingest["docs_in"] == 287 + sum(ingest["dropped"].values())  # WARC non-HTML responses are drops
     assert len(set(ids)) == len(ids)
-    assert f"hf/train#{docs[100]['id']}" in ids and "zst/a.jsonl.zst#0000000000" in ids
+    assert f"hf#{docs[100]['id']}" in ids and "zst/a.jsonl.zst#0000000000" in ids
     texts = dict(zip(ids, kept.column("text").to_pylist()))
     assert texts["zst/a.jsonl.zst#0000000099"] == json.loads(lines[99])["text"]
     raw = json.loads((tmp_path / "work" / "raw_files.json").read_text())

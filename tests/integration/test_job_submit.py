@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from conftest import lineage_chain
 from servers import free_port
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

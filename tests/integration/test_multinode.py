@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from pipeline_runs import REPO, env, overrides, same_outputs
+from pipeline_runs import env, overrides, same_outputs
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
 

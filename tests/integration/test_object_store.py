@@ -7,7 +7,6 @@ on where they were written."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,12 +18,12 @@ from conftest import lineage_chain
 from servers import clean_env, moto_s3
 
 from orchestration.lineage.walk import raw_files
-from orchestration.train.job import checkpoint_digest
+from model.checkpoint import checkpoint_digest
 from pipelines import storage
 from pipelines.shard_reader import ShardSet
 from pipelines.hashing import sha256_file
+from repo_paths import REPO
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 BUCKET = "tokenmill-e2e"
 WORKDIR = f"s3://{BUCKET}/runs/qs"
 RAW = f"s3://{BUCKET}/raw/python3.11-doc"

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pyarrow.parquet as pq
 import pytest
-from conftest import stage_table
+from conftest import stage_table, using_store
 
 from orchestration.corpus.pipeline import run_pipeline
 from orchestration.config.pipeline import load_pipeline_config
@@ -19,10 +19,9 @@ from pipelines.manifest import load_manifest, mlflow_digest, verify_files
 from pipelines.readers import read_file
 from pipelines.records import REASON, load_metadata
 from test_readers import flip_record
+from repo_paths import REPO, DOLMA_CRAWL
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 STAGES = ["ingest", "extract", "filter", "exact_dedup", "minhash"]
 
 
@@ -84,19 +83,11 @@ def _config(tmp_path: Path, corpora: Path, langid_model: Path, extra: list[str] 
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, corpora, ray_local, langid_model):
-    import os
 
     tmp = tmp_path_factory.mktemp("chain")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        cfg = _config(tmp, corpora, langid_model)
-        summary = run_pipeline(cfg, tmp / "work")
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    mlflow.set_tracking_uri(uri)
-    yield summary, tmp / "work", uri
-    mlflow.set_tracking_uri(None)
+    with using_store(tmp) as uri:
+        summary = run_pipeline(_config(tmp, corpora, langid_model), tmp / "work")
+        yield summary, tmp / "work", uri
 
 
 def test_accounting_holds_and_bad_lines_are_quarantined(pipeline_run):

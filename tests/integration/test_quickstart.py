@@ -23,9 +23,9 @@ from servers import free_port
 
 from orchestration.lineage.walk import raw_files
 from orchestration.runtime.tracking import producer_of
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from servers import free_port
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_foreign_local_cluster_is_left_alone(tmp_path):

@@ -28,9 +28,9 @@ from servers import AWS, clean_env, moto_s3, stop_group, tail, wait_for
 from servers import free_port
 
 from orchestration.lineage.walk import raw_files
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 PG_USER, PG_PASSWORD, PG_DB = "tokenmill", "tokenmill-pw", "mlflow"
 BUCKET, PREFIX = "tokenmill-mlflow", "mlartifacts"
 

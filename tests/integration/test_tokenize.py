@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import stage_table
+from conftest import stage_table, using_store
 
 from orchestration.lineage.walk import doc_fate, format_fate
 from orchestration.corpus.pipeline import run_pipeline
@@ -18,20 +18,16 @@ from pipelines.manifest import mlflow_digest
 from pipelines.quality import QualityScorer
 from pipelines.shard_reader import ShardSet
 from pipelines.tokenizer import Tokenizer
+from repo_paths import REPO, DOLMA_CRAWL
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-DOLMA_CRAWL = "dolma_fixtures/CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, corpora, ray_local, quality_model):
-    import os
 
     tmp = tmp_path_factory.mktemp("tokens")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with using_store(tmp) as uri:
         cfg = load_pipeline_config(REPO / "configs" / "quickstart.yaml", [
             f'inputs=[{{name: crawl, format: jsonl, paths: ["{corpora / DOLMA_CRAWL}"]}}]',
             "extract.enabled=false", "filter.enabled=false", "minhash.enabled=false",
@@ -41,8 +37,6 @@ def chain(tmp_path_factory, corpora, ray_local, quality_model):
             "tokenize.target_shard_tokens=100000",
         ])
         summary = run_pipeline(cfg, tmp / "work", echo=lambda *_: None)
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield summary, uri
 
 

@@ -11,16 +11,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import pytest
 from servers import free_port
 
 from orchestration.runtime import tracking
+from repo_paths import REPO
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _external_ip() -> str | None:

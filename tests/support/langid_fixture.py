@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.langid import load_samples_from_folder, train_langid_model
+from repo_paths import CORPORA
 
-UDHR = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "udhr2"
+UDHR = CORPORA / "udhr2"
 
 
 @lru_cache(maxsize=1)

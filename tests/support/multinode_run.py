@@ -13,8 +13,8 @@ import os
 import sys
 import time
 from pathlib import Path
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 

@@ -13,8 +13,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "quickstart.yaml"
 USER_MODULE = "tm_user_stages"
 USER_STAGE_NAMES = ["url_blocklist", "short_docs"]

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.minhash import MinHashConfig, band_keys, signatures
+from pipelines.tokenizer import sample_key
 
 
 def edges_from_bucket(ids: list[str]) -> list[tuple[str, str]]:
@@ -118,3 +119,83 @@ def top_fraction_threshold(scores: np.ndarray, keep_fraction: float) -> float:
     if k == 0:
         return math.inf
     return float(np.sort(scores)[::-1][k - 1])
+
+
+def sample_for_training(ids: list[str], texts: list[str], n: int, seed: int) -> list[str]:
+    """The texts of the n documents with the smallest `sample_key(id, seed)`, in key order (the tokenize
+    stage's distributed sample, in one process).
+
+    Depends only on the set of (id, text) pairs: not on their order nor on how they were
+    partitioned (the n smallest keys of a union are among the n smallest of each part, so a
+    distributed caller can take `n` per partition and apply this again to the union).
+    """
+    if len(ids) != len(texts):
+        raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
+    keyed = sorted(((sample_key(i, seed), i, k) for k, i in enumerate(ids)), key=lambda t: (t[0], t[1]))
+    return [texts[k] for _, _, k in keyed[: max(n, 0)]]
+
+
+def plan_shards(doc_token_counts: list[tuple[str, int]], target_tokens: int) -> list[list[str]]:
+    """Where `TokenShardWriter` cuts a stream of documents: consecutive files of at most `target_tokens` tokens.
+
+    `doc_token_counts` holds (doc_id, n_tokens including the eos), in arrival order. A document is never
+    split: a file is closed before the document that would take it over the target, and a document longer
+    than the target gets a file of its own.
+    """
+    if target_tokens <= 0:
+        raise ValueError(f"target_tokens must be positive, got {target_tokens}")
+    shards: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for doc_id, n in doc_token_counts:
+        if current and size + n > target_tokens:
+            shards.append(current)
+            current, size = [], 0
+        current.append(doc_id)
+        size += n
+    if current:
+        shards.append(current)
+    return shards
+
+
+def reference_survivors(e: np.ndarray) -> dict[int, int]:
+    """node -> smallest node of its component, by scipy's connected components (not our algorithm)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nodes, inv = np.unique(e.reshape(-1), return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(e), np.int8), (inv[:, 0], inv[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    smallest = np.full(label.max() + 1, np.iinfo(np.int64).max)
+    np.minimum.at(smallest, label, nodes)
+    return nodes, smallest[label]
+
+
+def hard_graph(seed: int, chain: int, star: int, small_edges: int) -> np.ndarray:
+    """Edges over random 62-bit keys: one long path whose keys increase along it (min-label propagation
+    needs `chain` rounds on it), one star whose centre is not its smallest key, and many small random
+    components; plus every tenth edge again, reversed."""
+    rng = np.random.default_rng(seed)
+    n = chain + star + 1 + small_edges + small_edges // 4
+    keys = np.unique(rng.integers(0, 1 << 62, size=int(n * 1.01), dtype=np.int64))[:n]
+    keys = keys[rng.permutation(len(keys))]
+    path = np.sort(keys[:chain])
+    edges = [np.stack([path[:-1], path[1:]], axis=1)]
+    centre, leaves = keys[chain], keys[chain + 1: chain + 1 + star]
+    leaves = np.r_[leaves, path[len(path) // 2]]  # the star's centre joins the path: one giant component
+    edges.append(np.stack([np.full(len(leaves), centre), leaves], axis=1))
+    rest = keys[chain + 1 + star:]
+    comp = rng.integers(0, len(rest) // 8, size=len(rest))  # ~8 nodes per small component
+    order = np.argsort(comp, kind="stable")
+    rest, comp = rest[order], comp[order]
+    a = rng.integers(0, len(rest), size=small_edges)
+    lo = np.searchsorted(comp, comp[a], side="left")
+    hi = np.searchsorted(comp, comp[a], side="right")
+    b = lo + (rng.random(small_edges) * (hi - lo)).astype(np.int64)
+    small = np.stack([rest[a], rest[b]], axis=1)
+    edges.append(small[small[:, 0] != small[:, 1]])
+    e = np.concatenate(edges).astype(np.int64)
+    e = e[rng.permutation(len(e))]
+    return np.concatenate([e, e[::10, ::-1]])

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
-import numpy as np
-
-from pipelines.token_shards import build_token_manifest, write_token_manifest, write_token_shards
 from pipelines.tokenizer import Tokenizer, TokenizerConfig, token_dtype, train_tokenizer
+from token_sets import write_token_set
 
-REPO = Path(__file__).resolve().parents[2]
 VOCAB = 512
 
 
 def build_shakespeare_shards(corpora: Path, out: Path, target_tokens: int = 150_000) -> dict:
     """SentencePiece (BPE 512) trained on tinyshakespeare, the text cut into speeches (blank-line separated),
-    tokenized into shards + manifest exactly as the pipeline's tokenize stage lays them out."""
+    tokenized into shards + manifest by the pipeline's own writer (`TokenShardWriter`, `number_token_files`)."""
     text = (corpora / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     speeches = [s.strip() for s in text.split("\n\n") if s.strip()]
     ids = [f"tinyshakespeare/input.txt#{i}" for i in range(len(speeches))]  # the pipeline's id form: source/file#n
@@ -25,12 +23,15 @@ def build_shakespeare_shards(corpora: Path, out: Path, target_tokens: int = 150_
     arrays = tok.encode_batch(speeches)
     dtype = token_dtype(tok_info["vocab_size"])
     shards_dir = out / "tokens"
-    shards = write_token_shards(shards_dir, ids, arrays, target_tokens, tok.eos_id, dtype)
+    # one input shard per 2,000 speeches, as ingest would cut the file (names sort in speech order)
+    shards = {f"tinyshakespeare/input.txt/{k // 2000:05d}": {} for k in range(0, len(ids), 2000)}
+    for k, (doc_id, a) in enumerate(zip(ids, arrays)):
+        shards[f"tinyshakespeare/input.txt/{k // 2000:05d}"][doc_id] = a
     source_digest = hashlib.sha256(text.encode()).hexdigest()
-    manifest = build_token_manifest(shards, tok_info["sha256"], tok_info["vocab_size"], np.dtype(dtype).name, None,
-                                    {"source": "tinyshakespeare/input.txt", "source_sha256": source_digest},
-                                    eos_id=tok.eos_id)
-    write_token_manifest(manifest, shards_dir / "manifest.json")
+    manifest_path = write_token_set(shards_dir, shards, target_tokens=target_tokens, eos_id=tok.eos_id, dtype=dtype,
+                                    tokenizer_sha256=tok_info["sha256"], vocab_size=tok_info["vocab_size"],
+                                    extra={"source": "tinyshakespeare/input.txt", "source_sha256": source_digest})
+    manifest = json.loads(manifest_path.read_text())
     return {"manifest": shards_dir / "manifest.json", "tokenizer": Path(tok_info["model_path"]),
             "documents": len(ids), "tokens": manifest["totals"]["tokens"]}
 
