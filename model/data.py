@@ -150,20 +150,24 @@ class TrainingData:
         document, the shard, the row in its index and how many of its tokens (eos included) the rank's
         windows hold. Computed from the seeded order: nothing is logged per step."""
         per_rank = global_batch // world
-        docs, starts, sizes = self.train.stream.docs
         out = []
         for rank in range(world):
             first = (step - 1) * global_batch + rank * per_rank
-            counts: dict[int, int] = {}
-            for w in self.train.window_index(np.arange(first, first + per_rank)).tolist():
-                lo, hi = w * self.seq_len, (w + 1) * self.seq_len + 1  # the window's seq_len + 1 tokens
-                i = int(np.searchsorted(starts, lo, side="right")) - 1
-                while i < len(starts) and starts[i] < hi:
-                    counts[i] = counts.get(i, 0) + min(hi, starts[i] + sizes[i]) - max(lo, starts[i])
-                    i += 1
-            out += [{"rank": rank, "shard": int(docs[i][0]), "row": int(docs[i][1]), "tokens": int(n)}
-                    for i, n in sorted(counts.items())]
+            out += [{"rank": rank, **d} for d in self.window_documents(
+                self.train.window_index(np.arange(first, first + per_rank)).tolist())]
         return out
+
+    def window_documents(self, windows: list[int]) -> list[dict]:
+        """The training documents these windows hold: shard, row in its index and tokens (eos included)."""
+        docs, starts, sizes = self.train.stream.docs
+        counts: dict[int, int] = {}
+        for w in windows:
+            lo, hi = w * self.seq_len, (w + 1) * self.seq_len + 1  # the window's seq_len + 1 tokens
+            i = int(np.searchsorted(starts, lo, side="right")) - 1
+            while i < len(starts) and starts[i] < hi:
+                counts[i] = counts.get(i, 0) + min(hi, starts[i] + sizes[i]) - max(lo, starts[i])
+                i += 1
+        return [{"shard": int(docs[i][0]), "row": int(docs[i][1]), "tokens": int(n)} for i, n in sorted(counts.items())]
 
     def document_steps(self, shard: int, row: int, steps: int, global_batch: int, world: int) -> list[dict]:
         """The steps (1..steps) and ranks whose batches held tokens of document (shard, row); [] for a

@@ -111,6 +111,19 @@ def _generate(args: argparse.Namespace) -> int:
 
 SAMPLE_SEPARATOR = "-" * 40  # between samples, which span lines
 
+DEFAULT_SUITE = Path(__file__).resolve().parents[1] / "configs" / "eval" / "core.yaml"
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from orchestration.evaluation.run import load_suite, run_eval
+
+    if args.check:
+        suite = load_suite(args.suite, args.overrides)
+        print(f"tokenmill: suite {suite.name!r} is valid: {len(suite.texts)} text set(s), {len(suite.tasks)} task(s)")
+        return 0
+    run_eval(args.model, args.suite, args.overrides, experiment=args.experiment)
+    return 0
+
 
 def _lineage(args: argparse.Namespace) -> int:
     import json
@@ -286,6 +299,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer", help="SentencePiece model (default: the one saved with the export)")
     g.set_defaults(func=_generate)
 
+    e = sub.add_parser(
+        "eval",
+        help="score a model on an evaluation suite (bits per byte, task accuracies), as an MLflow run",
+        description="Score MODEL (a safetensors export, WORKDIR/model, or a Ray Train checkpoint folder) on an "
+        "evaluation suite: held-out text in bits per byte, and zero-shot tasks (multiple choice, schema, "
+        "language modelling) by the gold continuation's bits per byte, accuracy, length-normalized accuracy and "
+        "centered accuracy. The results are an MLflow run (metrics eval.<set>.<metric>, eval.mean_bpb, "
+        "eval/results.md) linked to the model's training run.",
+        epilog=EPILOG + "\nExample:\n  tokenmill eval work/quickstart/train/model --suite configs/eval/core.yaml "
+        "tasks.0.max_items=50\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("model", help="export folder or Ray Train checkpoint folder")
+    e.add_argument("--suite", default=str(DEFAULT_SUITE), help="evaluation suite YAML (default configs/eval/core.yaml)")
+    e.add_argument("--experiment", default="tokenmill-eval", help="MLflow experiment (default tokenmill-eval)")
+    e.add_argument("--check", action="store_true", help="only validate the suite (with overrides) and exit")
+    e.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any key of the suite")
+    e.set_defaults(func=_eval)
+
     d = sub.add_parser(
         "doctor",
         help="check the installation and a workdir, and say what is wrong and how to fix it",
@@ -395,6 +427,7 @@ def _user_error(exc: BaseException) -> str | None:
     from orchestration.train.job import TrainingStopped
     from orchestration.runtime.workdir_lock import WorkdirBusy
     from pipelines.errors import MachineFault, UsageError
+    from pipelines.evalsets import EvalSetError
     from pipelines.quality import ModelRejected
     from pipelines.readers.paths import InputError
 
@@ -405,7 +438,7 @@ def _user_error(exc: BaseException) -> str | None:
     if isinstance(exc, ConfigError):
         return f"config error: {exc}"
     if isinstance(exc, (ShardIntegrityError, WorkdirBusy, DedupIndexError, InputError, TrainingStopped, UsageError,
-                        ModelRejected)):
+                        ModelRejected, EvalSetError)):
         return f"error: {exc}"
     if isinstance(exc, MachineFault):  # its message says what to do
         return f"error: {exc}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 REASON_EXACT = "exact_duplicate"  # exact_dedup: the same normalized text as a document that survives
 REASON_NEAR = "near_duplicate"  # minhash: in a near-duplicate cluster whose smallest key survives
 REASON_QUALITY = "quality"  # quality: the classifier's score is under the cut-off
+REASON_DECONTAM = "decontaminated"  # decontaminate: shares a word n-gram with an evaluation suite's item
 LANGUAGE = "language"  # filter: language ID's label is not one asked for, or its score is under min_score
 EXTRACT_EMPTY = "extract_empty"  # extract: no main text in the HTML
 EXTRACT_TIMEOUT = "extract_timeout"  # extract: trafilatura ran past extract.timeout_s

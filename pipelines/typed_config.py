@@ -96,6 +96,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        if args:  # dict[str, T]: every value typed and checked, named by its key
+            return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if typing.get_origin(tp) is typing.Literal:
         if value not in args:

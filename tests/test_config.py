@@ -150,9 +150,22 @@ def test_cli_help_explains_itself():
     assert "RAY_ADDRESS" in out.stdout and "MLFLOW_TRACKING_URI" in out.stdout
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+SHIPPED = sorted([*(REPO / "configs").glob("*.yaml"), *(REPO / "configs").glob("*/*.yaml")])
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.parent.name not in ("model", "data")],
+                         ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_shipped_configs_are_valid(path):
-    if path.name.startswith("quality_"):
+    if path.parent.name == "train" or path.name == "train.yaml":
+        from orchestration.config.train import load_train_config
+
+        assert load_train_config(path).name
+    elif path.parent.name == "eval":
+        from orchestration.evaluation.run import load_suite
+
+        suite = load_suite(path)
+        assert suite.texts or suite.tasks
+    elif path.name.startswith("quality_"):
         from pipelines.typed_config import from_dict
         from orchestration.config.schema import load_yaml_config
         from orchestration.corpus.quality_train import QualityTrainJob
@@ -192,6 +205,9 @@ def test_a_training_job_name_cannot_leave_its_folder(name):
         ("checkpoint.storage_path=../../elsewhere", "checkpoint.storage_path: '../../elsewhere' would leave the workdir"),
         # failed after the whole pipeline had run (`run --check` passed it)
         ("data.seq_len=512", "data.seq_len: 512 exceeds the model's max_seq_len"),
+        # mixtures
+        ("data.schedule=[{from_step: 5, shares: {a: 1}}]", "data.schedule: a schedule needs data.sources"),
+        ("eval.every=0", "eval.every: must be >= 1, got 0"),
     ],
 )
 def test_training_config_values_are_checked_on_load(override, message):
@@ -221,6 +237,45 @@ def test_quality_training_values_are_checked_on_load(override, message):
         from_dict(QualityTrainJob, load_yaml_config(REPO / "configs" / "quality_quickstart.yaml", [override],
                                                     QualityTrainJob))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_mixture_source_that_is_not_there_is_named_before_any_work(tmp_path):
+    from orchestration.config.train import train_config_from_dict
+    from orchestration.train.job import _resolve_data
+
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "t.model").write_text("")
+    raw = {"name": "m", "model": {"preset": "../model/tiny.yaml"}, "data": {"tokenizer": str(tmp_path / "t.model"),
+           "sources": [{"name": "a", "manifest": str(tmp_path / "a.json")},
+                       {"name": "b", "manifest": str(tmp_path / "b.json")}]}}
+    with pytest.raises(ConfigError, match=rf"data.sources.1.manifest: no such file {tmp_path / 'b.json'}"):
+        _resolve_data(train_config_from_dict(raw, REPO / "configs" / "train"))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"sources": [{"name": "a", "manifest": "a.json", "share": 0}, {"name": "b", "manifest": "b.json", "share": 0}]},
+         "data.sources.*.share: at least one source needs a share above 0, got [0.0, 0.0]"),
+        ({"sources": [{"name": "a", "manifest": "a.json"}, {"name": "a", "manifest": "b.json"}]},
+         "data.sources.1.name: 'a' must be unique"),
+        ({"sources": [{"name": "a", "manifest": "a.json"}], "schedule": [{"from_step": 9, "shares": {"z": 1}}]},
+         "data.schedule.0.shares: no source named 'z' (sources: a)"),
+        ({"sources": [{"name": "a", "manifest": "a.json"}], "schedule": [
+            {"from_step": 9, "shares": {"a": 1}}, {"from_step": 9, "shares": {"a": 2}}]},
+         "data.schedule.1.from_step: 9 must come after 9"),
+        ({"sources": [{"name": "a", "manifest": "a.json", "share": -1}]}, "data.sources.0.share: must be >= 0"),
+        ({"manifest": "x.json", "sources": [{"name": "a", "manifest": "a.json"}]},
+         "data.manifest, data.sources: give one"),
+    ],
+)
+def test_a_mixture_is_checked_on_load(data, message):
+    from orchestration.config.train import train_config_from_dict
+
+    raw = {"name": "m", "data": {"tokenizer": "t.model", **data}, "model": {"preset": "../model/tiny.yaml"}}
+    with pytest.raises(ConfigError) as err:
+        train_config_from_dict(raw, REPO / "configs" / "train")
+    assert message in str(err.value), str(err.value)
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess:

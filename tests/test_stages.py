@@ -48,7 +48,8 @@ def _crawl_table(corpora: Path, n: int | None = None) -> pa.Table:
 
 
 def test_registry_has_one_class_per_stage_and_build_follows_the_config():
-    assert list(REGISTRY) == ["ingest", "extract", "filter", "exact_dedup", "minhash", "quality", "tokenize"]
+    assert list(REGISTRY) == ["ingest", "extract", "filter", "exact_dedup", "minhash", "quality", "decontaminate",
+                              "tokenize"]
     names = [s.name for s in build(_cfg())]
     assert names == ["ingest", "extract", "filter", "exact_dedup", "minhash", "tokenize"]
     assert [s.name for s in build(_cfg("extract.enabled=false", "minhash.enabled=false"))] == \

@@ -93,7 +93,8 @@ class _PipelineBase:
 
 
 # One section per stage config, named and typed by the stage that owns it (pipelines/stages/<stage>.py:
-# `Config`, `sections()`), in chain order: extract, filter, exact_dedup, minhash, quality, tokenizer, tokenize.
+# `Config`, `sections()`), in chain order: extract, filter, exact_dedup, minhash, quality, decontaminate, tokenizer,
+# tokenize.
 PipelineConfig = dataclasses.make_dataclass(
     "PipelineConfig",
     [(name, section, field(default_factory=section)) for cls in REGISTRY.values()

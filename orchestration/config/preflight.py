@@ -90,14 +90,22 @@ def check_pipeline(cfg) -> list[str]:
 
 
 def check_train(cfg) -> list[str]:
-    if not cfg.data.manifest or not cfg.data.tokenizer:
-        raise ConfigError("data.manifest and data.tokenizer: both required (or use `tokenmill run`)")
-    manifest = _existing_file(cfg.data.manifest, "data.manifest")
+    if not (cfg.data.manifest or cfg.data.sources) or not cfg.data.tokenizer:
+        raise ConfigError("data.manifest (or data.sources) and data.tokenizer: both required (or use `tokenmill run`)")
+    manifests = [(f"data.sources.{i}.manifest", s.manifest) for i, s in enumerate(cfg.data.sources)] \
+        or [("data.manifest", cfg.data.manifest)]
+    found = [(key, _existing_file(path, key)) for key, path in manifests]
     lines = [sentencepiece_model(cfg.data.tokenizer, "data.tokenizer")]
     import sentencepiece as spm
 
     vocab = spm.SentencePieceProcessor(model_file=str(storage.local_copy(cfg.data.tokenizer))).get_piece_size()
     mcfg = cfg.model_config(vocab)
-    lines.append(f"data.manifest: {manifest}")
+    lines += [f"{key}: {path}" for key, path in found]
+    if cfg.eval.suite:
+        from orchestration.evaluation.run import load_suite
+        from pipelines.evalsets import suite_files
+
+        suite = load_suite(cfg.eval.suite)
+        lines.append(f"eval.suite: {suite.name!r}, {len(suite_files(suite))} file(s) read and hashed")
     lines.append(f"model: d_model {mcfg.d_model}, {mcfg.n_layers} layers, vocabulary {vocab}")
     return lines

@@ -15,6 +15,22 @@ from orchestration.config.schema import load_yaml_config, read_yaml
 from pipelines.typed_config import ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PathStr, PositiveFloat, PositiveInt, Range, from_dict
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MIXTURE_TAG = "tokenmill.mixture"  # on a training run: its sources and schedule as the job last ran them (JSON)
+
+
+@dataclass
+class SourceConfig:
+    """One source of a mixture: a token manifest and its weight (model/mixture.py composes the batches)."""
+    name: str
+    manifest: PathStr
+    share: NonNegativeFloat = 1.0  # a weight: the shares are normalized over the sources (and printed as used)
+    max_epochs: PositiveFloat | None = None  # at most this many passes over the source's training windows
+
+
+@dataclass
+class PhaseConfig:
+    from_step: Annotated[int, Range(lo=2)]  # these shares from this step on (an anneal late in training)
+    shares: dict[str, NonNegativeFloat]  # by source name; a source not named gets 0
 
 
 @dataclass
@@ -22,9 +38,48 @@ class DataConfig:
     manifest: PathStr | None = None  # token shard manifest.json (set by `tokenmill run` from the pipeline)
     tokenizer: PathStr | None = None  # the SentencePiece model the shards were made with (verified against the manifest)
     seq_len: Annotated[int, Range(lo=2)] = 256
-    # documents (by hash of seed and id) held out for validation
+    # documents (by hash of seed and id) held out for validation (of every source, in a mixture)
     val_fraction: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.05
     seed: int = 0
+    sources: list[SourceConfig] = field(default_factory=list)  # a mixture, instead of `manifest`
+    schedule: list[PhaseConfig] = field(default_factory=list)  # the mixture's shares changed from a step on
+
+    def validate(self, key: str) -> None:
+        at = f"{key}." if key else ""
+        if not self.sources:
+            if self.schedule:
+                raise ConfigError(f"{at}schedule: a schedule needs {at}sources (a mixture)")
+            return
+        if self.manifest:
+            raise ConfigError(f"{at}manifest, {at}sources: give one (a single manifest, or a mixture of sources)")
+        names = [s.name for s in self.sources]
+        for i, name in enumerate(names):
+            if not JOB_NAME.fullmatch(name) or names.index(name) != i:
+                raise ConfigError(f"{at}sources.{i}.name: {name!r} must be unique, letters, digits, '.', '_' or '-'")
+        last = 1
+        for i, phase in enumerate(self.schedule):
+            if phase.from_step <= last:
+                raise ConfigError(f"{at}schedule.{i}.from_step: {phase.from_step} must come after {last}")
+            last = phase.from_step
+            unknown = sorted(set(phase.shares) - set(names))
+            if unknown:
+                raise ConfigError(f"{at}schedule.{i}.shares: no source named {unknown[0]!r} (sources: {', '.join(names)})")
+        self.phases()  # shares that sum to 0 are refused here
+
+    def phases(self) -> list:
+        """The mixture's shares, normalized, as model.mixture.Phase from step 1 and from each schedule step."""
+        from model.mixture import Phase, normalize
+
+        names = [s.name for s in self.sources]
+        out = []
+        for i, (step, weights) in enumerate([(1, {s.name: s.share for s in self.sources}),
+                                             *((p.from_step, p.shares) for p in self.schedule)]):
+            where = "data.sources.*.share" if i == 0 else f"data.schedule.{i - 1}.shares"
+            try:
+                out.append(Phase(step, normalize([weights.get(n, 0.0) for n in names], where)))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return out
 
 
 @dataclass
@@ -99,6 +154,14 @@ class FaultConfig:
 
 
 @dataclass
+class EvalConfig:
+    """An evaluation suite (configs/eval/*.yaml, pipelines/evalsets.py) scored inside training: bits per byte of
+    held-out text and tasks, accuracies; logged as eval.<set>.<metric> and eval.mean_bpb at the step."""
+    suite: PathStr | None = None
+    every: PositiveInt | None = None  # steps; null: with the validation loss (train.eval_every), and at the end
+
+
+@dataclass
 class TrainConfig:
     name: str
     data: DataConfig = field(default_factory=DataConfig)
@@ -111,6 +174,7 @@ class TrainConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     spikes: SpikeRule = field(default_factory=SpikeRule)  # loss-spike tagging (model/spikes.py has the rule)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow_experiment: str = "tokenmill-train"
 
     def model_config(self, vocab_size: int) -> ModelConfig:

@@ -108,6 +108,8 @@ def _log_stage(st: Stage, params: dict, m: dict, manifest: dict, manifest_path: 
             **{f"trimmed.{k}": n for k, n in m["trimmed"].items()},  # text cut from kept documents
             **report.metrics,
         }
+        if report.tags:
+            mlflow.set_tags(report.tags)
         mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()})
         tracking.log_output_manifest(manifest_path, manifest["digest"])
         figs = {"plots/length_histogram.png": plots.length_histogram(
@@ -260,6 +262,8 @@ def record_stages(cfg, workdir: storage.StoragePath, runs: list[dict], state: di
             report = st.report([e for _, e in m["extras"]], state.get(st.name) or {})
             run_id = _log_stage(st, m["params"], m, manifest, path, prev, raw, report, run["wall"],
                                 state.get(st.name, {}), previous)
+            if report.tags:  # the pipeline's run (active here) carries them too
+                mlflow.set_tags(report.tags)
             entry = {"stage": st.name, "docs_in": m["in"], "kept": m["kept"], "dropped": m["dropped"],
                      "quarantined": m["quarantined"], "corrupt": m["corrupt"], "trimmed": m["trimmed"], "mb_out": round(sum(f["bytes"] for f in files) / 1e6, 3),
                      "mb_text_kept": round(m["text_bytes_kept"] / 1e6, 3), "seconds": round(m["seconds"], 2),

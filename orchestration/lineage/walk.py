@@ -22,11 +22,13 @@ from pipelines import storage
 from pipelines.errors import UsageError
 from pipelines.stage_files import read_parquet
 
+TRAINED_BY_TAG = "tokenmill.training_run_id"  # on an evaluation run: the run that trained the model it scored
+
 # the parameters worth a line per kind of run (stage runs show all of theirs: they are few)
 TRAIN_PARAMS = ("model.d_model", "model.n_layers", "train.steps", "optim.lr", "train.global_batch_tokens",
                 "data.seq_len", "world_size", "params_total")
 METRICS = ("docs_in", "docs_kept", "docs_dropped", "docs_quarantined", "documents", "tokens", "vocab_size",
-           "loss", "val_loss", "records_lost_to_corruption")
+           "loss", "val_loss", "records_lost_to_corruption", "eval.mean_bpb")
 
 
 def resolve(start: str) -> tuple[str, dict]:
@@ -100,6 +102,8 @@ def _node(run, seen: dict) -> dict:
         context = next((t.value for t in inp.tags if t.key == "mlflow.data.context"), "")
         entry = {"name": ds.name, "digest": ds.digest, "context": context, "source": _source(ds.source)}
         producers = tracking.producer_of(ds.digest)
+        if not producers and ds.name.startswith("model:") and tags.get(TRAINED_BY_TAG):  # an evaluation's model
+            producers = [mlflow.get_run(tags[TRAINED_BY_TAG])]
         if producers:
             entry["produced_by"] = _node(producers[0], seen)
         elif context == "raw_input" and entry["source"] and storage.path(entry["source"]).is_file():
@@ -125,10 +129,13 @@ def _source(raw: str) -> str | None:
 
 
 def _raw_files(path: Path) -> list[dict]:
-    if path.suffix != ".json":  # a raw input that is one file (the tokenizer model)
+    if path.suffix != ".json":  # a raw input that is one file (the tokenizer model, an evaluation set)
         return []
-    data = json.loads(path.read_text())
-    return data.get("files", [])
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        return []
+    return data.get("files", []) if isinstance(data, dict) else []
 
 
 def raw_files(tree: dict) -> list[dict]:
@@ -233,18 +240,35 @@ def _verify_checkpoint(path) -> list[tuple[bool, str]]:
 
 
 def _training_data(run):
-    """The training job's loader, rebuilt from its run: the shards it read and its data parameters."""
+    """The training job's loader, rebuilt from its run: the shards it read (every source of a mixture, by the
+    names its input datasets carry) and its data parameters. (data, {source: ShardSet}, batch, world, steps)."""
     from model.data import TrainingData
     from pipelines.shard_reader import ShardSet
 
     p = run.data.params
-    source = next((_source(i.dataset.source) for i in run.inputs.dataset_inputs
-                   if any(t.value == "training" for t in i.tags)), None)
-    if not source or not storage.path(source).is_file():
-        raise UsageError(f"run {run.info.run_id}: its token manifest {source} is not on this machine")
-    shards = ShardSet(source, verify=False)
-    data = TrainingData(shards, int(p["data.seq_len"]), int(p["data.seed"]), float(p["data.val_fraction"]))
-    return data, shards, int(p["global_batch_seqs"]), int(p["world_size"]), int(p["train.steps"])
+    inputs = [(i.dataset.name, _source(i.dataset.source)) for i in run.inputs.dataset_inputs
+              if any(t.value == "training" for t in i.tags)]
+    for _, source in inputs or [("tokens", None)]:
+        if not source or not storage.path(source).is_file():
+            raise UsageError(f"run {run.info.run_id}: its token manifest {source} is not on this machine")
+    shards = {name: ShardSet(source, verify=False) for name, source in inputs}
+    args = (int(p["data.seq_len"]), int(p["data.seed"]), float(p["data.val_fraction"]))
+    batch, world, steps = int(p["global_batch_seqs"]), int(p["world_size"]), int(p["train.steps"])
+    from orchestration.config.train import MIXTURE_TAG
+
+    mixture = json.loads(run.data.tags.get(MIXTURE_TAG) or "{}")
+    sources = mixture.get("sources", [])
+    if not sources:
+        (only,) = shards.values()
+        return TrainingData(only, *args), shards, batch, world, steps
+    from model.mixture import MixtureData
+    from orchestration.config.train import DataConfig
+    from pipelines.typed_config import from_dict
+
+    cfg = from_dict(DataConfig, {"sources": sources, "schedule": mixture.get("schedule", [])})
+    names = [s.name for s in cfg.sources]
+    data = MixtureData(names, [TrainingData(shards[n], *args) for n in names], cfg.phases(), batch, int(p["data.seed"]))
+    return data, shards, batch, world, steps
 
 
 def _source_name(doc_id: str) -> str:
@@ -258,9 +282,11 @@ def step_batch(run_id: str, step: int, loaded=None) -> dict:
         raise UsageError(f"run {run_id} trains steps 1..{steps}, not {step}")
     docs = []
     for d in data.step_documents(step, batch, world):
-        doc_id = shards.index(d["shard"])["doc_id"][d["row"]]
+        mixed = d.get("source", "tokens")  # a mixture's source (its name in the job), or the one manifest
+        ss = shards[mixed] if mixed in shards else next(iter(shards.values()))
+        doc_id = ss.index(d["shard"])["doc_id"][d["row"]]
         docs.append({"doc_id": doc_id, "source": _source_name(doc_id), "rank": d["rank"], "tokens": d["tokens"],
-                     "shard": shards.shards_meta[d["shard"]]["path"]})
+                     "shard": ss.shards_meta[d["shard"]]["path"], **({"mixture_source": mixed} if "source" in d else {})})
     return {"run_id": run_id, "step": step, "global_batch_windows": batch, "seq_len": data.seq_len,
             "documents": docs}
 
@@ -360,9 +386,14 @@ def _training_reads(workdir: Path, idx: Path, row: int) -> list[dict]:
     for run in runs:
         if run.data.tags.get(tracking.KIND_TAG) != "train":
             continue
-        data, _, batch, world, steps = _training_data(run)
-        reads = data.document_steps(shard, row, steps, batch, world)
-        docs = data.train.stream.docs[0]
+        data, shards, batch, world, steps = _training_data(run)
+        if hasattr(data, "names"):  # a mixture: the source whose manifest this is
+            source = next(n for n, ss in shards.items() if ss.manifest["digest"] == manifest["digest"])
+            reads = data.document_steps(source, shard, row, steps, batch, world)
+            docs = data.sources[data.names.index(source)].train.stream.docs[0]
+        else:
+            reads = data.document_steps(shard, row, steps, batch, world)
+            docs = data.train.stream.docs[0]
         held_out = not bool(((docs[:, 0] == shard) & (docs[:, 1] == row)).any())
         out.append({"run_id": run.info.run_id, "name": run.info.run_name, "steps": reads, "validation": held_out})
     return out
@@ -372,7 +403,8 @@ def format_batch(batch: dict) -> str:
     docs = batch["documents"]
     lines = [f"run {batch['run_id']} step {batch['step']}: {batch['global_batch_windows']} windows of "
              f"{batch['seq_len'] + 1} tokens, {len(docs)} document pieces"]
-    lines += [f"  rank {d['rank']}  {d['tokens']:>6} tokens  {d['doc_id']}  ({d['source']})" for d in docs]
+    lines += [f"  rank {d['rank']}  {d['tokens']:>6} tokens  {d['doc_id']}  ({d['source']}"
+              + (f", mixture source {d['mixture_source']})" if "mixture_source" in d else ")") for d in docs]
     return "\n".join(lines)
 
 
@@ -403,6 +435,9 @@ def format_fate(fate: dict) -> str:
             lines.append(f"  {p['workdir']}: dropped at stage {p['stage']}: {p['reason']}  [{p['file']}]")
             if "filter_rule" in meta:  # the value that failed the check, against its threshold
                 lines.append(f"    because {meta['filter_rule']}")
+            if "decontam_match" in meta:
+                lines.append(f"    because it shares {meta['decontam_words']!r} with evaluation item "
+                             f"{meta['decontam_match']}")
             if "quality_cutoff" in meta:
                 lines.append(f"    because its quality score {meta['quality_score']:.6f} < the cut-off "
                              f"{meta['quality_cutoff']:.6f}")

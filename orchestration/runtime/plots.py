@@ -83,3 +83,20 @@ def loss_curve(train: list[tuple[int, float]], val: list[tuple[int, float]], tit
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def mixture_shares(realized: dict[str, list[tuple[int, float]]], planned: dict[str, list[tuple[int, float]]],
+                   title: str):
+    """Each source's cumulative share of the sequences (solid) against its cumulative target (dashed), by step."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name in realized:
+        line, = ax.plot(*zip(*sorted(realized[name])), label=f"{name} realized", linewidth=1.2)
+        if planned.get(name):
+            ax.plot(*zip(*sorted(planned[name])), "--", color=line.get_color(), label=f"{name} planned", linewidth=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of the sequences")
+    ax.set_yscale("symlog", linthresh=0.01)  # a 1 % source stays visible beside a 70 % one
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

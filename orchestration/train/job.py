@@ -27,7 +27,8 @@ from orchestration.runtime import console, plots, stopping, tracking
 from pipelines.typed_config import ConfigError
 from orchestration.runtime.cluster import describe, init_ray
 from model.generate import complete
-from orchestration.config.train import TrainConfig
+from orchestration.config.train import MIXTURE_TAG, TrainConfig
+from orchestration.evaluation.run import SUITE_DIGEST_TAG
 from orchestration.train.worker import WorkerJob, train_loop
 from orchestration.runtime.workdir_lock import WorkdirLock
 from orchestration.runtime.workdir_lock import describe as describe_holder
@@ -50,14 +51,55 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
-def _resolve_data(cfg: TrainConfig) -> tuple[storage.StoragePath, storage.StoragePath]:
-    if not cfg.data.manifest or not cfg.data.tokenizer:
-        raise ConfigError("data.manifest and data.tokenizer: both required (or use `tokenmill run`)")
-    manifest, tokenizer = storage.path(cfg.data.manifest).resolve(), storage.path(cfg.data.tokenizer).resolve()
-    for key, p in (("data.manifest", manifest), ("data.tokenizer", tokenizer)):
+def _resolve_data(cfg: TrainConfig) -> tuple[list[tuple[str, storage.StoragePath]], storage.StoragePath]:
+    """([(source name, manifest)], tokenizer): one source named "tokens" for `data.manifest`, else `data.sources`."""
+    if not (cfg.data.manifest or cfg.data.sources) or not cfg.data.tokenizer:
+        raise ConfigError("data.manifest (or data.sources) and data.tokenizer: both required (or use `tokenmill run`)")
+    named = [(s.name, s.manifest, f"data.sources.{i}.manifest") for i, s in enumerate(cfg.data.sources)] \
+        or [("tokens", cfg.data.manifest, "data.manifest")]
+    tokenizer = storage.path(cfg.data.tokenizer).resolve()
+    out = []
+    for name, manifest, key in [*named, (None, cfg.data.tokenizer, "data.tokenizer")]:
+        p = storage.path(manifest).resolve()
         if not p.is_file():
-            raise FileNotFoundError(f"{key}: no such file {p}")
-    return manifest, tokenizer
+            raise ConfigError(f"{key}: no such file {p}")
+        if name is not None:
+            out.append((name, p))
+    return out, tokenizer
+
+
+def _verify_sources(cfg: TrainConfig, manifests, tokenizer_path, echo) -> list[ShardSet]:
+    """Every source verified (each shard's sha256); a mixture's sources made with one tokenizer (refused naming the
+    two that differ), its shares printed as they will be used and refused where a source cannot supply its need."""
+    sets = []
+    for name, path in manifests:
+        echo(f"tokenmill: verifying token shards {path} ...")
+        sets.append(ShardSet(path, verify=True))
+    first = sets[0]
+    for (name, path), ss in zip(manifests, sets):
+        if ss.tokenizer_sha256 != first.tokenizer_sha256:
+            raise ConfigError(f"data.sources: {manifests[0][0]!r} was tokenized with {first.tokenizer_sha256[:12]}... and "
+                              f"{name!r} with {ss.tokenizer_sha256[:12]}...: a mixture's sources share one tokenizer")
+    ShardSet(manifests[0][1], tokenizer_path=str(tokenizer_path), verify=False)  # the tokenizer they were made with
+    if cfg.data.sources:
+        from model.data import TrainingData
+        from model.mixture import check_supply
+
+        windows = [TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction).train.num_windows
+                   for ss in sets]
+        phases = cfg.data.phases()
+        try:
+            need = check_supply([n for n, _ in manifests], windows, [s.max_epochs for s in cfg.data.sources], phases,
+                                cfg.global_batch_seqs, cfg.train.steps, cfg.data.seq_len)
+        except ValueError as exc:
+            raise ConfigError(f"data.sources: {exc}") from None
+        for phase in phases:
+            echo(f"tokenmill: mixture from step {phase.from_step}: " + ", ".join(
+                f"{n} {share:.4f}" for (n, _), share in zip(manifests, phase.shares)))
+        echo("tokenmill: mixture over the job: " + ", ".join(
+            f"{n} {k:,} sequences ({k / max(w, 1):.2f} epochs of {w:,})" for (n, _), k, w in zip(manifests, need.tolist(),
+                                                                                         windows)))
+    return sets
 
 
 def _run_records(workdir: storage.StoragePath) -> dict[str, str]:
@@ -74,11 +116,32 @@ def run_train(cfg: TrainConfig, workdir, echo=print) -> dict:
         return _run_train(cfg, workdir, lock, echo)
 
 
+def _prepare_suite(cfg: TrainConfig, mcfg, tokenizer_path: str, echo):
+    """The job's evaluation suite (eval.suite), tokenized once here for every rank: (config, prepared, seq_len, files,
+    digest), or None."""
+    if not cfg.eval.suite:
+        return None
+    from orchestration.evaluation.run import load_suite
+    from pipelines.evalsets import prepare_suite, suite_digest, suite_files
+    from pipelines.tokenizer import Tokenizer
+
+    suite = load_suite(cfg.eval.suite)
+    seq_len = suite.seq_len or mcfg.max_seq_len  # as `tokenmill eval` scores it: the numbers are comparable
+    if seq_len > mcfg.max_seq_len:
+        raise ConfigError(f"eval.suite: its seq_len {seq_len} exceeds the model's max_seq_len {mcfg.max_seq_len}")
+    files = suite_files(suite)
+    prepared = prepare_suite(suite, Tokenizer(tokenizer_path), seq_len)
+    echo(f"tokenmill: evaluation suite {suite.name!r}: {len(suite.texts)} text set(s), {len(suite.tasks)} task(s), "
+         f"{len(prepared.requests):,} requests of at most {seq_len} tokens")
+    return suite, prepared, seq_len, files, suite_digest(suite, files)
+
+
 def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock, echo) -> dict:
-    manifest_path, tokenizer_path = _resolve_data(cfg)
-    echo(f"tokenmill: verifying token shards {manifest_path} ...")
-    shards = ShardSet(manifest_path, tokenizer_path=str(tokenizer_path), verify=True)
+    manifests, tokenizer_path = _resolve_data(cfg)
+    sets = _verify_sources(cfg, manifests, tokenizer_path, echo)
+    shards, manifest_path = sets[0], manifests[0][1]
     mcfg = cfg.model_config(shards.vocab_size)
+    suite = _prepare_suite(cfg, mcfg, str(tokenizer_path), echo)  # before Ray starts: a bad eval file fails here
     ckpt_root = cfg.checkpoint.storage_path or "ray"  # an absolute path or a URI wins
     ckpts = (storage.path(ckpt_root) if storage.is_uri(ckpt_root) else (workdir / ckpt_root)).resolve()
     ckpts.mkdir(parents=True, exist_ok=True)
@@ -92,7 +155,8 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     fpt = flops_per_token(mcfg, cfg.data.seq_len)
     echo(f"tokenmill: {describe()} with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}{console.where_logs()}")
     echo(f"tokenmill: model {counts['total'] / 1e6:.2f}M parameters ({counts['non_embedding'] / 1e6:.2f}M without "
-         f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {shards.total_tokens:,} tokens in {shards.num_shards} shards")
+         f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {sum(ss.total_tokens for ss in sets):,} tokens in "
+         f"{sum(ss.num_shards for ss in sets)} shards" + (f" of {len(sets)} sources" if len(sets) > 1 else ""))
 
     records = _run_records(workdir)
     resume_from = _newest_complete_checkpoint(ckpts / cfg.name, echo)
@@ -116,20 +180,35 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                                  "params_non_embedding": counts["non_embedding"], "flops_per_token": fpt,
                                  "global_batch_seqs": cfg.global_batch_seqs})
             mlflow.log_dict(raw, "train_config.json")
-            tracking.log_input_manifest("tokens", manifest_path, shards.manifest["digest"], context="training")
+            for (name, path), ss in zip(manifests, sets):  # every source: a mixture's by its name
+                tracking.log_input_manifest(name, path, ss.manifest["digest"], context="training")
             data_run = shards.manifest.get("mlflow_run_id") or ""
+            if suite:
+                for f in suite[3]:
+                    tracking.log_raw_input(f"eval:{f['name']}", f["path"], f["sha256"])
+                mlflow.set_tag(SUITE_DIGEST_TAG, suite[4])
             mlflow.set_tags({"tokenmill.tokenizer_sha256": shards.tokenizer_sha256,
                              "tokenmill.manifest_sha256": shards.manifest["digest"],
                              "tokenmill.data_run_id": data_run,  # the tokenize run; its parent is the pipeline's
                              "tokenmill.pipeline_run_id": _parent_of(data_run),
                              "tokenmill.job": cfg.name})
+        if cfg.data.sources:  # a tag, not a param: a resumed job may change the schedule after its checkpoint
+            mlflow.set_tag(MIXTURE_TAG, json.dumps({"sources": [dataclasses.asdict(x) for x in cfg.data.sources],
+                                                    "schedule": [dataclasses.asdict(x) for x in cfg.data.schedule]})[:5000])
+        if suite:
+            contamination = _decontamination_note(suite[0].name, suite[4], shards.manifest.get("mlflow_run_id") or "")
+            mlflow.set_tag(DECONTAMINATED_TAG, "yes" if contamination is None else "no")
+            if contamination:
+                echo(contamination)
         board = ray.remote(num_cpus=0)(console.Board).remote()  # the workers' progress and notes
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"job": WorkerJob(
                 cfg=cfg, model=mcfg, manifest=str(manifest_path), tokenizer=str(tokenizer_path), tracking_uri=uri,
+                sources=[(name, str(path)) for name, path in manifests],
                 run_id=run_id, storage_path=str(ckpts), export_dir=str(export_dir),
-                resume_from=str(resume_from) if resume_from else None, progress=board)},
+                resume_from=str(resume_from) if resume_from else None, progress=board,
+                **({"suite": suite[1], "suite_seq_len": suite[2], "suite_batch": suite[0].batch_size} if suite else {}))},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
@@ -237,6 +316,32 @@ def _parent_of(run_id: str) -> str:
         return ""
 
 
+DECONTAMINATED_TAG = "tokenmill.eval.decontaminated"  # yes: the shards were decontaminated against this suite
+
+
+def _decontamination_note(name: str, digest: str, data_run: str) -> str | None:
+    """One line when the job's evaluation suite is not the one its shards were decontaminated against (from the
+    tags the decontaminate stage puts on the pipeline's run), else None."""
+    from pipelines.stages.decontaminate import DROPPED_TAG, NGRAM_TAG, SUITE_TAG
+
+    pipeline = _parent_of(data_run)
+    try:
+        tags = mlflow.get_run(pipeline).data.tags if pipeline else {}
+    except mlflow.exceptions.MlflowException:
+        tags = {}
+    against = tags.get(SUITE_TAG)
+    if against == digest:
+        return None
+    if against is None:
+        return ("tokenmill: note: the shards were not decontaminated against an evaluation suite"
+                + (f" (pipeline run {pipeline})" if pipeline else " (their pipeline run is not in this store)")
+                + f": this job's suite {name!r} ({digest[:12]}...) may score text the model trained on; the pipeline's "
+                f"`decontaminate: {{enabled: true, suite: ...}}` removes it")
+    return (f"tokenmill: note: the shards were decontaminated against another evaluation suite ({against[:12]}..., "
+            f"{tags.get(NGRAM_TAG, '?')}-grams, {tags.get(DROPPED_TAG, '?')} documents dropped; pipeline run {pipeline}) "
+            f"than this job's {name!r} ({digest[:12]}...): its items may be in the training data")
+
+
 class TrainingStopped(RuntimeError):
     """The loss stopped being finite: the job ended at that step, its last good checkpoint kept."""
 
@@ -278,6 +383,13 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, ckpts, export_dir, to
     fig = plots.loss_curve(train, val, f"{cfg.name}: loss", spikes)
     mlflow.log_figure(fig, "loss_curve.png")
     plots.plt.close(fig)
+    if cfg.data.sources:  # realized against planned shares, both cumulative over the steps so far
+        history = lambda key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]  # noqa: E731
+        fig = plots.mixture_shares({s.name: history(f"mix.{s.name}.share") for s in cfg.data.sources},
+                                   {s.name: history(f"mix.{s.name}.target") for s in cfg.data.sources},
+                                   f"{cfg.name}: mixture")
+        mlflow.log_figure(fig, "mixture_shares.png")
+        plots.plt.close(fig)
 
     tok = Tokenizer(tokenizer_path)
     kv_bytes = KVCache.bytes_per_token(mcfg)
@@ -291,9 +403,13 @@ def _record_outcome(cfg: TrainConfig, run_id: str, result, ckpts, export_dir, to
     echo(f"tokenmill: KV cache {kv_bytes} bytes per token ({mcfg.n_kv_heads} of {mcfg.n_heads} heads cached, fp32)")
     for s in samples:
         echo(f"tokenmill: sample  {s['prompt']}|{s['completion']}")
+    evaluated = {k[len("eval."):]: v for k, v in client.get_run(run_id).data.metrics.items() if k.startswith("eval.")}
+    if evaluated:
+        echo(f"tokenmill: evaluation suite at the last step: {evaluated['mean_bpb']:.4f} bits per byte (mean of its "
+             f"sets; eval.* metrics of the run)")
     return {"step": worker_out.get("step"), "loss": worker_out.get("loss"), "data": worker_out.get("data"),
             "checkpoints": checkpoints, "export": str(export_dir), "export_sha256": export_sha, "samples": samples,
-            "kv_cache_bytes_per_token": kv_bytes}, worker_out
+            "kv_cache_bytes_per_token": kv_bytes, "eval": evaluated}, worker_out
 
 
 def _log_model(export_dir) -> None:

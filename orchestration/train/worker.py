@@ -17,7 +17,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,10 @@ from model.optim import build_optimizer, lr_at
 from model.spikes import SpikeDetector
 from model import checkpoint
 from model.parallelize import build_sharded_model
+from model.evaluate import Request, score_distributed
+from model.mixture import MixtureData, shares_at, targets_through
 from model.step import accumulate_fitting_memory, evaluate
+from pipelines.evalsets import suite_metrics
 from orchestration.config.train import TrainConfig
 from orchestration.train.metrics import MetricsSink
 from pipelines import storage
@@ -73,6 +76,10 @@ class WorkerJob:
     export_dir: str
     resume_from: str | None = None  # the driver's choice on disk: a checkpoint Ray Train's record missed
     progress: Any = None  # the driver's console.Board actor
+    sources: list = field(default_factory=list)  # [(name, manifest)]: a mixture's sources (data.sources)
+    suite: Any = None  # the evaluation suite, tokenized by the driver (pipelines.evalsets.PreparedSuite)
+    suite_seq_len: int = 0
+    suite_batch: int = 8
 
 
 def train_loop(config: dict) -> dict:
@@ -96,6 +103,11 @@ class Trainer:
         # the driver verified every byte; each worker re-checks the manifest digest, sizes and tokenizer
         self.shards = ShardSet(job.manifest, tokenizer_path=job.tokenizer, verify=False)
         self.data = TrainingData(self.shards, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction)
+        if cfg.data.sources:  # a mixture: every source its own split and order, composed per batch
+            others = [ShardSet(m, tokenizer_path=job.tokenizer, verify=False) for _, m in job.sources[1:]]
+            self.data = MixtureData([n for n, _ in job.sources], [self.data, *(
+                TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction) for ss in others)],
+                cfg.data.phases(), cfg.global_batch_seqs, cfg.data.seed)
         self.model = build_sharded_model(job.model, self.device, self.world, bf16,
                                          cfg.train.compile and self.device.type == "cuda", cfg.train.seed)
         o = cfg.optim
@@ -186,16 +198,47 @@ class Trainer:
 
     def step_metrics(self, lr: float, grad_norm: torch.Tensor, dt: float) -> dict:
         tps = self.step_tokens / dt
-        return {"loss": self.last_loss, "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
-                "tokens_per_s_per_worker": tps / self.world, "step_time_s": dt, "micro_batch": self.micro,
-                "mfu": (tps / self.world) * self.fpt / self.peak if self.peak else 0.0}
+        out = {"loss": self.last_loss, "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
+               "tokens_per_s_per_worker": tps / self.world, "step_time_s": dt, "micro_batch": self.micro,
+               "mfu": (tps / self.world) * self.fpt / self.peak if self.peak else 0.0}
+        if isinstance(self.data, MixtureData):  # per source: tokens so far, its cumulative share and target, its plan
+            total = max(int(self.data.positions.sum()), 1)
+            target = targets_through(self.data.phases, self.global_batch, self.step) / total
+            for n, k, t, planned in zip(self.data.names, self.data.positions.tolist(), target.tolist(),
+                                        shares_at(self.data.phases, self.step)):
+                out.update({f"mix.{n}.tokens": k * self.data.seq_len, f"mix.{n}.share": k / total,
+                            f"mix.{n}.target": t, f"mix.{n}.planned": planned})
+        return out
 
     def maybe_eval(self, metrics: dict) -> None:
         loop = self.job.cfg.train
         if self.step % loop.eval_every == 0 or self.step == loop.steps:
-            val = evaluate(self.model, self.data, loop.eval_windows, self.micro, self.rank, self.world, self.device)
-            if val is not None:
-                metrics["val_loss"] = val
+            if isinstance(self.data, MixtureData):  # every source its own hold-out; val_loss weighs them by share
+                shares = shares_at(self.data.phases, self.step)
+                vals = {n: evaluate(self.model, src, loop.eval_windows, self.micro, self.rank, self.world, self.device)
+                        for n, src in zip(self.data.names, self.data.sources)}
+                metrics.update({f"val_loss.{n}": v for n, v in vals.items() if v is not None})
+                weighted = [(v, w) for v, w in zip(vals.values(), shares) if v is not None and w > 0]
+                if weighted:
+                    metrics["val_loss"] = sum(v * w for v, w in weighted) / sum(w for _, w in weighted)
+            else:
+                val = evaluate(self.model, self.data, loop.eval_windows, self.micro, self.rank, self.world, self.device)
+                if val is not None:
+                    metrics["val_loss"] = val
+        every = self.job.cfg.eval.every or loop.eval_every
+        if self.job.suite is not None and (self.step % every == 0 or self.step == loop.steps):
+            metrics.update(self.suite_metrics())
+
+    def suite_metrics(self) -> dict:
+        """The evaluation suite on every rank (each scores its share of the requests): eval.<set>.<metric>."""
+        job = self.job
+        self.model.eval()
+        scores = score_distributed(self.model, [Request(*r) for r in job.suite.requests], job.suite_seq_len,
+                                   job.suite_batch, self.rank, self.world, self.device)
+        self.model.train()
+        results = suite_metrics(job.suite, scores)
+        out = {f"eval.{name}.{k}": float(v) for name, r in results.items() if name != "mean_bpb" for k, v in r.items()}
+        return {**out, "eval.mean_bpb": results["mean_bpb"]}
 
     def maybe_flag_spike(self, metrics: dict) -> None:
         spike = self.spikes.observe(self.step, self.last_loss) if self.spikes else None
@@ -208,10 +251,11 @@ class Trainer:
     def maybe_log(self, metrics: dict) -> None:
         loop, step = self.job.cfg.train, self.step
         if not self.sink or not (step % loop.log_every == 0 or step == loop.steps or step == 1
-                                 or "val_loss" in metrics or "loss_spike" in metrics):
+                                 or "val_loss" in metrics or "loss_spike" in metrics or "eval.mean_bpb" in metrics):
             return
         self.sink.log(metrics, step)
         val = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
+        val += f" eval {metrics['eval.mean_bpb']:.4f} bits/byte" if "eval.mean_bpb" in metrics else ""
         tps = metrics["tokens_per_s"]
         say(f"[train] step {step}/{loop.steps} loss {self.last_loss:.4f}{val} lr {metrics['lr']:.2e} "
             f"|g| {metrics['grad_norm']:.3f} {tps:,.0f} tok/s ({tps / self.world:,.0f}/worker) mfu {metrics['mfu']:.1%}",
@@ -311,7 +355,7 @@ class Trainer:
         the consolidated export: a full state dict gathered to CPU (collective), written by rank 0."""
         self.model.eval()
         with torch.no_grad():
-            probe = self.data.train.windows(0, 1)[0]
+            probe = getattr(self.data, "sources", [self.data])[0].train.windows(0, 1)[0]
             probe_logits = self.model(probe.to(self.device)).float().cpu()
         full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.rank == 0:

@@ -7,6 +7,7 @@ touching either: the pipeline config's `user_stages:` (user.py)."""
 from __future__ import annotations
 
 from pipelines.stages.base import Plot, Report, ShardContext, Stage
+from pipelines.stages.decontaminate import DecontaminateStage
 from pipelines.stages.exact_dedup import ExactDedupStage
 from pipelines.stages.extract import ExtractStage
 from pipelines.stages.filter import FilterStage
@@ -17,7 +18,8 @@ from pipelines.stages.tokenize import TokenizeStage
 from pipelines.stages.user import UserStageConfig, make
 
 REGISTRY: dict[str, type[Stage]] = {c.name: c for c in (
-    IngestStage, ExtractStage, FilterStage, ExactDedupStage, MinHashStage, QualityStage, TokenizeStage)}
+    IngestStage, ExtractStage, FilterStage, ExactDedupStage, MinHashStage, QualityStage, DecontaminateStage,
+    TokenizeStage)}
 
 __all__ = ["REGISTRY", "Plot", "Report", "ShardContext", "Stage", "build", "place_user_stages"]
 

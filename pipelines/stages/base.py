@@ -48,6 +48,9 @@ class Report:
     metrics: dict[str, float] = field(default_factory=dict)
     plots: list[Plot] = field(default_factory=list)
     models: list[tuple[str, str, str]] = field(default_factory=list)  # (name, path, sha256): lineage inputs
+    # tags on its run and on the pipeline's run: what a consumer of the corpus checks without walking the stages
+    # (the evaluation suite the corpus was decontaminated against)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -100,3 +100,54 @@ def test_mlflow_records_quality_tokenizer_and_tokenize_runs(chain):
     assert "plots/quality_scores.png" in {a.path for a in client.list_artifacts(runs["quality"].info.run_id, "plots")}
     manifest = json.loads(Path(summary["tokens"]["manifest_path"]).read_text())
     assert manifest["mlflow_run_id"] == tok_run.info.run_id
+
+
+def test_decontamination_drops_what_an_evaluation_suite_holds_and_lineage_names_the_item(tmp_path, corpora, ray_local):
+    """A crawl sample with three planted documents (an ARC question with its answer inside a page, a COPA premise
+    quoted whole, a WikiText paragraph): the decontaminate stage drops exactly those, counts them per evaluation
+    set in its MLflow run, tags the pipeline's run with the suite it was checked against, and `--doc` says why."""
+    import gzip
+
+    import yaml
+    from repo_paths import EVALS
+
+    if not EVALS.is_dir():
+        pytest.skip(f"the shared evaluation sets are not at {EVALS}")
+    from pipelines.stages.decontaminate import DROPPED_TAG, SUITE_TAG
+
+    with gzip.open(corpora / DOLMA_CRAWL, "rt", encoding="utf-8") as f:
+        docs = [json.loads(line) for line in f][:40]
+    arc = json.loads((EVALS / "arc_easy.jsonl").read_text().splitlines()[9])
+    copa = json.loads((EVALS / "copa.jsonl").read_text().splitlines()[4])
+    wiki = (corpora / "wikitext2_test" / "wiki.test.raw").read_text(encoding="utf-8")
+    docs[5]["text"] += f"\n\nQuiz time. {arc['query']} {arc['choices'][arc['gold']]}"
+    docs[11]["text"] = f"{copa['query']} {copa['choices'][copa['gold']]}"
+    docs[30]["text"] = wiki[200_000:203_000]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "sample.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump({"name": "decon", "texts": [
+        {"name": "wikitext", "path": str(corpora / "wikitext2_test" / "wiki.test.raw"), "format": "text",
+         "max_doc_chars": 1000}], "tasks": [
+        {"name": "arc_easy", "path": str(EVALS / "arc_easy.jsonl"), "schema": "mc", "max_items": 10},
+        {"name": "copa", "path": str(EVALS / "copa.jsonl"), "schema": "mc"}]}))
+    with using_store(tmp_path) as uri:
+        cfg = load_pipeline_config(REPO / "configs" / "quickstart.yaml", [
+            f'inputs=[{{name: crawl, format: jsonl, paths: ["{tmp_path}/in/*.jsonl"]}}]',
+            "extract.enabled=false", "filter.enabled=false", "exact_dedup.enabled=false", "minhash.enabled=false",
+            "quality.enabled=false", "tokenizer.enabled=false", "tokenize.enabled=false",
+            "decontaminate.enabled=true", f"decontaminate.suite={tmp_path / 'suite.yaml'}"])
+        summary = run_pipeline(cfg, tmp_path / "work", echo=lambda *_: None)
+        stage = summary["stages"][-1]
+        assert stage["stage"] == "decontaminate" and stage["dropped"] == {"decontaminated": 3}
+        dropped = stage_table(stage, "dropped")
+        metas = {i: json.loads(m) for i, m in zip(dropped.column("id").to_pylist(), dropped.column("metadata").to_pylist())}
+        assert {m["decontam_match"] for m in metas.values()} == {"arc_easy#9", "copa#4", "wikitext#0"}
+        client = mlflow.MlflowClient(uri)
+        run = client.get_run(stage["run_id"])
+        assert run.data.metrics["matched.arc_easy"] == run.data.metrics["matched.copa"] == 1
+        assert run.data.metrics["matched.wikitext"] == 1
+        parent = client.get_run(summary["mlflow_run_id"]).data.tags
+        assert parent[DROPPED_TAG] == "3" and len(parent[SUITE_TAG]) == 64
+        arc_doc = next(i for i, m in metas.items() if m["decontam_match"] == "arc_easy#9")
+        text = format_fate(doc_fate(arc_doc, [Path(summary["workdir"])]))
+        assert "dropped at stage decontaminate: decontaminated" in text and "with evaluation item arc_easy#9" in text

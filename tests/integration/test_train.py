@@ -28,7 +28,7 @@ from pipelines.manifest import mlflow_digest
 from pipelines.manifest import ShardIntegrityError
 from pipelines.shard_reader import ShardSet
 from conftest import using_store
-from repo_paths import REPO
+from repo_paths import EVALS, REPO
 from train_fixture import build_shakespeare_shards, train_job
 
 pytestmark = pytest.mark.slow
@@ -61,10 +61,32 @@ def history(run_id: str, key: str) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def straight(ray_local, store, shards, tmp_path_factory):
-    """The uninterrupted reference job."""
+def suite(corpora, tmp_path_factory) -> Path:
+    """A small evaluation suite: held-out Shakespeare (the file's last speeches) and three shared task sets, one
+    per schema, capped."""
+    import yaml
+
+    if not EVALS.is_dir():
+        pytest.skip(f"the shared evaluation sets are not at {EVALS}")
+    folder = tmp_path_factory.mktemp("suite")
+    text = (corpora / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    speeches = [s for s in text.split("\n\n") if s.strip()][-40:]
+    (folder / "held.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in speeches))
+    (folder / "suite.yaml").write_text(yaml.safe_dump({
+        "name": "test", "batch_size": 8,
+        "texts": [{"name": "held", "path": "held.jsonl"}],
+        "tasks": [{"name": "arc_easy", "path": str(EVALS / "arc_easy.jsonl"), "schema": "mc", "max_items": 24},
+                  {"name": "winogrande", "path": str(EVALS / "winogrande.jsonl"), "schema": "schema", "max_items": 24},
+                  {"name": "lambada", "path": str(EVALS / "lambada_openai.jsonl"), "schema": "lm", "max_items": 24}]}))
+    return folder / "suite.yaml"
+
+
+@pytest.fixture(scope="module")
+def straight(ray_local, store, shards, suite, tmp_path_factory):
+    """The uninterrupted reference job (with the evaluation suite at steps 30 and 60: scoring does not touch the
+    training state, so the other jobs, without it, still equal this one step for step)."""
     workdir = tmp_path_factory.mktemp("straight")
-    return train(train_job("straight", shards, STEPS), workdir), workdir
+    return train(train_job("straight", shards, STEPS, eval={"suite": str(suite), "every": 30}), workdir), workdir
 
 
 def unigram_entropy(shards) -> float:
@@ -90,7 +112,7 @@ def test_training_run_records_lineage_in_mlflow(straight, shards):
     summary, workdir = straight
     run = mlflow.get_run(summary["run_id"])
     manifest = ShardSet(shards["manifest"], verify=False).manifest
-    (inp,) = run.inputs.dataset_inputs
+    (inp,) = [i for i in run.inputs.dataset_inputs if i.dataset.name == "tokens"]  # (and the eval suite's files)
     assert inp.dataset.digest == mlflow_digest(manifest["digest"])
     assert run.data.tags["tokenmill.tokenizer_sha256"] == manifest["tokenizer_sha256"]
     assert run.data.params["world_size"] == "2" and run.data.params["model.n_kv_heads"] == "2"
@@ -128,6 +150,42 @@ def test_export_and_checkpoint_reproduce_the_fsdp_logits(straight):
     ckpt_model, _ = load_unsharded(workdir / "ray" / "straight" / f"checkpoint_step{STEPS:08d}")
     with torch.no_grad():
         torch.testing.assert_close(ckpt_model(tokens), logits, rtol=0, atol=0)
+
+
+def test_the_suite_is_scored_inside_training_and_tokenmill_eval_gives_the_same_numbers(straight, suite, store):
+    """eval.* metrics at steps 30 and 60 (2 ranks, the FSDP model), the suite's files as inputs of the run; then
+    `tokenmill eval` on the export (1 process) reproduces the step-60 numbers, as its own run, whose lineage walks
+    to the training run and on to the shards."""
+    summary, workdir = straight
+    bpb = history(summary["run_id"], "eval.mean_bpb")
+    assert sorted(bpb) == [30, 60] and bpb[60] < bpb[30] < math.log2(512) * 0.5  # learning, and far from uniform
+    for name, keys in (("held", ("bpb", "documents", "bytes")), ("arc_easy", ("bpb", "acc", "acc_norm", "acc_centered")),
+                       ("winogrande", ("bpb", "acc")), ("lambada", ("bpb", "acc"))):
+        for k in keys:
+            assert sorted(history(summary["run_id"], f"eval.{name}.{k}")) == [30, 60], (name, k)
+    run = mlflow.get_run(summary["run_id"])
+    names = {i.dataset.name for i in run.inputs.dataset_inputs}
+    assert {"tokens", "eval:held", "eval:arc_easy", "eval:winogrande", "eval:lambada"} <= names
+    assert summary["eval"]["mean_bpb"] == bpb[60]
+
+    out = subprocess.run([sys.executable, "-m", "orchestration.cli", "eval", str(workdir / "model"), "--suite",
+                          str(suite)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"MLFLOW_TRACKING_URI": store})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| **mean** |" in out.stdout
+    (ev,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                               filter_string="tags.`tokenmill.kind` = 'eval'")
+    assert ev.data.tags["tokenmill.training_run_id"] == summary["run_id"]
+    assert ev.data.tags["tokenmill.eval.suite_digest"] == run.data.tags["tokenmill.eval.suite_digest"]
+    final = {k[len("eval."):]: v for k, v in ev.data.metrics.items() if k.startswith("eval.")}
+    for key, value in summary["eval"].items():  # 2 FSDP ranks in training, 1 process here: the same numbers
+        assert final[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    tree = json.loads(subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", ev.info.run_id, "--json"],
+                                     cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
+                                     env={**os.environ, "MLFLOW_TRACKING_URI": store}).stdout)
+    (model_input,) = [i for i in tree["lineage"]["inputs"] if i["name"] == "model:export"]
+    trained = model_input["produced_by"]
+    assert trained["run_id"] == summary["run_id"] and any(i["name"] == "tokens" for i in trained["inputs"])
 
 
 def test_generate_cli_on_the_export(straight):
@@ -309,3 +367,80 @@ def test_a_loss_spike_is_tagged_and_lineage_lists_its_documents(ray_local, store
     batch = step_batch(summary["run_id"], 30)
     assert first["documents"] == batch["documents"] and {d["rank"] for d in batch["documents"]} == {0, 1}
     assert first["sources"] == {"tinyshakespeare": sum(d["tokens"] for d in batch["documents"])}
+
+
+@pytest.fixture(scope="module")
+def three_sources(shards, tmp_path_factory) -> dict[str, Path]:
+    """The shakespeare speeches as three sources of one tokenizer: comedy-sized, middling, and a small one."""
+    from token_sets import write_token_set
+
+    ss = ShardSet(shards["manifest"], verify=False)
+    ids = ss.document_ids()
+    parts = {"big": ids[: len(ids) // 2], "mid": ids[len(ids) // 2: len(ids) * 9 // 10], "small": ids[len(ids) * 9 // 10:]}
+    out, folder = {}, tmp_path_factory.mktemp("sources")
+    for name, part in parts.items():
+        out[name] = write_token_set(folder / name, {f"{name}/00000": {d: ss.document(d) for d in part}},
+                                    target_tokens=40_000, eos_id=ss.manifest["eos_id"], dtype=ss.dtype,
+                                    tokenizer_sha256=ss.tokenizer_sha256, vocab_size=ss.vocab_size)
+    return out
+
+
+def test_a_mixture_tracks_its_shares_and_resumes_across_a_schedule_change(ray_local, store, shards, three_sources,
+                                                                          tmp_path):
+    """70 / 29.5 / 0.5 % of the sequences (the small source below 1 %, capped at 2 epochs): every source's share is
+    realized within one sequence, each source is an input dataset of the run with its validation loss; stopped at
+    step 20 and resumed with an anneal from step 21 on, every source continues from its own position. Shares the
+    capped source cannot supply, or a source of another tokenizer, are refused before Ray starts."""
+    from model.mixture import allocate
+    from pipelines.typed_config import ConfigError
+
+    sources = [{"name": "big", "manifest": str(three_sources["big"]), "share": 70},
+               {"name": "mid", "manifest": str(three_sources["mid"]), "share": 29.5},
+               {"name": "small", "manifest": str(three_sources["small"]), "share": 0.5, "max_epochs": 2}]
+    job = train_job("mix", shards, 40)
+    job["data"] = {**{k: v for k, v in job["data"].items() if k != "manifest"}, "sources": sources}
+    job["train"] = {**job["train"], "stop_after": 20, "eval_every": 20}
+    first = train(job, tmp_path)
+    assert first["step"] == 20
+    anneal = [{"from_step": 21, "shares": {"big": 1, "mid": 1, "small": 2}}]
+    second = train({**job, "data": {**job["data"], "schedule": anneal}, "train": {**job["train"], "stop_after": None}},
+                   tmp_path)
+    assert second["step"] == 40 and second["run_id"] == first["run_id"]
+    run = mlflow.get_run(second["run_id"])
+    assert {"big", "mid", "small"} <= {i.dataset.name for i in run.inputs.dataset_inputs}
+    from orchestration.config.train import train_config_from_dict as typed
+
+    phases = typed({**job, "data": {**job["data"], "schedule": anneal}}, PRESETS).data.phases()
+    expected = allocate(phases, 32, 40).sum(axis=0)
+    for name, k in zip(("big", "mid", "small"), expected.tolist()):
+        assert history(run.info.run_id, f"mix.{name}.tokens")[40] == k * 64, name
+        assert set(history(run.info.run_id, f"val_loss.{name}")) >= {20, 40}, name
+        share, target = history(run.info.run_id, f"mix.{name}.share"), history(run.info.run_id, f"mix.{name}.target")
+        assert all(abs(share[s] - target[s]) * s * 32 < 1 for s in range(1, 41)), name  # within one sequence
+    assert "mixture_shares.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    # lineage: step 30's windows by mixture source, as many sequences of each as the allocation gave
+    batch = step_batch(run.info.run_id, 30)
+    by_source = {}
+    for d in batch["documents"]:
+        by_source[d["mixture_source"]] = by_source.get(d["mixture_source"], 0) + d["tokens"]
+    step30 = allocate(phases, 32, 30)[-1]
+    assert {n: by_source.get(n, 0) for n in ("big", "mid", "small")} == \
+        {n: int(k) * 65 for n, k in zip(("big", "mid", "small"), step30)}
+    before = allocate(phases, 32, 20).sum(axis=0)
+    assert abs(before[2] - 0.005 * 32 * 20) < 1 and before[2] > 0  # the 0.5% source, at its rate from the start
+    assert history(run.info.run_id, "mix.small.planned")[40] == 0.5
+
+    too_much = {**job, "name": "mix-capped", "data": {**job["data"], "sources": [
+        *sources[:2], {**sources[2], "share": 30, "max_epochs": 0.1}]}}  # ~300 sequences of ~900 windows
+    with pytest.raises(ConfigError, match=r"small needs 29\d sequences of 64 tokens .* \(max_epochs 0.1: at most \d+\)"):
+        train(too_much, tmp_path / "capped")
+    from token_sets import write_token_set
+
+    ss = ShardSet(three_sources["small"], verify=False)
+    other = write_token_set(tmp_path / "other", {"o/00000": {d: ss.document(d) for d in ss.document_ids()[:50]}},
+                            target_tokens=40_000, eos_id=ss.manifest["eos_id"], dtype=ss.dtype,
+                            tokenizer_sha256="ef" * 32, vocab_size=ss.vocab_size)
+    foreign = {**job, "name": "mix-foreign", "data": {**job["data"], "sources": [
+        *sources[:2], {"name": "other", "manifest": str(other), "share": 1}]}}
+    with pytest.raises(ConfigError, match=r"'big' was tokenized with .* and 'other' with efefefefefef"):
+        train(foreign, tmp_path / "foreign")

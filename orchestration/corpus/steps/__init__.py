@@ -7,6 +7,8 @@ needs the cluster, from the step registered for its class in this package, one f
   first of a group are dropped.
 - minhash.py: band buckets -> star edges -> distributed connected components -> drop lists by shard.
 - tokenize.py: a given SentencePiece model, or one trained on the global sample.
+Before the passes (`before`): quality.py trains the classifier a config names by its YAML; decontaminate.py builds
+the evaluation suite's n-gram index.
 Documents are int64 keys here (run, shard rank, row: `pipelines.stages.dedup_common`); the smallest key
 of a group (the first in corpus order) survives. After the last dedup step, this run's dedup index is
 written. Each step's outcome is cached under `_done/` by a digest of its inputs, so a re-run skips it.
@@ -123,7 +125,7 @@ def results_shard_ranks(results: list[dict]) -> dict[str, int]:
 
 
 
-from orchestration.corpus.steps import exact_dedup, minhash, quality, tokenize  # noqa: E402  (they register)
+from orchestration.corpus.steps import decontaminate, exact_dedup, minhash, quality, tokenize  # noqa: E402  (they register)
 
 __all__ = ["BEFORE", "STEPS", "StepContext", "before", "cached", "key_files", "prepare", "read_keys",
-           "results_shard_ranks", "run", "step", "exact_dedup", "minhash", "quality", "tokenize"]
+           "results_shard_ranks", "run", "step", "decontaminate", "exact_dedup", "minhash", "quality", "tokenize"]
