@@ -38,19 +38,28 @@ class TokenStream:
         self.seg_begin = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         self.num_tokens = int(self.seg_begin[-1])
 
-    def read(self, pos: int, n: int) -> np.ndarray:
+    def spans(self, pos: int, n: int) -> list[tuple[int, int, int]]:
+        """Stream tokens [pos, pos + n) as (shard, first token, end token) ranges of the shards."""
         if not 0 <= pos <= pos + n <= self.num_tokens:
             raise IndexError(f"tokens [{pos}, {pos + n}) outside the stream of {self.num_tokens}")
-        out = np.empty(n, dtype=np.int64)
+        out = []
         seg = int(np.searchsorted(self.seg_begin, pos, side="right")) - 1
         done = 0
         while done < n:
             offset = pos + done - int(self.seg_begin[seg])
             take = min(n - done, int(self.seg_begin[seg + 1]) - (pos + done))
             start = int(self.seg_start[seg]) + offset
-            out[done : done + take] = self.shards.shard(int(self.seg_shard[seg]))[start : start + take]
+            out.append((int(self.seg_shard[seg]), start, start + take))
             done += take
             seg += 1
+        return out
+
+    def read(self, pos: int, n: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.int64)
+        done = 0
+        for shard, start, stop in self.spans(pos, n):
+            out[done : done + stop - start] = self.shards.shard(shard)[start:stop]
+            done += stop - start
         return out
 
 
@@ -124,6 +133,11 @@ class WindowLoader:
         """(inputs, targets), each (count, seq_len) int64, for global sample positions first..first+count-1."""
         return window_pairs(self.stream, self.window_index(np.arange(first_sample, first_sample + count)), self.seq_len)
 
+    def spans(self, first_sample: int, count: int) -> list[tuple[int, int, int]]:
+        """The shard ranges those windows read."""
+        windows = self.window_index(np.arange(first_sample, first_sample + count)).tolist()
+        return [sp for w in windows for sp in self.stream.spans(w * self.seq_len, self.seq_len + 1)]
+
 
 class TrainingData:
     """The job's data: train and validation windows over verified shards, and the resumable position."""
@@ -144,6 +158,14 @@ class TrainingData:
             raise ValueError(f"global batch of {global_batch} sequences does not split over {world} ranks")
         per_rank = global_batch // world
         return self.train.windows(self.position + rank * per_rank, per_rank)
+
+    def prefetch(self, global_batch: int, rank: int, world: int, steps: int) -> None:
+        """Start fetching the blocks of this rank's `steps` batches after the next one, when the shards are
+        read by ranges from object storage (nothing to do for mapped shards)."""
+        if steps > 0 and getattr(self.shards, "cache", None) is not None:
+            per_rank = global_batch // world
+            for k in range(1, steps + 1):
+                self.shards.prefetch(self.train.spans(self.position + k * global_batch + rank * per_rank, per_rank))
 
     def step_documents(self, step: int, global_batch: int, world: int) -> list[dict]:
         """The documents whose tokens are in step `step`'s global batch (steps count from 1): per rank and

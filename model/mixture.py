@@ -186,6 +186,20 @@ class MixtureData:
             ys.append(y)
         return torch.cat(xs), torch.cat(ys)
 
+    def prefetch(self, global_batch: int, rank: int, world: int, steps: int) -> None:
+        """Start fetching the blocks of this rank's `steps` batches after the next one (remote sources)."""
+        if steps <= 0 or all(getattr(s.shards, "cache", None) is None for s in self.sources):
+            return
+        per, saved = global_batch // world, (self.step, self.positions)
+        try:
+            for _ in range(steps):
+                self.positions = self.positions + self.counts(self.step + 1)
+                self.step += 1
+                for i, pos in self.slots(self.step + 1)[rank * per:(rank + 1) * per]:
+                    self.sources[i].shards.prefetch(self.sources[i].train.spans(pos, 1))
+        finally:
+            self.step, self.positions = saved
+
     def advance(self, global_batch: int) -> None:
         self.positions += self.counts(self.step + 1)
         self.step += 1

@@ -4,12 +4,16 @@
 digest, every shard's and index's sha256 (with `verify=True`, which reads every byte once), each
 shard's size against its token count, and, when a tokenizer is given, that it is the tokenizer the
 shards were made with. Each failure raises ShardIntegrityError (a ValueError) naming the file.
-Shards are then read through read-only np.memmap. Shards on object storage (a manifest URI) are downloaded
-into the local cache (`storage.local_copy`; afresh when verified) and verified and mapped there.
+Shards are then read through read-only np.memmap. Shards on object storage (a manifest URI) are read by
+byte ranges through a `pipelines.block_cache.BlockCache` when one is given (and the shards carry block
+checksums: `block_bytes` in their manifest entries); otherwise they are downloaded whole into the local cache
+(`storage.local_copy`; afresh when verified) and verified and mapped there.
 """
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,13 +21,16 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.hashing import sha256_file
 from pipelines.manifest import ShardIntegrityError, load_manifest
-from pipelines.token_shards import storage_dtype
+from pipelines.block_cache import BlockCache, fetch_block
+from pipelines.token_shards import BLOCK_SHA256_KEY, storage_dtype
 
 
 class ShardSet:
-    def __init__(self, manifest_path, tokenizer_path: str | None = None, verify: bool = True):
+    def __init__(self, manifest_path, tokenizer_path: str | None = None, verify: bool = True,
+                 cache: BlockCache | None = None):
         self.manifest_path = storage.path(manifest_path)
         self.root = self.manifest_path.parent
+        self.cache = None if isinstance(self.root, Path) else cache  # local shards are mapped, never cached
         self.manifest = load_manifest(self.manifest_path, kind="tokens")
         m = self.manifest
         if tokenizer_path is not None:
@@ -49,8 +56,10 @@ class ShardSet:
                 raise ShardIntegrityError(
                     f"token shard {s['path']}: {size} bytes, the manifest says {s['tokens']} {self.dtype.name} tokens"
                 )
+            ranged = self.cache is not None and "block_bytes" in s
             if verify:
-                for key, name in (("sha256", "path"), ("index_sha256", "index_path")):
+                # read by ranges: every block is verified as it is fetched, so only the index is hashed now
+                for key, name in ((("sha256", "path"),) if not ranged else ()) + (("index_sha256", "index_path"),):
                     # remote shards: downloaded afresh to be verified (a cached copy is keyed by size and
                     # mtime, and S3 mtimes have one-second resolution), then read from that copy
                     actual = sha256_file(self._local(s[name], refresh=True))
@@ -63,9 +72,13 @@ class ShardSet:
         self._starts = np.concatenate([[0], np.cumsum([s["tokens"] for s in self.shards_meta])]).astype(np.int64)
         if int(self._starts[-1]) != self.total_tokens:
             raise ShardIntegrityError(f"{self.manifest_path}: shard token counts do not add up to totals.tokens")
-        self._memmaps: dict[int, np.memmap] = {}
+        self._memmaps: dict[int, np.memmap | RangeShard] = {}
         self._indexes: dict[int, dict] = {}
         self._lookup: dict[str, tuple[int, int, int]] | None = None
+        if verify and self.cache is not None:
+            for i in range(self.num_shards):
+                if self.ranged(i):
+                    self._block_table(i)  # its length against the shard's size, before any block is read
 
     def _local(self, rel: str, refresh: bool = False):
         """A local file with the content of `rel` (itself, or its download when the shards are remote)."""
@@ -78,10 +91,26 @@ class ShardSet:
     def __len__(self) -> int:
         return self.total_tokens
 
-    def shard(self, i: int) -> np.memmap:
-        """All tokens of shard i (documents and their eos), read-only."""
+    def ranged(self, i: int) -> bool:
+        """Whether shard i is read by byte ranges through the block cache."""
+        return self.cache is not None and "block_bytes" in self.shards_meta[i]
+
+    def _block_table(self, i: int) -> bytes:
+        meta = self.shards_meta[i]
+        table = self.index(i)["block_sha256"]
+        blocks = -(-meta["bytes"] // meta["block_bytes"])
+        if table is None or len(table) != 32 * blocks:
+            raise ShardIntegrityError(f"token shard index {meta['index_path']}: {len(table or b'') // 32} block "
+                                      f"checksums, the shard's {meta['bytes']} bytes make {blocks} blocks")
+        return table
+
+    def shard(self, i: int) -> np.memmap | RangeShard:
+        """All tokens of shard i (documents and their eos), read-only: sliced, they give numpy arrays."""
         if i not in self._memmaps:
             meta = self.shards_meta[i]
+            if self.ranged(i):
+                self._memmaps[i] = RangeShard(self, i)
+                return self._memmaps[i]
             self._memmaps[i] = np.memmap(self._local(meta["path"]), dtype=self.dtype, mode="r", shape=(meta["tokens"],))
         return self._memmaps[i]
 
@@ -102,8 +131,16 @@ class ShardSet:
                 raise ShardIntegrityError(f"token shard index {meta['index_path']}: no doc_key column (the index "
                                           "layout of pipelines/token_shards.py; re-run the tokenize stage)")
             self._indexes[i] = {"doc_id": doc_ids, "offset": offsets, "n_tokens": n_tokens,
-                                "doc_key": table.column("doc_key").to_numpy()}
+                                "doc_key": table.column("doc_key").to_numpy(),
+                                "block_sha256": (table.schema.metadata or {}).get(BLOCK_SHA256_KEY)}
         return self._indexes[i]
+
+    def prefetch(self, spans) -> None:
+        """Start fetching the blocks that hold these (shard, first token, end token) spans; nothing for
+        shards that are mapped."""
+        for i, start, stop in spans:
+            if self.ranged(i):
+                self.shard(i).prefetch(start, stop)
 
     def document_ids(self) -> list[str]:
         """Every document id, in shard order (each file's documents in the order they were written)."""
@@ -144,6 +181,62 @@ class ShardSet:
         if not parts:
             return np.empty(0, dtype=self.dtype)
         return np.concatenate(parts)
+
+
+class RangeShard:
+    """One remote shard's tokens, read by slices through the block cache (the part of np.memmap the readers use)."""
+
+    def __init__(self, shards: ShardSet, i: int):
+        meta = shards.shards_meta[i]
+        self.name, self.path, self.cache = meta["path"], shards.root / meta["path"], shards.cache
+        self.dtype, self.size, self.nbytes = shards.dtype, int(meta["tokens"]), int(meta["bytes"])
+        self.block = int(meta["block_bytes"])
+        self.digests = shards._block_table(i)
+        self.key = meta["sha256"][:40]  # blocks are named by content: a kept block can never be stale
+        self._handle, self._lock = None, threading.Lock()
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.size,)
+
+    def _blocks(self, start: int, stop: int) -> range:
+        it = self.dtype.itemsize
+        return range(start * it // self.block, (stop * it - 1) // self.block + 1) if stop > start else range(0)
+
+    def _fetcher(self, b: int):
+        def fetch() -> bytes:
+            with self._lock:
+                if self._handle is None:
+                    self._handle = self.path.fs.open_input_file(self.path.fs_path)
+            offset = b * self.block
+            return fetch_block(self._handle, self.name, b, offset, min(self.block, self.nbytes - offset),
+                               self.digests[32 * b: 32 * b + 32])
+        return fetch
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice):
+            return self[key: key + 1 or None][0]
+        start, stop, step = key.indices(self.size)
+        if step != 1:
+            raise IndexError(f"token shard {self.name}: strided reads are not supported")
+        blocks = self._blocks(start, stop)
+        if not blocks:
+            return np.empty(0, dtype=self.dtype)
+        parts = [self.cache.read(f"{self.key}.{b:08d}", self._fetcher(b)) for b in blocks]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return np.frombuffer(data, self.dtype, count=stop - start, offset=start * self.dtype.itemsize - blocks[0] * self.block)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def prefetch(self, start: int, stop: int) -> None:
+        for b in self._blocks(start, stop):
+            if not self.cache.prefetch(f"{self.key}.{b:08d}", self.block, self._fetcher(b)):
+                return  # in flight: half the cache
 
 
 def to_hf_dataset(shard_set: ShardSet):

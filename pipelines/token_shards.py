@@ -13,11 +13,14 @@ Layout (all paths relative to the folder holding `manifest.json`):
 - `.idx.parquet` has one row per document: `doc_id` (string), `offset` (int64, the position of its first
   token in the file), `n_tokens` (int64, its token count WITHOUT the eos, which sits at
   `offset + n_tokens`) and `doc_key` (uint64, `pipelines.hashing.document_key(doc_id)`, so a training
-  job splits train/validation without hashing a string).
+  job splits train/validation without hashing a string). Its schema metadata `tokenmill.block_sha256` holds
+  the raw 32-byte sha256 of each consecutive `BLOCK_BYTES` (64 KiB) block of the `.bin` file (the last one
+  shorter), concatenated: a reader of byte ranges (a remote shard read through `pipelines.block_cache`)
+  verifies every block it fetches, and the index's own sha256 in the manifest covers the table.
 - `manifest.json` (`build_token_manifest`): `format_version` (1), `kind` ("token_shards"),
   `tokenizer_sha256`, `dtype` ("uint16" | "uint32"), `byte_order` ("little"), `vocab_size`, `eos_id`,
   `shards` (one entry per file: `shard` (its global number), `path`, `index_path`, `tokens`,
-  `documents`, `sha256`, `index_sha256`, `bytes`), `totals` (`tokens`, `documents`, `bytes`), `extra`
+  `documents`, `sha256`, `index_sha256`, `bytes`, `block_bytes`), `totals` (`tokens`, `documents`, `bytes`), `extra`
   (the input stage and its digest), `mlflow_run_id`, and `digest`: the sha256 of the canonical JSON of
   everything but `digest` and `mlflow_run_id`. Files are numbered by input shard name, then j
   (`number_token_files`), so the manifest does not depend on the order in which tasks finished.
@@ -41,6 +44,11 @@ from pipelines.hashing import canonical_sha256, document_keys, sha256_file
 
 FORMAT_VERSION = 1
 KIND = "token_shards"
+# The unit of a range read and its checksum. A training window is 0.5-32 KB (seq_len x 2-4 bytes), so a
+# 64 KiB block reads 2-128x the bytes a window needs, and its 32-byte digest costs 1/2048 of the shard in
+# the index (64 KiB per 128 MB shard); a 1 MiB block would read up to 2,000x per window.
+BLOCK_BYTES = 1 << 16
+BLOCK_SHA256_KEY = b"tokenmill.block_sha256"
 
 
 def storage_dtype(dtype) -> np.dtype:
@@ -123,6 +131,7 @@ class TokenShardWriter:
         self._scratch = storage.scratch_for(self.out_dir / self._bin)
         self._file = open(self._scratch, "wb")
         self._sha = hashlib.sha256()
+        self._block, self._block_fill, self._blocks = hashlib.sha256(), 0, []
         self._ids: list[str] = []
         self._n: list[int] = []
         self._tokens = 0
@@ -135,8 +144,11 @@ class TokenShardWriter:
         offsets = np.zeros(len(n), dtype=np.int64)
         np.cumsum(n[:-1] + 1, out=offsets[1:])
         keys = document_keys(self._ids)
+        if self._block_fill:
+            self._blocks.append(self._block.digest())
         index = pa.table({"doc_id": pa.array(self._ids, pa.string()), "offset": offsets, "n_tokens": n,
-                          "doc_key": pa.array(keys, pa.uint64())})
+                          "doc_key": pa.array(keys, pa.uint64())}).replace_schema_metadata(
+            {BLOCK_SHA256_KEY: b"".join(self._blocks)})
         index_scratch = storage.scratch_for(self.out_dir / self._idx)
         pq.write_table(index, index_scratch, compression="zstd")
         index_sha256 = sha256_file(index_scratch)  # hashed before the upload: no read back from object storage
@@ -144,7 +156,7 @@ class TokenShardWriter:
         self.entries.append({
             "path": self._bin, "index_path": self._idx, "tokens": self._tokens, "documents": len(self._ids),
             "sha256": self._sha.hexdigest(), "index_sha256": index_sha256,
-            "bytes": self._tokens * self.dt.itemsize,
+            "bytes": self._tokens * self.dt.itemsize, "block_bytes": BLOCK_BYTES,
         })
         self._file = None
 
@@ -181,6 +193,15 @@ class TokenShardWriter:
         data = flat.tobytes()
         self._file.write(data)
         self._sha.update(data)
+        view = memoryview(data)
+        while view:  # the per-block digests, across write boundaries
+            take = min(len(view), BLOCK_BYTES - self._block_fill)
+            self._block.update(view[:take])
+            self._block_fill += take
+            view = view[take:]
+            if self._block_fill == BLOCK_BYTES:
+                self._blocks.append(self._block.digest())
+                self._block, self._block_fill = hashlib.sha256(), 0
         self._ids.extend(doc_ids)
         self._n.extend((sizes - 1).tolist())
         self._tokens += int(flat.size)

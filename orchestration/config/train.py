@@ -43,6 +43,10 @@ class DataConfig:
     seed: int = 0
     sources: list[SourceConfig] = field(default_factory=list)  # a mixture, instead of `manifest`
     schedule: list[PhaseConfig] = field(default_factory=list)  # the mixture's shares changed from a step on
+    # shards on object storage are read by byte ranges (verified 64 KiB blocks) through this much local disk
+    # per worker, the blocks of the next `prefetch_steps` batches fetched ahead; 0: download every shard whole
+    remote_cache_mb: Annotated[int, Range(lo=0)] = 4096
+    prefetch_steps: Annotated[int, Range(lo=0)] = 2
 
     def validate(self, key: str) -> None:
         at = f"{key}." if key else ""

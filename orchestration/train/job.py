@@ -33,6 +33,7 @@ from orchestration.train.worker import WorkerJob, train_loop
 from orchestration.runtime.workdir_lock import WorkdirLock
 from orchestration.runtime.workdir_lock import describe as describe_holder
 from pipelines import storage
+from pipelines.block_cache import cache_for
 from pipelines.shard_reader import ShardSet
 from model.checkpoint import checkpoint_digest
 from pipelines.hashing import sha256_file
@@ -73,8 +74,11 @@ def _verify_sources(cfg: TrainConfig, manifests, tokenizer_path, echo) -> list[S
     two that differ), its shares printed as they will be used and refused where a source cannot supply its need."""
     sets = []
     for name, path in manifests:
-        echo(f"tokenmill: verifying token shards {path} ...")
-        sets.append(ShardSet(path, verify=True))
+        # remote shards read by ranges: the manifest, indexes and block tables now, every block as it is fetched
+        cache = cache_for(path, cfg.data.remote_cache_mb, f"{cfg.name}-driver")
+        echo(f"tokenmill: verifying token shards {path} ..." + (" (indexes and block checksums: blocks are "
+                                                                 "verified as training fetches them)" if cache else ""))
+        sets.append(ShardSet(path, verify=True, cache=cache))
     first = sets[0]
     for (name, path), ss in zip(manifests, sets):
         if ss.tokenizer_sha256 != first.tokenizer_sha256:

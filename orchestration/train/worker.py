@@ -43,6 +43,7 @@ from pipelines.evalsets import suite_metrics
 from orchestration.config.train import TrainConfig
 from orchestration.train.metrics import MetricsSink
 from pipelines import storage
+from pipelines.block_cache import cache_for
 from pipelines.shard_reader import ShardSet
 
 _BOARD: list = [None]  # the driver's console.Board actor, when it gave one
@@ -101,10 +102,13 @@ class Trainer:
         precision = cfg.train.precision
         bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         # the driver verified every byte; each worker re-checks the manifest digest, sizes and tokenizer
-        self.shards = ShardSet(job.manifest, tokenizer_path=job.tokenizer, verify=False)
+        # remote shards: read by ranges through this rank's cache (one for every source of a mixture)
+        self.cache = cache_for(job.manifest, cfg.data.remote_cache_mb, f"{cfg.name}-rank{self.rank}")
+        self.shards = ShardSet(job.manifest, tokenizer_path=job.tokenizer, verify=False, cache=self.cache)
         self.data = TrainingData(self.shards, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction)
         if cfg.data.sources:  # a mixture: every source its own split and order, composed per batch
-            others = [ShardSet(m, tokenizer_path=job.tokenizer, verify=False) for _, m in job.sources[1:]]
+            others = [ShardSet(m, tokenizer_path=job.tokenizer, verify=False, cache=self.cache)
+                      for _, m in job.sources[1:]]
             self.data = MixtureData([n for n, _ in job.sources], [self.data, *(
                 TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction) for ss in others)],
                 cfg.data.phases(), cfg.global_batch_seqs, cfg.data.seed)
@@ -169,6 +173,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = self.data.rank_batch(self.global_batch, self.rank, self.world)
+        self.data.prefetch(self.global_batch, self.rank, self.world, cfg.data.prefetch_steps)  # remote shards
         x, y = x.to(self.device), y.to(self.device)
 
         def on_retry(new_micro: int) -> None:
@@ -208,6 +213,12 @@ class Trainer:
                                         shares_at(self.data.phases, self.step)):
                 out.update({f"mix.{n}.tokens": k * self.data.seq_len, f"mix.{n}.share": k / total,
                             f"mix.{n}.target": t, f"mix.{n}.planned": planned})
+        if self.cache is not None:  # remote shards: rank 0's block cache (misses: the step fetched; waits: found it in flight)
+            st = self.cache.stats
+            out.update({"remote.cache_mb": self.cache.bytes / 2**20, "remote.cache_peak_mb": self.cache.peak_bytes / 2**20,
+                        "remote.fetched_mb": st["fetched_bytes"] / 2**20, "remote.blocks_fetched": st["fetched"],
+                        "remote.block_hits": st["hits"], "remote.block_misses": st["missed"],
+                        "remote.block_waits": st["waited"]})
         return out
 
     def maybe_eval(self, metrics: dict) -> None:
@@ -335,6 +346,8 @@ class Trainer:
     def _close(self) -> None:
         if self.sink:
             self.sink.close()
+        if self.cache is not None:
+            self.cache.close()
         dist.barrier()
 
     def stop_on_divergence(self) -> dict:

@@ -119,6 +119,22 @@ def test_training_checkpoints_and_its_export_are_on_s3(runs):
     assert runs["stdout"].count("tokenmill: sample ") == 3
 
 
+def test_training_read_the_s3_shards_by_ranges_through_its_block_cache(runs):
+    """Each worker kept verified 64 KiB blocks (named by the shard's sha256 and the block number), each the bytes
+    of that range of the S3 object; the whole shards were never downloaded for training."""
+    manifest = json.loads(storage.path(f"{WORKDIR}/tokens/manifest.json").read_text())
+    by_key = {s["sha256"][:40]: s for s in manifest["shards"]}
+    kept = sorted((runs["tmp"] / "blocks").glob("quickstart-rank*/*"))
+    assert kept and {p.parent.name for p in kept} <= {"quickstart-rank0", "quickstart-rank1"}
+    for p in kept:
+        key, block = p.name.split(".")
+        meta = by_key[key]
+        with storage.path(f"{WORKDIR}/tokens/{meta['path']}").open("rb") as f:
+            f.seek(int(block) * meta["block_bytes"])
+            assert p.read_bytes() == f.read(meta["block_bytes"])
+    assert "(indexes and block checksums: blocks are verified as training fetches them)" in runs["stdout"]
+
+
 def test_lineage_walks_back_from_the_s3_checkpoint_and_verifies(runs):
     ckpt = runs["train"]["checkpoints"][-1]["path"]
     out = cli("lineage", ckpt, "--json", env=runs["env"], cwd=runs["tmp"], timeout=300)

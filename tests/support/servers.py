@@ -104,12 +104,14 @@ def moto_s3(folder: Path, bucket: str, export_env: bool = False) -> Iterator[dic
 _PROXY = r"""
 import asyncio, sys
 
-listen, target = int(sys.argv[1]), int(sys.argv[2])
+listen, target, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 1000
 
 
-async def pipe(reader, writer):
+async def pipe(reader, writer, wait=0.0):
     try:
         while data := await reader.read(65536):
+            if wait:
+                await asyncio.sleep(wait)
             writer.write(data)
             await writer.drain()
     except Exception:
@@ -124,7 +126,7 @@ async def handle(client_reader, client_writer):
     except OSError:
         client_writer.close()
         return
-    await asyncio.gather(pipe(client_reader, server_writer), pipe(server_reader, client_writer))
+    await asyncio.gather(pipe(client_reader, server_writer, delay), pipe(server_reader, client_writer))
 
 
 async def main():
@@ -141,13 +143,14 @@ asyncio.run(main())
 class TcpProxy:
     """A TCP proxy on 127.0.0.1:port to a local server, in its own process: stopping it is a network outage
     for the clients (connections refused), starting it again on the same port ends it, and the server behind
-    it keeps its state (moto's S3 keeps its objects in memory)."""
+    it keeps its state (moto's S3 keeps its objects in memory). `delay_ms` holds each client write (a request)
+    that long: an object store's latency on loopback."""
 
-    def __init__(self, target_port: int):
-        self.target, self.port, self.proc = target_port, free_port(), None
+    def __init__(self, target_port: int, delay_ms: float = 0.0):
+        self.target, self.port, self.proc, self.delay_ms = target_port, free_port(), None, delay_ms
 
     def start(self) -> "TcpProxy":
-        self.proc = subprocess.Popen([sys.executable, "-c", _PROXY, str(self.port), str(self.target)],
+        self.proc = subprocess.Popen([sys.executable, "-c", _PROXY, str(self.port), str(self.target), str(self.delay_ms)],
                                      stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.proc.stdout.readline().strip() == "ready"
         return self
