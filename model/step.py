@@ -3,6 +3,7 @@ and the validation loss."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -55,6 +56,18 @@ def accumulate_fitting_memory(model, x: torch.Tensor, y: torch.Tensor, micro: in
 
 
 @torch.no_grad()
+def val_tokens_and_bytes(data, max_windows: int, world: int, token_bytes: np.ndarray) -> tuple[int, int]:
+    """The target tokens of the validation windows `evaluate` scores, and the UTF-8 bytes they stand for
+    (`token_bytes`: bytes per token id, `pipelines.tokenizer.Tokenizer.token_bytes`). Bits per byte is then
+    loss x tokens / (ln 2 x bytes): comparable across tokenizers, as the evaluation suite's."""
+    n = (min(max_windows, data.val.num_windows) // world) * world
+    tokens = nbytes = 0
+    for _, y in data.val_batches(n, 256, 0, 1):
+        tokens += y.numel()
+        nbytes += int(token_bytes[y.numpy()].sum())
+    return tokens, nbytes
+
+
 def evaluate(model, data, max_windows: int, batch: int, rank: int, world: int, device) -> float | None:
     """Mean loss over the first (max_windows rounded down to a multiple of world) validation windows of
     `data` (model.data.TrainingData), all-reduced over the ranks."""

@@ -255,6 +255,20 @@ class Tokenizer:
     def piece_to_id(self, piece: str) -> int:
         return self._sp.piece_to_id(piece)
 
+    def token_bytes(self) -> np.ndarray:
+        """int64 per id: the UTF-8 bytes the piece stands for in text ("▁" a space, a byte-fallback piece one
+        byte, control and unknown pieces none), so a token sequence's bytes are a sum (bits per byte of
+        validation windows). A document's first piece counts the space SentencePiece's dummy prefix adds and
+        decoding drops: at most one byte per document."""
+        sp = self._sp
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        for i in range(self.vocab_size):
+            if sp.is_byte(i):
+                out[i] = 1
+            elif not (sp.is_control(i) or sp.is_unknown(i)):
+                out[i] = len(sp.id_to_piece(i).replace("▁", " ").encode("utf-8"))
+        return out
+
     @property
     def processor(self):
         """The underlying sentencepiece.SentencePieceProcessor."""

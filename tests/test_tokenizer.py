@@ -172,3 +172,16 @@ def test_token_dtype_switches_to_uint32_above_65536_pieces():
 def test_vocab_too_large_for_the_sample_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="could not train a 50000-piece"):
         train_tokenizer(["just a few words here\nand there"], tmp_path / "tiny", TokenizerConfig(vocab_size=50000))
+
+
+def test_token_bytes_sum_to_the_utf8_bytes_of_the_text(tok, books):
+    """Bits per byte of validation windows rest on this: a token sequence's bytes are the sum of its pieces'
+    (byte-fallback pieces one byte each), plus the dummy-prefix space of a document's first piece."""
+    table = tok.token_bytes()
+    assert table[SPECIAL_IDS["eos"]] == 0 and table.min() >= 0
+    texts = [books[k][i * 5000:(i + 1) * 5000] for i, k in enumerate(sorted(books)[:5])]
+    texts += ["naïve café — 東京 🚀 x\ty\n\nz", "12345 + 678 = 7023", "  leading spaces and trailing  "]
+    for text in texts:
+        ids = tok.encode(text)
+        prefix = int(tok.id_to_piece(ids[0]).startswith("\u2581") and not text.startswith(" "))
+        assert int(table[ids].sum()) == len(text.encode("utf-8")) + prefix, text[:40]

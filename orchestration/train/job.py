@@ -199,11 +199,19 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
         if cfg.data.sources:  # a tag, not a param: a resumed job may change the schedule after its checkpoint
             mlflow.set_tag(MIXTURE_TAG, json.dumps({"sources": [dataclasses.asdict(x) for x in cfg.data.sources],
                                                     "schedule": [dataclasses.asdict(x) for x in cfg.data.schedule]})[:5000])
-        if suite:
-            contamination = _decontamination_note(suite[0].name, suite[4], shards.manifest.get("mlflow_run_id") or "")
-            mlflow.set_tag(DECONTAMINATED_TAG, "yes" if contamination is None else "no")
-            if contamination:
-                echo(contamination)
+        if suite:  # every source of a mixture: each came from its own pipeline
+            notes = [(name, _decontamination_note(suite[0].name, suite[4], ss.manifest.get("mlflow_run_id") or ""))
+                     for (name, _), ss in zip(manifests, sets)]
+            mlflow.set_tag(DECONTAMINATED_TAG, "yes" if all(n is None for _, n in notes) else
+                           "no: " + ", ".join(name for name, n in notes if n is not None))
+            same: dict[str, list[str]] = {}  # one line per distinct note, naming the sources it is about
+            for name, note in notes:
+                if note:
+                    same.setdefault(note, []).append(name)
+            for note, names in same.items():
+                about = ", ".join(repr(n) for n in names)
+                echo(note if not cfg.data.sources else note.replace(
+                    "tokenmill: note: the shards", f"tokenmill: note: source{'s' * (len(names) > 1)} {about}: the shards", 1))
         board = ray.remote(num_cpus=0)(console.Board).remote()  # the workers' progress and notes
         trainer = TorchTrainer(
             train_loop,

@@ -38,13 +38,14 @@ from model import checkpoint
 from model.parallelize import build_sharded_model
 from model.evaluate import Request, score_distributed
 from model.mixture import MixtureData, shares_at, targets_through
-from model.step import accumulate_fitting_memory, evaluate
+from model.step import accumulate_fitting_memory, evaluate, val_tokens_and_bytes
 from pipelines.evalsets import suite_metrics
 from orchestration.config.train import TrainConfig
 from orchestration.train.metrics import MetricsSink
 from pipelines import storage
 from pipelines.block_cache import cache_for
 from pipelines.shard_reader import ShardSet
+from pipelines.tokenizer import Tokenizer
 
 _BOARD: list = [None]  # the driver's console.Board actor, when it gave one
 
@@ -122,6 +123,7 @@ class Trainer:
         self.step_tokens = self.global_batch * cfg.data.seq_len
         self.fpt = flops_per_token(job.model, cfg.data.seq_len)
         self.step, self.last_loss, self.problems = 0, float("nan"), []
+        self._token_bytes, self._val_bytes = None, {}  # bits per byte of the validation windows
         self.resume()
         self.sink = MetricsSink(job.tracking_uri, job.run_id, self.rank) if self.rank == 0 else None
         self.peak = self.peak_flops() if self.sink else None  # MFU is logged by rank 0 only: only it probes the CPU
@@ -229,6 +231,8 @@ class Trainer:
                 vals = {n: evaluate(self.model, src, loop.eval_windows, self.micro, self.rank, self.world, self.device)
                         for n, src in zip(self.data.names, self.data.sources)}
                 metrics.update({f"val_loss.{n}": v for n, v in vals.items() if v is not None})
+                metrics.update({f"val_bpb.{n}": self.bits_per_byte(n, src, vals[n])
+                                for n, src in zip(self.data.names, self.data.sources) if vals[n] is not None})
                 weighted = [(v, w) for v, w in zip(vals.values(), shares) if v is not None and w > 0]
                 if weighted:
                     metrics["val_loss"] = sum(v * w for v, w in weighted) / sum(w for _, w in weighted)
@@ -236,9 +240,20 @@ class Trainer:
                 val = evaluate(self.model, self.data, loop.eval_windows, self.micro, self.rank, self.world, self.device)
                 if val is not None:
                     metrics["val_loss"] = val
+                    metrics["val_bpb"] = self.bits_per_byte("", self.data, val)
         every = self.job.cfg.eval.every or loop.eval_every
         if self.job.suite is not None and (self.step % every == 0 or self.step == loop.steps):
             metrics.update(self.suite_metrics())
+
+    def bits_per_byte(self, name: str, data, loss: float) -> float:
+        """The validation loss of source `name` in bits per UTF-8 byte (its windows' bytes counted once)."""
+        if name not in self._val_bytes:
+            if self._token_bytes is None:
+                self._token_bytes = Tokenizer(self.job.tokenizer).token_bytes()
+            self._val_bytes[name] = val_tokens_and_bytes(data, self.job.cfg.train.eval_windows, self.world,
+                                                         self._token_bytes)
+        tokens, nbytes = self._val_bytes[name]
+        return loss * tokens / (math.log(2) * nbytes) if nbytes else float("nan")
 
     def suite_metrics(self) -> dict:
         """The evaluation suite on every rank (each scores its share of the requests): eval.<set>.<metric>."""
@@ -306,7 +321,11 @@ class Trainer:
         self.resumed = meta
         self.step, self.last_loss = int(meta["step"]), float(meta.get("loss", "nan"))
         if self.rank == 0:
-            say(f"[train] resumed from {given.path} at step {self.step} (sample position {self.data.position})"
+            where = (f"sample position {self.data.position}" if not isinstance(self.data, MixtureData) else
+                     "sources at " + ", ".join(f"{n} {k:,}" for n, k in zip(self.data.names, self.data.positions.tolist()))
+                     + " sequences; shares from here " + ", ".join(
+                         f"{n} {w:.4g}" for n, w in zip(self.data.names, shares_at(self.data.phases, self.step + 1))))
+            say(f"[train] resumed from {given.path} at step {self.step} ({where})"
                 + ("; the job is complete" if self.step >= self.job.cfg.train.steps else ""))
 
     def peak_flops(self) -> float | None:

@@ -27,6 +27,7 @@ from orchestration.train.job import run_train
 from pipelines.manifest import mlflow_digest
 from pipelines.manifest import ShardIntegrityError
 from pipelines.shard_reader import ShardSet
+from pipelines.tokenizer import Tokenizer
 from conftest import using_store
 from repo_paths import EVALS, REPO
 from train_fixture import build_shakespeare_shards, train_job
@@ -106,6 +107,18 @@ def test_training_drives_the_loss_down_below_the_unigram_entropy(straight, shard
     assert last < 0.7 * first, (first, last)
     entropy = unigram_entropy(shards)
     assert val[STEPS] < entropy - 0.3, (val, entropy)  # the model uses context, not just token frequencies
+    # bits per byte: val_loss x tokens / (ln 2 x the bytes of the same windows), here counted by decoding them
+    # (decoding drops one dummy-prefix space per window: well under 1% of ~10,000 bytes)
+    bpb = history(summary["run_id"], "val_bpb")
+    data, tok = TrainingData(ShardSet(shards["manifest"]), 64, 0, 0.05), Tokenizer(shards["tokenizer"])
+    n = min(64, data.val.num_windows) // 2 * 2
+    tokens = text_bytes = 0
+    for _, y in data.val_batches(n, 64, 0, 1):
+        tokens += y.numel()
+        text_bytes += sum(len(tok.decode(row).encode("utf-8")) for row in y)
+    assert set(bpb) == set(val) and n >= 32
+    for s in val:
+        assert bpb[s] == pytest.approx(val[s] * tokens / (math.log(2) * text_bytes), rel=0.01), s
 
 
 def test_training_run_records_lineage_in_mlflow(straight, shards):
@@ -415,6 +428,7 @@ def test_a_mixture_tracks_its_shares_and_resumes_across_a_schedule_change(ray_lo
     for name, k in zip(("big", "mid", "small"), expected.tolist()):
         assert history(run.info.run_id, f"mix.{name}.tokens")[40] == k * 64, name
         assert set(history(run.info.run_id, f"val_loss.{name}")) >= {20, 40}, name
+        assert set(history(run.info.run_id, f"val_bpb.{name}")) == set(history(run.info.run_id, f"val_loss.{name}"))
         share, target = history(run.info.run_id, f"mix.{name}.share"), history(run.info.run_id, f"mix.{name}.target")
         assert all(abs(share[s] - target[s]) * s * 32 < 1 for s in range(1, 41)), name  # within one sequence
     assert "mixture_shares.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
