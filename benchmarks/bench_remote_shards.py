@@ -142,8 +142,9 @@ def main() -> None:
             data = data_for(cache)
             train_seconds(data, model, opt, args.batch, 2, args.prefetch)  # warm-up
             results[name] = train_seconds(data, model, opt, args.batch, args.train_steps, args.prefetch)
-            if cache:
+            if cache:  # misses and waits: steps that waited for the network despite fetching ahead
                 cache.close()
+                results["s3_cache"] = dict(cache.stats)
         proxy.stop()
 
     tok = args.steps * args.batch * args.seq_len
@@ -166,10 +167,11 @@ def main() -> None:
     rows["whole_download"] = {"first_batch_s": round(t_first, 3), "seconds": round(t_whole, 3), "disk_mb": rows["set_mb"]}
     print(f"\ntraining step (tiny preset, 1 thread, {args.train_steps} steps): local {train_tok / results['local']:,.0f} "
           f"tokens/s, S3 by ranges with prefetch {train_tok / results['s3']:,.0f} tokens/s: "
-          f"{results['local'] / results['s3']:.3f} of local")
+          f"{results['local'] / results['s3']:.3f} of local (block misses {results['s3_cache']['missed']}, waits "
+          f"{results['s3_cache']['waited']}, hits {results['s3_cache']['hits']})")
     rows["train"] = {"local_tokens_per_s": round(train_tok / results["local"]),
                      "s3_tokens_per_s": round(train_tok / results["s3"]),
-                     "s3_over_local": round(results["local"] / results["s3"], 3)}
+                     "s3_over_local": round(results["local"] / results["s3"], 3), "s3_cache": results["s3_cache"]}
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -125,6 +125,24 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from orchestration.ablation.run import print_report, run_ablation
+    from orchestration.config.ablation import load_ablation
+
+    if args.report:
+        print_report(args.report)
+        return 0
+    if not args.config:
+        raise ConfigError("ablate: give CONFIG (or --report RUN)")
+    cfg, variants = load_ablation(args.config, args.overrides)  # every variant's configs built: errors now
+    if args.check:
+        print(f"tokenmill: ablation {cfg.name!r} is valid: {len(variants)} variants "
+              f"({', '.join(v.name for v in variants)}), {cfg.seeds} seeds")
+        return 0
+    run_ablation(cfg, variants, args.workdir or f"work/ablate/{cfg.name}")
+    return 0
+
+
 def _lineage(args: argparse.Namespace) -> int:
     import json
 
@@ -317,6 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--check", action="store_true", help="only validate the suite (with overrides) and exit")
     e.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any key of the suite")
     e.set_defaults(func=_eval)
+
+    ab = sub.add_parser(
+        "ablate",
+        help="does a data recipe make better data? variants of a pipeline, proxy models over seeds, a verdict",
+        description="Run every variant of a base pipeline (passes identical to the baseline's are shared, not "
+        "rerun), train the same proxy model on each for the same token budget over several seeds, score every run "
+        "on one evaluation suite, and print per metric each variant's mean and seed spread, its difference from "
+        "the baseline, its signal-to-noise ratio and a verdict (better / worse / within noise). One MLflow run "
+        "holds the table and plots; the pipelines and training runs are its children. A re-run resumes.",
+        epilog=EPILOG + "\nExample:\n  tokenmill ablate configs/ablate/quickstart.yaml --workdir work/ablate\n"
+        "  tokenmill ablate --report RUN_ID\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ab.add_argument("config", nargs="?", help="ablation YAML")
+    ab.add_argument("--workdir", help="the ablation's folder (default work/ablate/<name>)")
+    ab.add_argument("--report", metavar="RUN", help="print the verdict of an ablation's MLflow run and exit")
+    ab.add_argument("--check", action="store_true", help="only validate the ablation and every variant's configs")
+    ab.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any key of the ablation")
+    ab.set_defaults(func=_ablate)
 
     d = sub.add_parser(
         "doctor",

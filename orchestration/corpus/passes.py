@@ -111,8 +111,10 @@ def _where_free(value, workdir: str):
 
 def pass_spec(p: Pass, state: dict, workdir: storage.StoragePath, out_cfg, ray_cfg, last_pass: bool) -> PassSpec:
     stage_state = {s.name: state.get(s.name) for s in p.apply}
-    decided = {n: _where_free({k: v for k, v in (st or {}).items() if k not in VOLATILE}, str(workdir))
-               for n, st in stage_state.items()}
+    # a step's outcome may name what of it decides the pass's output ("decides": the tokenizer's sha256, whether it
+    # was trained here or given)
+    decided = {n: _where_free((st or {}).get("decides") or {k: v for k, v in (st or {}).items() if k not in VOLATILE},
+                              str(workdir)) for n, st in stage_state.items()}
     apply_key = canonical_sha256({
         "pass": p.index, "stages": [(s.name, s.params()) for s in p.apply], "state": decided,
         "format": out_cfg.format, "shard_mb": out_cfg.shard_mb if p.index == 0 else None,

@@ -167,7 +167,9 @@ ENDED_TAG = "tokenmill.ended"  # why a run did not finish (killed by a signal, b
 @contextmanager
 def run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
     """mlflow.start_run, ended KILLED (not FAILED) when a signal stops the command (stopping.Interrupted, or
-    Ctrl-C), with the signal in its ENDED_TAG."""
+    Ctrl-C), with the signal in its ENDED_TAG. A top-level run also gets the tags of `tagged` blocks around it."""
+    if not start_run_kwargs.get("nested") and _TAGGED:
+        start_run_kwargs["tags"] = {**_TAGGED[-1], **(start_run_kwargs.get("tags") or {})}
     with mlflow.start_run(**start_run_kwargs) as active:
         try:
             yield active
@@ -178,6 +180,20 @@ def run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
             except Exception:  # noqa: BLE001  (a store gone too: the next run marks it, close_dead_runs)
                 pass
             raise
+
+
+_TAGGED: list[dict[str, str]] = []
+
+
+@contextmanager
+def tagged(tags: dict[str, str]) -> Iterator[None]:
+    """Every top-level run this process starts inside the block carries `tags` (an ablation's pipelines and
+    training jobs: `mlflow.parentRunId` nests them under the ablation's run in the UI)."""
+    _TAGGED.append({**(_TAGGED[-1] if _TAGGED else {}), **tags})
+    try:
+        yield
+    finally:
+        _TAGGED.pop()
 
 
 @contextmanager
@@ -217,13 +233,14 @@ def stage_run(stage: str, params: dict) -> Iterator[mlflow.ActiveRun]:
         yield run_
 
 
-def log_input_manifest(name: str, manifest_path, digest: str, context: str = "stage_input") -> None:
+def log_input_manifest(name: str, manifest_path, digest: str, context: str = "stage_input",
+                       tags: dict[str, str] | None = None) -> None:
     ds = MetaDataset(
         source=LocalArtifactDatasetSource(str(storage.path(manifest_path).resolve())),
         name=name,
         digest=mlflow_digest(digest),
     )
-    mlflow.log_input(ds, context=context)
+    mlflow.log_input(ds, context=context, tags=tags)
 
 
 def log_raw_input(name: str, source: str, digest: str) -> None:

@@ -89,8 +89,8 @@ def _verify_sources(cfg: TrainConfig, manifests, tokenizer_path, echo) -> list[S
         from model.data import TrainingData
         from model.mixture import check_supply
 
-        windows = [TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction).train.num_windows
-                   for ss in sets]
+        splits = [TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction) for ss in sets]
+        windows = [d.train.num_windows for d in splits]
         phases = cfg.data.phases()
         try:
             need = check_supply([n for n, _ in manifests], windows, [s.max_epochs for s in cfg.data.sources], phases,
@@ -103,6 +103,13 @@ def _verify_sources(cfg: TrainConfig, manifests, tokenizer_path, echo) -> list[S
         echo("tokenmill: mixture over the job: " + ", ".join(
             f"{n} {k:,} sequences ({k / max(w, 1):.2f} epochs of {w:,})" for (n, _), k, w in zip(manifests, need.tolist(),
                                                                                          windows)))
+        # validation scores whole rounds of one window per worker (model.step.evaluate)
+        few = [f"{n} ({d.val.num_windows})" for (n, _), d in zip(manifests, splits)
+               if cfg.data.val_fraction and d.val.num_windows < cfg.ray.num_workers]
+        if few:
+            echo(f"tokenmill: note: fewer validation windows than the {cfg.ray.num_workers} workers in "
+                 f"{', '.join(few)} (val_fraction {cfg.data.val_fraction} of its documents, windows of "
+                 f"{cfg.data.seq_len + 1} tokens): no val_loss or val_bpb for it")
     return sets
 
 
@@ -184,8 +191,12 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                                  "params_non_embedding": counts["non_embedding"], "flops_per_token": fpt,
                                  "global_batch_seqs": cfg.global_batch_seqs})
             mlflow.log_dict(raw, "train_config.json")
-            for (name, path), ss in zip(manifests, sets):  # every source: a mixture's by its name
-                tracking.log_input_manifest(name, path, ss.manifest["digest"], context="training")
+            # every source: a mixture's by its name, with its share from step 1 (normalized) and its cap
+            first = dict(zip([s.name for s in cfg.data.sources], cfg.data.phases()[0].shares)) if cfg.data.sources else {}
+            caps = {s.name: s.max_epochs for s in cfg.data.sources}
+            for (name, path), ss in zip(manifests, sets):
+                tracking.log_input_manifest(name, path, ss.manifest["digest"], context="training", tags={
+                    "share": f"{first[name]:.6g}", "max_epochs": str(caps[name])} if name in first else None)
             data_run = shards.manifest.get("mlflow_run_id") or ""
             if suite:
                 for f in suite[3]:

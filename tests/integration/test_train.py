@@ -421,6 +421,8 @@ def test_a_mixture_tracks_its_shares_and_resumes_across_a_schedule_change(ray_lo
     assert second["step"] == 40 and second["run_id"] == first["run_id"]
     run = mlflow.get_run(second["run_id"])
     assert {"big", "mid", "small"} <= {i.dataset.name for i in run.inputs.dataset_inputs}
+    shares = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
+    assert shares["small"]["share"] == "0.005" and shares["small"]["max_epochs"] == "2" and shares["big"]["share"] == "0.7"
     from orchestration.config.train import train_config_from_dict as typed
 
     phases = typed({**job, "data": {**job["data"], "schedule": anneal}}, PRESETS).data.phases()

@@ -93,14 +93,31 @@ def _index(ctx: StepContext, state: dict, dedup: list[Stage]) -> dict:
     return out
 
 
+WORKDIR_MARK = "${workdir}"
+
+
+def _relocate(value: Any, old: str, new: str) -> Any:
+    """Every string under `old` moved under `new` (in dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: _relocate(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocate(v, old, new) for v in value]
+    if isinstance(value, str) and value.startswith(old + "/"):
+        return new + value[len(old):]
+    return value
+
+
 def cached(workdir: storage.StoragePath, name: str, key: Any, fn: Callable[[], dict]) -> dict:
+    """A global step's outcome, computed once per key. Paths inside the workdir are recorded relative to it, so
+    a workdir copied or linked elsewhere (an ablation's variant starts from its baseline's) finds its steps done."""
     path = workdir / DONE / f"{name}-{canonical_sha256(key)[:16]}.json"
+    root = str(workdir).rstrip("/")
     if path.is_file():
-        out = json.loads(path.read_text())
+        out = _relocate(json.loads(path.read_text()), WORKDIR_MARK, root)
         if all(storage.path(f).exists() for f in out.get("files", [])):
             return {**out, "skipped": True}
     out = fn()
-    storage.write_atomic(path, json.dumps(out))
+    storage.write_atomic(path, json.dumps(_relocate(out, root, WORKDIR_MARK)))
     return {**out, "skipped": False}
 
 

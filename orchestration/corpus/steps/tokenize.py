@@ -51,7 +51,8 @@ def tokenizer(workdir: storage.StoragePath, results: list[dict], cfg, name: str 
     if cfg.model_path:
         tok = Tokenizer(cfg.model_path)
         return {"model_path": str(storage.path(cfg.model_path).resolve()), "sha256": tok.sha256, "vocab_size": tok.vocab_size,
-                "trained": False, "sample_docs": 0}
+                "trained": False, "sample_docs": 0, "decides": {"sha256": tok.sha256, "vocab_size": tok.vocab_size},
+                "skipped": True}  # given: nothing to train
     docs_file = {r["shard"]: r["docs_file"]["path"] for task in results for r in task["shards"] if r["docs_file"]}
     files = [f for fs in key_files(results, name).values() for f in fs]
     chosen = ray.get(_sample.remote(files, str(workdir), cfg.sample_docs))
@@ -69,7 +70,8 @@ def tokenizer(workdir: storage.StoragePath, results: list[dict], cfg, name: str 
     def run() -> dict:
         info = ray.get(_train_tokenizer.remote(str(workdir), by_file, order, str(workdir / "tokenizer" / "tokenizer"),
                                                tok_cfg))
-        return {**info, "files": [info["model_path"]], "trained": True, "sample_docs": len(order)}
+        return {**info, "files": [info["model_path"]], "trained": True, "sample_docs": len(order),
+                "decides": {"sha256": info["sha256"], "vocab_size": info["vocab_size"]}}  # the tokenize pass's key
 
     return cached(workdir, "tokenizer", stamps, run)
 

@@ -1,0 +1,240 @@
+"""`tokenmill ablate CONFIG`: every variant's pipeline (sharing the passes it has in common with the baseline),
+every (variant, seed) proxy training run on the same token budget, scored on one evaluation suite, and the
+verdict (orchestration/ablation/verdict.py), all under one MLflow run.
+
+Layout of the ablation's folder (`--workdir`): `variants/<name>/` a pipeline workdir per variant,
+`train/<name>-s<seed>/` a training workdir per run, `ablation.json` the ablation's MLflow run (so a re-run resumes
+it), `verdict.json` and `verdict.md`.
+
+Sharing: a variant's workdir starts as hard links to the baseline's finished one (every write in tokenmill is
+a whole-file rename, so a linked file is never changed in place). The pipeline's own resume then decides what to
+rerun: a pass whose stages, parameters and inputs are the baseline's finds its completion records and skips; a
+global step (dedup clustering, the tokenizer) whose inputs are the same finds its outcome (`steps.cached`,
+recorded relative to the workdir). What ran and what was shared is read back from each pipeline's summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import mlflow
+
+from orchestration.ablation.verdict import markdown, verdicts
+from orchestration.config.ablation import AblationConfig, Variant, as_dict, steps_for
+from orchestration.runtime import tracking
+from pipelines.typed_config import ConfigError
+
+ABLATION_TAG = "tokenmill.ablation"  # on every pipeline and training run of an ablation: the ablation's run id
+VARIANT_TAG = "tokenmill.ablation.variant"
+SEED_TAG = "tokenmill.ablation.seed"
+KIND = "ablation"
+SKIP_WHEN_LINKING = ("logs", ".tokenmill.lock", "summary.json")
+
+
+def link_tree(src: Path, dst: Path) -> int:
+    """dst as hard links to src's files (copies across filesystems), without its lock, logs, summary and the
+    whole-pipeline completion record (the variant's config differs: its passes decide). Returns files linked."""
+    n = 0
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        dirs[:] = [d for d in dirs if not (rel == Path(".") and d in SKIP_WHEN_LINKING)]
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if (rel == Path(".") and f in SKIP_WHEN_LINKING) or (rel.name == "_done" and f.startswith("pipeline-")) \
+                    or f.endswith(".tmp"):
+                continue
+            target = dst / rel / f
+            if target.exists():
+                continue
+            try:
+                os.link(Path(root) / f, target)
+            except OSError:
+                shutil.copy2(Path(root) / f, target)
+            n += 1
+    return n
+
+
+def _shared(summary: dict) -> dict:
+    """From a pipeline summary: passes and global steps that ran, and those found done (shared)."""
+    passes = [{"pass": p["pass"], "stages": p["stages"], "tasks": p["tasks"], "skipped": p["skipped"]}
+              for p in summary.get("passes", [])]
+    steps = {name: bool(s.get("skipped")) for name, s in (summary.get("global_steps") or {}).items()}
+    return {"passes_run": sum(p["skipped"] < p["tasks"] for p in passes),
+            "passes_shared": sum(p["tasks"] > 0 and p["skipped"] == p["tasks"] for p in passes),
+            "steps_run": sum(not s for s in steps.values()), "steps_shared": sum(steps.values()),
+            "passes": passes, "global_steps": steps, "already_complete": bool(summary.get("already_complete"))}
+
+
+def _ablation_run(cfg: AblationConfig, workdir: Path) -> str:
+    """The ablation's MLflow run: the one this folder recorded (resumed), else a new one. Not active (the
+    pipelines and training jobs start their own runs); they name it as their parent."""
+    record = workdir / "ablation.json"
+    client = mlflow.MlflowClient()
+    if record.is_file():
+        run_id = json.loads(record.read_text())["mlflow_run_id"]
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    exp = mlflow.get_experiment_by_name(cfg.mlflow_experiment)
+    run = client.create_run(exp.experiment_id, run_name=f"ablate:{cfg.name}", tags={
+        tracking.KIND_TAG: KIND, tracking.WORKDIR_TAG: str(workdir), tracking.CODE_VERSION_TAG: tracking.code_version()})
+    for k, v in {"seeds": cfg.seeds, "budget_tokens": cfg.budget_tokens, "baseline": cfg.baseline,
+                 "variants": ",".join(v.name for v in cfg.variants), "tokenizer": cfg.tokenizer,
+                 "snr_threshold": cfg.snr_threshold, "suite": cfg.suite}.items():
+        client.log_param(run.info.run_id, k, str(v)[:500])
+    client.log_dict(run.info.run_id, as_dict(cfg), "ablation.json")
+    workdir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"mlflow_run_id": run.info.run_id, "name": cfg.name}))
+    return run.info.run_id
+
+
+def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=print) -> dict:
+    from orchestration.config.pipeline import load_pipeline_config
+    from orchestration.config.train import load_train_config
+    from orchestration.corpus.pipeline import run_pipeline
+    from orchestration.train.job import run_train
+    from pipelines import storage
+
+    workdir = Path(workdir).resolve()
+    if storage.is_uri(str(workdir)):
+        raise ConfigError("--workdir: an ablation runs in a local or shared-filesystem folder (its variants share "
+                          "files by hard links)")
+    tracking.setup(cfg.mlflow_experiment)
+    ablation = _ablation_run(cfg, workdir)
+    client = mlflow.MlflowClient()
+    echo(f"tokenmill: ablation {cfg.name!r}: {len(variants)} variants x {cfg.seeds} seeds, "
+         f"{cfg.budget_tokens:,} training tokens per run; MLflow run {ablation}")
+    order = sorted(variants, key=lambda v: v.name != cfg.baseline)  # the baseline first: the others start from it
+    base_dir = workdir / "variants" / cfg.baseline
+    data: dict[str, dict] = {}
+    try:
+        for v in order:
+            vdir = workdir / "variants" / v.name
+            extra = [f"mlflow.experiment={cfg.mlflow_experiment}"]
+            if v.name != cfg.baseline:
+                if not vdir.exists():
+                    echo(f"tokenmill: variant {v.name!r} starts from the baseline's workdir "
+                         f"({link_tree(base_dir, vdir):,} files linked)")
+                if cfg.tokenizer == "shared" and not v.pipeline.tokenizer.model_path:
+                    extra.append(f"tokenizer.model_path={data[cfg.baseline]['tokenizer']}")
+            with contextlib.chdir(Path(cfg.pipeline).parent):
+                pcfg = load_pipeline_config(cfg.pipeline, [*v.pipeline_overrides, *extra])
+            echo(f"tokenmill: variant {v.name!r}: pipeline in {vdir}")
+            with tracking.tagged({"mlflow.parentRunId": ablation, ABLATION_TAG: ablation, VARIANT_TAG: v.name}):
+                summary = run_pipeline(pcfg, vdir, echo)
+            shared = _shared(summary)
+            data[v.name] = {"manifest": summary["tokens"]["manifest_path"],
+                            "tokenizer": summary["tokenizer"]["model_path"],
+                            "pipeline_run": summary["mlflow_run_id"], **shared}
+            echo(f"tokenmill: variant {v.name!r}: {shared['passes_run']} pass(es) and {shared['steps_run']} global "
+                 f"step(s) ran, {shared['passes_shared']} and {shared['steps_shared']} found done")
+        runs: dict[str, list[str]] = {v.name: [] for v in order}
+        for seed in range(cfg.seeds):  # seed-major: every variant has a first result early
+            for v in order:
+                steps = steps_for(cfg, v.train)
+                overrides = [*v.train_overrides, f"name={v.name}-s{seed}", f"data.manifest={data[v.name]['manifest']}",
+                             f"data.tokenizer={data[v.name]['tokenizer']}", f"train.steps={steps}",
+                             f"train.seed={seed}", f"data.seed={seed}", f"eval.suite={cfg.suite}",
+                             f"eval.every={max(1, steps // cfg.evals)}", f"mlflow_experiment={cfg.mlflow_experiment}"]
+                with contextlib.chdir(Path(cfg.train).parent):
+                    tcfg = load_train_config(cfg.train, overrides)
+                tdir = workdir / "train" / f"{v.name}-s{seed}"
+                done = json.loads((tdir / "train_summary.json").read_text()) if (tdir / "train_summary.json").is_file() else {}
+                if done.get("step") == steps and done.get("run_id"):  # finished: not even Ray is started for it
+                    echo(f"tokenmill: training run {tcfg.name} already finished (step {steps}, MLflow run {done['run_id']})")
+                    runs[v.name].append(done["run_id"])
+                    continue
+                with tracking.tagged({"mlflow.parentRunId": ablation, ABLATION_TAG: ablation, VARIANT_TAG: v.name,
+                                      SEED_TAG: str(seed)}):
+                    out = run_train(tcfg, tdir, echo)
+                runs[v.name].append(out["run_id"])
+        result = report(cfg, runs, data, ablation)
+        (workdir / "verdict.json").write_text(json.dumps(result, indent=1))
+        (workdir / "verdict.md").write_text(result["markdown"])
+        client.log_dict(ablation, result, "verdict.json")
+        client.log_text(ablation, result["markdown"], "verdict.md")
+        _plots(client, ablation, cfg, runs)
+        client.set_terminated(ablation, "FINISHED")
+    except BaseException:
+        client.set_terminated(ablation, "KILLED")
+        raise
+    echo(result["markdown"])
+    return result
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def report(cfg: AblationConfig, runs: dict[str, list[str]], data: dict, ablation: str) -> dict:
+    """Per metric of the suite (the mean and each set's bits per byte, each task's accuracy): the verdict rows
+    from every run's last evaluation and its last `last_evals` evaluations."""
+    client = mlflow.MlflowClient()
+    first = client.get_run(runs[cfg.baseline][0]).data.metrics
+    metrics = ["eval.mean_bpb"] + sorted(k for k in first if k.startswith("eval.") and k.endswith((".bpb", ".acc")))
+    rows = []
+    for metric in metrics:
+        finals, tails = {}, {}
+        for variant, ids in runs.items():
+            hist = [_history(client, r, metric) for r in ids]
+            finals[variant] = [h[-1][1] for h in hist if h]
+            tails[variant] = [[v for _, v in h[-cfg.last_evals:]] for h in hist if h]
+        rows += verdicts(finals, tails, cfg.baseline, metric, cfg.snr_threshold)
+    table = [r.__dict__ for r in rows]
+    for r in table:
+        r.update({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+    sharing = {v: {k: d[k] for k in ("passes_run", "passes_shared", "steps_run", "steps_shared", "passes",
+                                      "global_steps", "pipeline_run")} for v, d in data.items()}
+    text = markdown(rows, cfg.snr_threshold)
+    text += "\n\n| variant | passes run | passes shared | global steps run | shared | pipeline run | training runs |\n"
+    text += "|---|---:|---:|---:|---:|---|---|\n" + "\n".join(
+        f"| {v} | {s['passes_run']} | {s['passes_shared']} | {s['steps_run']} | {s['steps_shared']} | "
+        f"{s['pipeline_run'][:8]} | {', '.join(r[:8] for r in runs[v])} |" for v, s in sharing.items())
+    return {"ablation_run": ablation, "baseline": cfg.baseline, "seeds": cfg.seeds, "budget_tokens": cfg.budget_tokens,
+            "snr_threshold": cfg.snr_threshold, "rows": table, "sharing": sharing, "runs": runs, "markdown": text}
+
+
+def _plots(client, ablation: str, cfg: AblationConfig, runs: dict[str, list[str]]) -> None:
+    """Held-out bits per byte over training per variant (mean over seeds, min-max band), and the final mean
+    bits per byte per variant with its seed standard deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    finals = {}
+    for variant, ids in runs.items():
+        hists = [dict(_history(client, r, "eval.mean_bpb")) for r in ids]
+        steps = sorted(set.intersection(*(set(h) for h in hists))) if hists else []
+        if steps:
+            vals = [[h[s] for h in hists] for s in steps]
+            ax.plot(steps, [sum(v) / len(v) for v in vals], label=variant)
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], alpha=0.2)
+            finals[variant] = vals[-1]
+    ax.set_xlabel("step")
+    ax.set_ylabel("suite mean bits per byte")
+    ax.legend()
+    names = list(finals)
+    means = [sum(v) / len(v) for v in finals.values()]
+    stds = [(sum((x - m) ** 2 for x in v) / max(len(v) - 1, 1)) ** 0.5 for v, m in zip(finals.values(), means)]
+    bx.bar(names, means, yerr=stds, capsize=4)
+    bx.set_ylabel("final mean bits per byte (seed std)")
+    fig.suptitle(f"ablation {cfg.name}: {cfg.seeds} seeds, {cfg.budget_tokens:,} tokens per run")
+    fig.tight_layout()
+    client.log_figure(ablation, fig, "ablation_bpb.png")
+    plt.close(fig)
+
+
+def print_report(run_id: str, echo=print) -> None:
+    """`tokenmill ablate --report RUN`: the verdict table the ablation logged."""
+    tracking.setup_uri()
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/verdict.md")
+    except Exception as exc:  # noqa: BLE001  (no such run, or one with no verdict yet)
+        raise ConfigError(f"run {run_id}: no ablation verdict ({type(exc).__name__}: {str(exc)[:200]})") from None
+    echo(text)

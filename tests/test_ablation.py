@@ -1,0 +1,85 @@
+"""An ablation's config checks (orchestration/config/ablation.py) and its verdict's statistics
+(orchestration/ablation/verdict.py), by hand. The runs themselves: tests/integration/test_ablation.py."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from orchestration.ablation.verdict import lower_is_better, markdown, mean_std, pooled_std, verdicts
+from orchestration.config.ablation import load_ablation, steps_for
+from pipelines.typed_config import ConfigError
+from repo_paths import REPO
+
+
+def test_mean_std_and_pooled_std_by_hand():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([5.0]) == (5.0, 0.0)
+    # s_a = 1 (n 3), s_b = 2 (n 3): sqrt((2 * 1 + 2 * 4) / 4)
+    assert pooled_std([1.0, 2.0, 3.0], [0.0, 2.0, 4.0]) == pytest.approx(math.sqrt(10 / 4))
+
+
+def test_direction_of_each_metric():
+    assert lower_is_better("eval.mean_bpb") and lower_is_better("eval.wikitext2_test.bpb") and lower_is_better("val_loss")
+    assert not lower_is_better("eval.arc_easy.acc") and not lower_is_better("eval.piqa.acc_norm")
+
+
+def test_a_clear_difference_is_better_or_worse_and_a_small_one_within_noise():
+    finals = {"base": [3.00, 3.02, 2.98], "worse": [3.30, 3.31, 3.29], "same": [3.01, 2.99, 3.02],
+              "better": [2.80, 2.82, 2.79]}
+    tails = {v: [[x, x + 0.001, x - 0.001] for x in vals] for v, vals in finals.items()}
+    rows = {r.variant: r for r in verdicts(finals, tails, "base", "eval.mean_bpb")}
+    assert rows["base"].verdict == "baseline"
+    assert rows["worse"].verdict == "worse" and rows["worse"].snr_seed < -2
+    assert rows["worse"].diff == pytest.approx(0.30) and rows["worse"].snr_seed == pytest.approx(
+        -0.30 / pooled_std(finals["worse"], finals["base"]))
+    assert rows["better"].verdict == "better" and rows["same"].verdict == "within noise"
+    # an accuracy: higher is better, the same numbers flip
+    acc = {r.variant: r.verdict for r in verdicts(finals, tails, "base", "eval.arc_easy.acc")}
+    assert acc["worse"] == "better" and acc["better"] == "worse"
+
+
+def test_a_difference_inside_one_runs_checkpoint_spread_is_within_noise():
+    finals = {"base": [3.00, 3.00, 3.00], "v": [3.05, 3.05, 3.05]}  # no seed spread at all
+    tails = {"base": [[2.9, 3.1, 3.0]] * 3, "v": [[2.95, 3.15, 3.05]] * 3}  # checkpoints move by 0.1
+    row = verdicts(finals, tails, "base", "eval.mean_bpb")[1]
+    assert abs(row.snr_seed) > 2 and abs(row.snr_checkpoint) < 1 and row.verdict == "within noise"
+
+
+def test_the_table_states_its_rule():
+    finals = {"base": [1.0, 1.1], "v": [2.0, 2.1]}
+    text = markdown(verdicts(finals, {}, "base", "eval.mean_bpb", threshold=3), threshold=3)
+    assert "| eval.mean_bpb | v | 2.0500 |" in text and "worse" in text and "|snr| >= 3" in text
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        verdicts(finals, {}, "nope", "eval.mean_bpb")
+
+
+ABLATION = REPO / "configs" / "ablate" / "quickstart.yaml"
+
+
+@pytest.mark.parametrize("override, message", [
+    ('variants.1.pipeline=["filter.nope=1"]', "variants.1 (no_filters): filter.nope: unknown key"),
+    ('variants.2.train=["optim.lrr=1"]', "variants.2 (no_minhash): optim.lrr: unknown key"),
+    ("budget_tokens=100", "budget_tokens: 100 is less than one batch of the training job (4,096 tokens"),
+    ("suite=/nonexistent.yaml", "suite: no such file /nonexistent.yaml"),
+    ("variants.1.name=baseline", "variants.1.name: 'baseline' is used twice"),
+    ("baseline=zzz", "baseline: no variant named 'zzz'"),
+    ("variants=[]", "variants: an ablation needs at least the baseline variant"),
+])
+def test_a_bad_ablation_is_one_line_before_any_work(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_ablation(ABLATION, [override])
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_the_shipped_ablation_builds_every_variant_and_the_cli_refuses_with_exit_2():
+    cfg, variants = load_ablation(ABLATION)
+    assert [v.name for v in variants] == ["baseline", "no_filters", "no_minhash", "strict_quality", "baseline_again"]
+    assert variants[2].pipeline.minhash.enabled is False and variants[3].pipeline.quality.threshold == 0.8
+    assert variants[0].pipeline.minhash.enabled and steps_for(cfg, variants[0].train) == 60
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "ablate", str(ABLATION), "--check", "seeds=0"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("tokenmill: config error: seeds"), proc.stderr
