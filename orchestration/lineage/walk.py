@@ -97,6 +97,15 @@ def _node(run, seen: dict) -> dict:
         node["outputs"] = [{"name": name, "source": tags[tag], "sha256": tags.get(f"{tag}_sha256")} for name, tag in (
             ("checkpoint", "tokenmill.checkpoint.latest"), ("export", "tokenmill.export")) if tag in tags]
     seen[rid] = node
+    if kind == "ablation":  # each variant's data lineage, through its first seed's training run
+        from orchestration.ablation.run import ABLATION_TAG, SEED_TAG, VARIANT_TAG
+
+        trained = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["start_time ASC"],
+                                     filter_string=f"tags.`{ABLATION_TAG}` = '{rid}' and tags.`{tracking.KIND_TAG}` = 'train'"
+                                                   f" and tags.`{SEED_TAG}` = '0'")
+        for r in trained:
+            node["inputs"].append({"name": f"variant:{r.data.tags.get(VARIANT_TAG)}", "digest": "",
+                                   "context": "ablation_variant", "source": None, "produced_by": _node(r, seen)})
     for inp in run.inputs.dataset_inputs:
         ds = inp.dataset
         context = next((t.value for t in inp.tags if t.key == "mlflow.data.context"), "")
@@ -172,7 +181,8 @@ def _lines(node: dict, indent: str, out: list[str], max_files: int) -> None:
     if node["metrics"]:
         out.append(f"{indent}  counts: " + " ".join(f"{k}={v:g}" for k, v in node["metrics"].items()))
     for inp in node["inputs"]:
-        out.append(f"{indent}  <- {inp['context'] or 'input'} {inp['name']} (digest {inp['digest'][:12]})")
+        out.append(f"{indent}  <- {inp['context'] or 'input'} {inp['name']}"
+                   + (f" (digest {inp['digest'][:12]})" if inp["digest"] else ""))
         if "produced_by" in inp:
             _lines(inp["produced_by"], indent + "     ", out, max_files)
         for f in inp.get("files", [])[:max_files]:

@@ -81,3 +81,9 @@ def test_a_rerun_finds_everything_done_and_report_prints_the_table(ablation):
     proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "ablate", "--report", ablation["first"]["ablation_run"]],
                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": ablation["uri"]})
     assert proc.returncode == 0 and "| eval.mean_bpb | same |" in proc.stdout, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "lineage", ablation["first"]["ablation_run"]],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "MLFLOW_TRACKING_URI": ablation["uri"]})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for variant in ("baseline", "same"):  # each variant's first training run, down to its tokenize stage's run
+        block = proc.stdout.split(f"variant:{variant}")[1]
+        assert f"train:{variant}-s0" in block and "tokenize" in block, proc.stdout[:3000]
