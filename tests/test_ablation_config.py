@@ -83,3 +83,21 @@ def test_the_shipped_ablation_builds_every_variant_and_the_cli_refuses_with_exit
     proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "ablate", str(ABLATION), "--check", "seeds=0"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("tokenmill: config error: seeds"), proc.stderr
+
+
+def test_the_planted_damage_shuffles_a_seeded_half_and_keeps_every_word():
+    import pyarrow as pa
+
+    from planted import ShuffleWords, ShuffleWordsConfig
+    from pipelines.records import REASON
+
+    texts = [f"document {i} says one two three four five six seven eight nine ten" for i in range(400)]
+    batch = pa.table({"id": [f"d{i}" for i in range(400)], "text": texts, REASON: [""] * 400})
+    stage = ShuffleWords(ShuffleWordsConfig(fraction=0.5, seed=1))
+    out = stage.apply(batch, None).column("text").to_pylist()
+    changed = [a != b for a, b in zip(texts, out)]
+    assert 160 < sum(changed) < 240  # about half
+    assert all(sorted(a.split()) == sorted(b.split()) for a, b in zip(texts, out))
+    assert stage.apply(batch, None).column("text").to_pylist() == out  # seeded: the same documents, the same order
+    other = ShuffleWords(ShuffleWordsConfig(fraction=0.5, seed=2)).apply(batch, None).column("text").to_pylist()
+    assert [a != b for a, b in zip(texts, other)] != changed
