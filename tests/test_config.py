@@ -160,6 +160,11 @@ def test_shipped_configs_are_valid(path):
         from orchestration.config.train import load_train_config
 
         assert load_train_config(path).name
+    elif path.parent.name == "ablate":
+        from orchestration.config.ablation import load_ablation
+
+        cfg, variants = load_ablation(path)
+        assert cfg.baseline in [v.name for v in variants]
     elif path.parent.name == "eval":
         from orchestration.evaluation.run import load_suite
 

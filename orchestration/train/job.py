@@ -196,7 +196,8 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
             caps = {s.name: s.max_epochs for s in cfg.data.sources}
             for (name, path), ss in zip(manifests, sets):
                 tracking.log_input_manifest(name, path, ss.manifest["digest"], context="training", tags={
-                    "share": f"{first[name]:.6g}", "max_epochs": str(caps[name])} if name in first else None)
+                    "share": f"{first[name]:.6g}", "max_epochs": "none" if caps[name] is None else f"{caps[name]:g}"}
+                    if name in first else None)
             data_run = shards.manifest.get("mlflow_run_id") or ""
             if suite:
                 for f in suite[3]:
