@@ -157,7 +157,7 @@ def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=pri
         (workdir / "verdict.md").write_text(result["markdown"])
         client.log_dict(ablation, result, "verdict.json")
         client.log_text(ablation, result["markdown"], "verdict.md")
-        _plots(client, ablation, cfg, runs)
+        _plots(client, ablation, cfg, runs, result["rows"])
         client.set_terminated(ablation, "FINISHED")
     except BaseException:
         client.set_terminated(ablation, "KILLED")
@@ -198,9 +198,10 @@ def report(cfg: AblationConfig, runs: dict[str, list[str]], data: dict, ablation
             "snr_threshold": cfg.snr_threshold, "rows": table, "sharing": sharing, "runs": runs, "markdown": text}
 
 
-def _plots(client, ablation: str, cfg: AblationConfig, runs: dict[str, list[str]]) -> None:
-    """Held-out bits per byte over training per variant (mean over seeds, min-max band), and the final mean
-    bits per byte per variant with its seed standard deviation."""
+def _plots(client, ablation: str, cfg: AblationConfig, runs: dict[str, list[str]], rows: list[dict]) -> None:
+    """Held-out bits per byte over training per variant (mean over seeds, min-max band), the final mean bits per
+    byte per variant with its seed standard deviation, and every metric of the suite per variant with its seed
+    standard deviation (ablation_metrics.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,6 +228,22 @@ def _plots(client, ablation: str, cfg: AblationConfig, runs: dict[str, list[str]
     fig.suptitle(f"ablation {cfg.name}: {cfg.seeds} seeds, {cfg.budget_tokens:,} tokens per run")
     fig.tight_layout()
     client.log_figure(ablation, fig, "ablation_bpb.png")
+    plt.close(fig)
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        mine = [r for r in rows if r["metric"] == metric]
+        ax.bar([r["variant"] for r in mine], [r["mean"] for r in mine], yerr=[r["std"] or 0 for r in mine], capsize=3,
+               color=["grey" if r["verdict"] == "baseline" else {"better": "tab:green", "worse": "tab:red"}.get(
+                   r["verdict"], "tab:blue") for r in mine])
+        lo = min(r["mean"] - (r["std"] or 0) for r in mine)
+        hi = max(r["mean"] + (r["std"] or 0) for r in mine)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        ax.set_title(metric.removeprefix("eval."), fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    fig.suptitle("per metric: mean over seeds, seed std (green better, red worse, blue within noise)", fontsize=9)
+    fig.tight_layout()
+    client.log_figure(ablation, fig, "ablation_metrics.png")
     plt.close(fig)
 
 

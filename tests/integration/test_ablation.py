@@ -67,7 +67,8 @@ def test_every_run_is_a_child_of_the_ablation_run_with_its_variant(ablation):
             by_kind.setdefault(r.data.tags["tokenmill.kind"], []).append(r.data.tags[VARIANT_TAG])
         assert sorted(by_kind["pipeline"]) == ["baseline", "same"]
         assert sorted(by_kind["train"]) == ["baseline", "baseline", "same", "same"]
-        assert {a.path for a in client.list_artifacts(parent)} >= {"verdict.json", "verdict.md", "ablation_bpb.png"}
+        assert {a.path for a in client.list_artifacts(parent)} >= {"verdict.json", "verdict.md", "ablation_bpb.png",
+                                                                      "ablation_metrics.png"}
         assert client.get_run(parent).info.status == "FINISHED"
         assert json.loads(mlflow.artifacts.load_text(f"runs:/{parent}/verdict.json"))["rows"] == first["rows"]
 
