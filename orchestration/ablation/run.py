@@ -16,6 +16,7 @@ recorded relative to the workdir). What ran and what was shared is read back fro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 import mlflow
 
 from orchestration.ablation.verdict import markdown, verdicts
-from orchestration.config.ablation import AblationConfig, Variant, as_dict, steps_for
+from orchestration.config.ablation import AblationConfig, Variant, steps_for
 from orchestration.runtime import tracking
 from pipelines.typed_config import ConfigError
 
@@ -86,7 +87,7 @@ def _ablation_run(cfg: AblationConfig, workdir: Path) -> str:
                  "variants": ",".join(v.name for v in cfg.variants), "tokenizer": cfg.tokenizer,
                  "snr_threshold": cfg.snr_threshold, "suite": cfg.suite}.items():
         client.log_param(run.info.run_id, k, str(v)[:500])
-    client.log_dict(run.info.run_id, as_dict(cfg), "ablation.json")
+    client.log_dict(run.info.run_id, dataclasses.asdict(cfg), "ablation.json")
     workdir.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"mlflow_run_id": run.info.run_id, "name": cfg.name}))
     return run.info.run_id

@@ -6,7 +6,6 @@ unknown key fails naming the variant."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +83,7 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[Ablation
         for i, v in enumerate(cfg.variants):
             try:
                 pipe = load_pipeline_config(cfg.pipeline, v.pipeline)
+                # the data comes from the variant's pipeline at run time: placeholders so the job checks now
                 train = load_train_config(cfg.train, [*v.train, "data.manifest=unused.json", "data.tokenizer=unused.model"])
             except ConfigError as exc:
                 raise ConfigError(f"variants.{i} ({v.name}): {exc}") from None
@@ -98,7 +98,3 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[Ablation
 def steps_for(cfg: AblationConfig, train) -> int:
     """Training steps of one run: the budget in whole batches (rounded up)."""
     return math.ceil(cfg.budget_tokens / train.train.global_batch_tokens)
-
-
-def as_dict(cfg: AblationConfig) -> dict:
-    return dataclasses.asdict(cfg)
