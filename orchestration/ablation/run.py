@@ -160,8 +160,8 @@ def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=pri
         client.log_text(ablation, result["markdown"], "verdict.md")
         _plots(client, ablation, cfg, runs, result["rows"])
         client.set_terminated(ablation, "FINISHED")
-    except BaseException:
-        client.set_terminated(ablation, "KILLED")
+    except BaseException as exc:  # a signal (the runs inside resume on a re-run) or an error
+        client.set_terminated(ablation, "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
     echo(result["markdown"])
     return result
