@@ -142,9 +142,11 @@ class WindowLoader:
 class TrainingData:
     """The job's data: train and validation windows over verified shards, and the resumable position."""
 
-    def __init__(self, shards, seq_len: int, seed: int, val_fraction: float):
+    def __init__(self, shards, seq_len: int, seed: int, val_fraction: float, split_seed: int | None = None):
+        """`seed` orders the training windows; `split_seed` (default: `seed`) chooses the validation documents."""
         self.shards, self.seq_len, self.seed, self.val_fraction = shards, seq_len, seed, val_fraction
-        train, val, self.info = split_streams(shards, seed, val_fraction)
+        self.split_seed = seed if split_seed is None else split_seed
+        train, val, self.info = split_streams(shards, self.split_seed, val_fraction)
         self.train = WindowLoader(train, seq_len, seed, shuffle=True)
         self.val = WindowLoader(val, seq_len, seed, shuffle=False)
         if self.train.num_windows == 0:
@@ -219,12 +221,13 @@ class TrainingData:
             yield window_pairs(self.val.stream, mine[i : i + batch], self.seq_len)
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "seed": self.seed, "seq_len": self.seq_len,
+        return {"position": self.position, "seed": self.seed, "split_seed": self.split_seed, "seq_len": self.seq_len,
                 "val_fraction": self.val_fraction, "manifest_digest": self.shards.manifest["digest"]}
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
-        for key in ("seed", "seq_len", "val_fraction", "manifest_digest"):
+        state = {"split_seed": state.get("seed"), **state}  # checkpoints before split_seed split by the order's seed
+        for key in ("seed", "split_seed", "seq_len", "val_fraction", "manifest_digest"):
             if state.get(key) != mine[key]:
                 raise ValueError(f"checkpoint's data {key} {state.get(key)!r} differs from this job's {mine[key]!r}: "
                                  "resuming would not continue the same sequence of batches")

@@ -239,6 +239,19 @@ def test_same_seed_same_batches_other_seed_other_batches(shards):
     assert a.position == 32
 
 
+def test_split_seed_fixes_the_held_out_documents_while_the_order_seed_varies(shards, docs):
+    fixed = [TrainingData(shards, SEQ_LEN, seed, VAL_FRACTION, split_seed=SEED) for seed in (SEED, SEED + 1)]
+    want = concat(docs, expected_split(docs, SEED, VAL_FRACTION)[1])
+    assert all(np.array_equal(whole(d.val.stream), want) for d in fixed)  # the same validation documents
+    assert not torch.equal(fixed[0].rank_batch(8, 0, 1)[0], fixed[1].rank_batch(8, 0, 1)[0])  # another order
+    state = fixed[1].state_dict()
+    assert state["split_seed"] == SEED and state["seed"] == SEED + 1
+    with pytest.raises(ValueError, match="split_seed"):  # resuming on another split is refused
+        TrainingData(shards, SEQ_LEN, SEED + 1, VAL_FRACTION).load_state_dict(state)
+    old = {k: v for k, v in TrainingData(shards, SEQ_LEN, SEED, VAL_FRACTION).state_dict().items() if k != "split_seed"}
+    TrainingData(shards, SEQ_LEN, SEED, VAL_FRACTION).load_state_dict(old)  # a checkpoint from before split_seed
+
+
 # ---------------------------------------------------------------- resume
 
 

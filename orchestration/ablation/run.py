@@ -137,9 +137,11 @@ def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=pri
         for seed in range(cfg.seeds):  # seed-major: every variant has a first result early
             for v in order:
                 steps = steps_for(cfg, v.train)
+                # the seed moves initialisation and order, not which documents are held out for validation
+                split = v.train.data.seed if v.train.data.split_seed is None else v.train.data.split_seed
                 overrides = [*v.train_overrides, f"name={v.name}-s{seed}", f"data.manifest={data[v.name]['manifest']}",
                              f"data.tokenizer={data[v.name]['tokenizer']}", f"train.steps={steps}",
-                             f"train.seed={seed}", f"data.seed={seed}", f"eval.suite={cfg.suite}",
+                             f"train.seed={seed}", f"data.seed={seed}", f"data.split_seed={split}", f"eval.suite={cfg.suite}",
                              f"eval.every={max(1, steps // cfg.evals)}", f"mlflow_experiment={cfg.mlflow_experiment}"]
                 with contextlib.chdir(Path(cfg.train).parent):
                     tcfg = load_train_config(cfg.train, overrides)

@@ -40,7 +40,9 @@ class DataConfig:
     seq_len: Annotated[int, Range(lo=2)] = 256
     # documents (by hash of seed and id) held out for validation (of every source, in a mixture)
     val_fraction: Annotated[float, Range(lo=0, hi=1, hi_open=True)] = 0.05
-    seed: int = 0
+    seed: int = 0  # the training order (and, unless split_seed is given, the validation split)
+    # the validation split's seed: fixed while `seed` varies, every run holds out the same documents (an ablation's seeds)
+    split_seed: int | None = None
     sources: list[SourceConfig] = field(default_factory=list)  # a mixture, instead of `manifest`
     schedule: list[PhaseConfig] = field(default_factory=list)  # the mixture's shares changed from a step on
     # shards on object storage are read by byte ranges (verified 64 KiB blocks) through this much local disk

@@ -89,7 +89,7 @@ def _verify_sources(cfg: TrainConfig, manifests, tokenizer_path, echo) -> list[S
         from model.data import TrainingData
         from model.mixture import check_supply
 
-        splits = [TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction) for ss in sets]
+        splits = [TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction, cfg.data.split_seed) for ss in sets]
         windows = [d.train.num_windows for d in splits]
         phases = cfg.data.phases()
         try:

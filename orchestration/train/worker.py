@@ -106,12 +106,13 @@ class Trainer:
         # remote shards: read by ranges through this rank's cache (one for every source of a mixture)
         self.cache = cache_for(job.manifest, cfg.data.remote_cache_mb, f"{cfg.name}-rank{self.rank}")
         self.shards = ShardSet(job.manifest, tokenizer_path=job.tokenizer, verify=False, cache=self.cache)
-        self.data = TrainingData(self.shards, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction)
+        self.data = TrainingData(self.shards, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction,
+                                 cfg.data.split_seed)
         if cfg.data.sources:  # a mixture: every source its own split and order, composed per batch
             others = [ShardSet(m, tokenizer_path=job.tokenizer, verify=False, cache=self.cache)
                       for _, m in job.sources[1:]]
             self.data = MixtureData([n for n, _ in job.sources], [self.data, *(
-                TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction) for ss in others)],
+                TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction, cfg.data.split_seed) for ss in others)],
                 cfg.data.phases(), cfg.global_batch_seqs, cfg.data.seed)
         self.model = build_sharded_model(job.model, self.device, self.world, bf16,
                                          cfg.train.compile and self.device.type == "cuda", cfg.train.seed)
