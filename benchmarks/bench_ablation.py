@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.quality import split_documents  # noqa: E402
+from pipelines.quality import book_documents  # noqa: E402
 
 GUTENBERG = REPO.parent / "shared" / "corpora" / "gutenberg"
 CONFIG = REPO / "configs" / "ablate" / "corpora.yaml"
@@ -44,9 +43,8 @@ def prepare_books(out: Path, max_words: int = 1500, min_words: int = 100) -> dic
         tmp = out / f"{lang}.jsonl.tmp"
         with tmp.open("w", encoding="utf-8") as f:
             for path in files:
-                text = path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
-                paras = [re.sub(r"\s*\n\s*", " ", p.strip()) for p in re.split(r"\n\s*\n", text) if p.strip()]
-                for k, chunk in enumerate(split_documents(["\n\n".join(paras)], min_words, max_words)):
+                text = path.read_text(encoding="utf-8", errors="replace")
+                for k, chunk in enumerate(book_documents(text, min_words, max_words)):
                     f.write(json.dumps({"id": f"{path.name}#{k}", "text": chunk}, ensure_ascii=False) + "\n")
                     n += 1
         tmp.replace(out / f"{lang}.jsonl")

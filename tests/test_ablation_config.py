@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from orchestration.ablation.verdict import lower_is_better, markdown, mean_std, pooled_std, verdicts
-from orchestration.config.ablation import load_ablation, steps_for
+from orchestration.config.ablation import data_overrides, load_ablation, steps_for
 from pipelines.typed_config import ConfigError
 from repo_paths import REPO
 
@@ -68,6 +68,8 @@ ABLATION = REPO / "configs" / "ablate" / "quickstart.yaml"
     ("variants.1.name=baseline", "variants.1.name: 'baseline' is used twice"),
     ("baseline=zzz", "baseline: no variant named 'zzz'"),
     ("variants=[]", "variants: an ablation needs at least the baseline variant"),
+    ('variants.3.pipeline=["tokenize.enabled=false", "tokenizer.enabled=false"]',
+     "variants.3 (strict_quality): its pipeline makes no token shards to train on"),
 ])
 def test_a_bad_ablation_is_one_line_before_any_work(override, message):
     with pytest.raises(ConfigError) as err:
@@ -101,3 +103,24 @@ def test_the_planted_damage_shuffles_a_seeded_half_and_keeps_every_word():
     assert stage.apply(batch, None).column("text").to_pylist() == out  # seeded: the same documents, the same order
     other = ShuffleWords(ShuffleWordsConfig(fraction=0.5, seed=2)).apply(batch, None).column("text").to_pylist()
     assert [a != b for a, b in zip(texts, other)] != changed
+
+
+def test_a_mixture_variant_trains_on_its_own_tokens_beside_fixed_sources(tmp_path):
+    mix = ('variants.1.train=["data.sources=[{name: own, manifest: \'variant://tokens\', share: 0.7}, '
+           '{name: books, manifest: /data/books/manifest.json, share: 0.3, max_epochs: 2}]"]')
+    cfg, variants = load_ablation(ABLATION, [mix])
+    v = variants[1]
+    assert [s.manifest for s in v.train.data.sources] == [str(ABLATION.parent / "unused.json"),  # a placeholder
+                                                          "/data/books/manifest.json"]
+    from orchestration.config.train import load_train_config
+
+    raw = load_train_config(cfg.train, v.train_overrides)
+    over = data_overrides(raw, "/work/v/tokens/manifest.json", "/work/t.model")
+    job = load_train_config(cfg.train, [*v.train_overrides, *over])
+    assert [(s.name, s.manifest, s.share, s.max_epochs) for s in job.data.sources] == [
+        ("own", "/work/v/tokens/manifest.json", 0.7, None), ("books", "/data/books/manifest.json", 0.3, 2.0)]
+    assert job.data.manifest is None and job.data.tokenizer == "/work/t.model"
+    # the others train on their pipeline's shards alone
+    assert data_overrides(variants[0].train, "/m.json", "/t.model") == ["data.manifest=/m.json", "data.tokenizer=/t.model"]
+    with pytest.raises(ConfigError, match=r"variants.1 \(no_filters\): data.sources: no source is the variant's own "):
+        load_ablation(ABLATION, ['variants.1.train=["data.sources=[{name: b, manifest: /data/b.json}]"]'])

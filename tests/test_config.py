@@ -150,7 +150,8 @@ def test_cli_help_explains_itself():
     assert "RAY_ADDRESS" in out.stdout and "MLFLOW_TRACKING_URI" in out.stdout
 
 
-SHIPPED = sorted([*(REPO / "configs").glob("*.yaml"), *(REPO / "configs").glob("*/*.yaml")])
+SHIPPED = sorted([*(REPO / "configs").glob("*.yaml"), *(REPO / "configs").glob("*/*.yaml"),
+                  *(REPO / "configs").glob("*/*/*.yaml")])
 
 
 @pytest.mark.parametrize("path", [p for p in SHIPPED if p.parent.name not in ("model", "data")],
@@ -170,7 +171,7 @@ def test_shipped_configs_are_valid(path):
 
         suite = load_suite(path)
         assert suite.texts or suite.tasks
-    elif path.name.startswith("quality_"):
+    elif path.name.startswith("quality"):
         from pipelines.typed_config import from_dict
         from orchestration.config.schema import load_yaml_config
         from orchestration.corpus.quality_train import QualityTrainJob

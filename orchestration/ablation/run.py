@@ -21,13 +21,18 @@ import json
 import math
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
 
 from orchestration.ablation.verdict import markdown, verdicts
-from orchestration.config.ablation import AblationConfig, Variant, steps_for
+from orchestration.config.ablation import AblationConfig, Variant, data_overrides, steps_for
 from orchestration.runtime import tracking
+from pipelines.errors import UsageError
 from pipelines.typed_config import ConfigError
 
 ABLATION_TAG = "tokenmill.ablation"  # on every pipeline and training run of an ablation: the ablation's run id
@@ -71,6 +76,26 @@ def _shared(summary: dict) -> dict:
             "passes": passes, "global_steps": steps, "already_complete": bool(summary.get("already_complete"))}
 
 
+def training_key(tcfg) -> str:
+    """What a training run's result depends on: its config but for its name (seed, steps and suite included),
+    with the token shards and the tokenizer by content (a variant's manifest path differs from the baseline's
+    even when its shards are the same bytes). Training is deterministic given these (tests/integration/test_train.py),
+    so two runs with one key give the same numbers: the second is not run."""
+    from pipelines import storage
+    from pipelines.hashing import canonical_sha256, sha256_file
+
+    def digest(manifest: str) -> str:
+        return json.loads(storage.path(manifest).read_text())["digest"]
+
+    d = dataclasses.asdict(tcfg)
+    d.pop("name")
+    d["data"]["manifest"] = digest(tcfg.data.manifest) if tcfg.data.manifest else None
+    for source in d["data"]["sources"]:
+        source["manifest"] = digest(source["manifest"])
+    d["data"]["tokenizer"] = sha256_file(tcfg.data.tokenizer)
+    return canonical_sha256(d)
+
+
 def _ablation_run(cfg: AblationConfig, workdir: Path) -> str:
     """The ablation's MLflow run: the one this folder recorded (resumed), else a new one. Not active (the
     pipelines and training jobs start their own runs); they name it as their parent."""
@@ -95,8 +120,8 @@ def _ablation_run(cfg: AblationConfig, workdir: Path) -> str:
 
 def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=print) -> dict:
     from orchestration.config.pipeline import load_pipeline_config
-    from orchestration.config.train import load_train_config
-    from orchestration.corpus.pipeline import run_pipeline
+    from orchestration.corpus.pipeline import run_pipeline, user_modules
+    from orchestration.runtime import cluster
     from orchestration.train.job import run_train
     from pipelines import storage
 
@@ -105,6 +130,7 @@ def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=pri
         raise ConfigError("--workdir: an ablation runs in a local or shared-filesystem folder (its variants share "
                           "files by hard links)")
     tracking.setup(cfg.mlflow_experiment)
+    cluster.also_ship(m for v in variants for m in user_modules(v.pipeline))  # one Ray serves every variant
     ablation = _ablation_run(cfg, workdir)
     client = mlflow.MlflowClient()
     echo(f"tokenmill: ablation {cfg.name!r}: {len(variants)} variants x {cfg.seeds} seeds, "
@@ -130,31 +156,22 @@ def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=pri
             shared = _shared(summary)
             data[v.name] = {"manifest": summary["tokens"]["manifest_path"],
                             "tokenizer": summary["tokenizer"]["model_path"],
-                            "pipeline_run": summary["mlflow_run_id"], **shared}
+                            "pipeline_run": summary["mlflow_run_id"], "trainings_run": 0, "trainings_shared": 0,
+                            **shared}
             echo(f"tokenmill: variant {v.name!r}: {shared['passes_run']} pass(es) and {shared['steps_run']} global "
                  f"step(s) ran, {shared['passes_shared']} and {shared['steps_shared']} found done")
-        runs: dict[str, list[str]] = {v.name: [] for v in order}
-        for seed in range(cfg.seeds):  # seed-major: every variant has a first result early
-            for v in order:
-                steps = steps_for(cfg, v.train)
-                # the seed moves initialisation and order, not which documents are held out for validation
-                split = v.train.data.seed if v.train.data.split_seed is None else v.train.data.split_seed
-                overrides = [*v.train_overrides, f"name={v.name}-s{seed}", f"data.manifest={data[v.name]['manifest']}",
-                             f"data.tokenizer={data[v.name]['tokenizer']}", f"train.steps={steps}",
-                             f"train.seed={seed}", f"data.seed={seed}", f"data.split_seed={split}", f"eval.suite={cfg.suite}",
-                             f"eval.every={max(1, steps // cfg.evals)}", f"mlflow_experiment={cfg.mlflow_experiment}"]
-                with contextlib.chdir(Path(cfg.train).parent):
-                    tcfg = load_train_config(cfg.train, overrides)
-                tdir = workdir / "train" / f"{v.name}-s{seed}"
-                done = json.loads((tdir / "train_summary.json").read_text()) if (tdir / "train_summary.json").is_file() else {}
-                if done.get("step") == steps and done.get("run_id"):  # finished: not even Ray is started for it
-                    echo(f"tokenmill: training run {tcfg.name} already finished (step {steps}, MLflow run {done['run_id']})")
-                    runs[v.name].append(done["run_id"])
-                    continue
-                with tracking.tagged({"mlflow.parentRunId": ablation, ABLATION_TAG: ablation, VARIANT_TAG: v.name,
-                                      SEED_TAG: str(seed)}):
-                    out = run_train(tcfg, tdir, echo)
-                runs[v.name].append(out["run_id"])
+        jobs, runs = _plan_training(cfg, order, data, workdir, ablation, echo)
+        pending = [j for j in jobs if not j.finished(echo)]
+        width = side_by_side(cfg.parallel, pending[0].cfg) if len(pending) > 1 else 1
+        if width > 1:
+            echo(f"tokenmill: {len(pending)} training runs, {width} side by side")
+            _train_side_by_side(pending, width, echo)
+        for job in pending if width == 1 else ():  # one after another, in this process
+            with tracking.tagged(job.tags):
+                run_train(job.cfg, job.workdir, echo)
+        for job in pending:
+            data[job.variant]["trainings_run"] += 1
+        runs = {variant: [jobs[i].run_id() for i in which] for variant, which in runs.items()}
         result = report(cfg, runs, data, ablation)
         (workdir / "verdict.json").write_text(json.dumps(result, indent=1))
         (workdir / "verdict.md").write_text(result["markdown"])
@@ -167,6 +184,137 @@ def run_ablation(cfg: AblationConfig, variants: list[Variant], workdir, echo=pri
         raise
     echo(result["markdown"])
     return result
+
+
+@dataclasses.dataclass
+class TrainingJob:
+    """One (variant, seed) training run to have: its typed config, workdir and MLflow tags."""
+    variant: str
+    seed: int
+    cfg: object  # TrainConfig
+    config: Path  # the proxy training config file the overrides apply to
+    overrides: list[str]
+    workdir: Path
+    tags: dict
+
+    def summary(self) -> dict:
+        path = self.workdir / "train_summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def finished(self, echo) -> bool:
+        done = self.summary()
+        if done.get("step") == self.cfg.train.steps and done.get("run_id"):  # not even Ray is started for it
+            echo(f"tokenmill: training run {self.cfg.name} already finished (step {done['step']}, MLflow run "
+                 f"{done['run_id']})")
+            return True
+        return False
+
+    def run_id(self) -> str:
+        return self.summary()["run_id"]
+
+
+def _plan_training(cfg: AblationConfig, order: list[Variant], data: dict, workdir: Path, ablation: str,
+                   echo) -> tuple[list[TrainingJob], dict[str, list[int]]]:
+    """The training runs to have, seed-major (every variant has a first result early), each (variant, seed) as
+    an index into them: a run with the training key of an earlier one is that run (shared, not trained again)."""
+    from orchestration.config.train import load_train_config
+
+    jobs: list[TrainingJob] = []
+    index: dict[str, int] = {}  # training key -> job
+    runs: dict[str, list[int]] = {v.name: [] for v in order}
+    for seed in range(cfg.seeds):
+        for v in order:
+            steps = steps_for(cfg, v.train)
+            # the seed moves initialisation and order, not which documents are held out for validation
+            split = v.train.data.seed if v.train.data.split_seed is None else v.train.data.split_seed
+            with contextlib.chdir(Path(cfg.train).parent):
+                own = data_overrides(load_train_config(cfg.train, v.train_overrides), data[v.name]["manifest"],
+                                     data[v.name]["tokenizer"])
+            overrides = [*v.train_overrides, f"name={v.name}-s{seed}", *own, f"train.steps={steps}",
+                         f"train.seed={seed}", f"data.seed={seed}", f"data.split_seed={split}", f"eval.suite={cfg.suite}",
+                         f"eval.every={max(1, steps // cfg.evals)}", f"mlflow_experiment={cfg.mlflow_experiment}"]
+            with contextlib.chdir(Path(cfg.train).parent):
+                tcfg = load_train_config(cfg.train, overrides)
+            key = training_key(tcfg)
+            if key in index:  # the same shards, tokenizer, config and seed as another run: its result
+                echo(f"tokenmill: training run {tcfg.name} is {jobs[index[key]].cfg.name} (the same token shards, "
+                     f"tokenizer, config and seed): shared, not trained again")
+                data[v.name]["trainings_shared"] += 1
+            else:
+                index[key] = len(jobs)
+                jobs.append(TrainingJob(v.name, seed, tcfg, Path(cfg.train).resolve(), overrides, workdir / "train" / tcfg.name,
+                                        {"mlflow.parentRunId": ablation, ABLATION_TAG: ablation, VARIANT_TAG: v.name,
+                                         SEED_TAG: str(seed)}))
+            runs[v.name].append(index[key])
+    return jobs, runs
+
+
+def side_by_side(parallel: int, tcfg) -> int:
+    """How many training runs go side by side: `parallel`, or (0) as many as the Ray cluster's CPUs (GPUs, for
+    a GPU job) hold at once; 1 on a machine that holds one."""
+    if parallel:
+        return parallel
+    import ray
+
+    from orchestration.runtime.cluster import init_ray
+
+    resources = init_ray(tcfg.ray.num_cpus) if not ray.is_initialized() else ray.cluster_resources()
+    fit = int(resources.get("CPU", 0) // (tcfg.ray.num_workers * tcfg.ray.cpus_per_worker))
+    if tcfg.ray.use_gpu:
+        fit = min(fit, int(resources.get("GPU", 0) // tcfg.ray.num_workers))
+    return max(1, fit)
+
+
+def _train_side_by_side(jobs: list[TrainingJob], width: int, echo) -> None:
+    """`width` training runs at a time, each `tokenmill train` in a process of its own on this ablation's Ray
+    (RAY_ADDRESS's cluster, or the local Ray this process started), its output in its workdir's train.log. A
+    signal to the ablation reaches them as SIGTERM (each saves a checkpoint and stops); a run that fails leaves
+    the others to finish, then the ablation fails naming it (a re-run resumes every unfinished run)."""
+    import ray
+
+    from orchestration.runtime.cluster import init_ray
+
+    if not ray.is_initialized():
+        init_ray(jobs[0].cfg.ray.num_cpus)
+    env = {**os.environ, "RAY_ADDRESS": os.environ.get("RAY_ADDRESS") or ray.get_runtime_context().gcs_address,
+           "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    queue, running, failed = list(jobs), {}, []
+    try:
+        while queue or running:
+            while queue and len(running) < width:
+                job = queue.pop(0)
+                job.workdir.mkdir(parents=True, exist_ok=True)
+                log = (job.workdir / "train.log").open("a")
+                cmd = [sys.executable, "-m", "orchestration.cli", "train", str(job.config), "--workdir", str(job.workdir),
+                       *job.overrides]  # relative paths in the overrides: from the config's folder, as in this process
+                proc = subprocess.Popen(cmd, cwd=job.config.parent, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**env, tracking.RUN_TAGS_ENV: json.dumps(job.tags)})
+                running[proc] = (job, log)
+                echo(f"tokenmill: training run {job.cfg.name} started (pid {proc.pid}; its output: {log.name})")
+            time.sleep(0.5)
+            for proc in [p for p in running if p.poll() is not None]:
+                job, log = running.pop(proc)
+                log.close()
+                if proc.returncode:
+                    lines = Path(log.name).read_text(errors="replace").strip().splitlines() or [""]
+                    failed.append(f"{job.cfg.name} (exit {proc.returncode}: {lines[-1][:300]})")
+                    echo(f"tokenmill: training run {job.cfg.name} failed: {failed[-1]}")
+                else:
+                    done = job.summary()
+                    echo(f"tokenmill: training run {job.cfg.name} finished: step {done.get('step')}, loss "
+                         f"{done.get('loss', float('nan')):.4f}, MLflow run {done.get('run_id')}")
+    except BaseException:  # a signal or an error here: the runs save a checkpoint and stop
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc, (job, log) in running.items():
+            try:
+                proc.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        raise
+    if failed:
+        raise UsageError(f"training run(s) failed: {'; '.join(failed)}; re-run the ablation to resume them")
 
 
 def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -191,12 +339,14 @@ def report(cfg: AblationConfig, runs: dict[str, list[str]], data: dict, ablation
     for r in table:
         r.update({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
     sharing = {v: {k: d[k] for k in ("passes_run", "passes_shared", "steps_run", "steps_shared", "passes",
-                                      "global_steps", "pipeline_run")} for v, d in data.items()}
+                                      "global_steps", "pipeline_run", "trainings_run", "trainings_shared")}
+               for v, d in data.items()}
     text = markdown(rows, cfg.snr_threshold)
-    text += "\n\n| variant | passes run | passes shared | global steps run | shared | pipeline run | training runs |\n"
-    text += "|---|---:|---:|---:|---:|---|---|\n" + "\n".join(
+    text += ("\n\n| variant | passes run | passes shared | global steps run | shared | trainings shared | pipeline run "
+             "| training runs |\n|---|---:|---:|---:|---:|---:|---|---|\n") + "\n".join(
         f"| {v} | {s['passes_run']} | {s['passes_shared']} | {s['steps_run']} | {s['steps_shared']} | "
-        f"{s['pipeline_run'][:8]} | {', '.join(r[:8] for r in runs[v])} |" for v, s in sharing.items())
+        f"{s['trainings_shared']} | {s['pipeline_run'][:8]} | {', '.join(r[:8] for r in runs[v])} |"
+        for v, s in sharing.items())
     return {"ablation_run": ablation, "baseline": cfg.baseline, "seeds": cfg.seeds, "budget_tokens": cfg.budget_tokens,
             "snr_threshold": cfg.snr_threshold, "rows": table, "sharing": sharing, "runs": runs, "markdown": text}
 

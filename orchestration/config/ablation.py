@@ -6,6 +6,8 @@ unknown key fails naming the variant."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,8 @@ from pipelines.typed_config import ConfigError, PathStr, PositiveFloat, Positive
 class VariantConfig:
     name: str
     pipeline: list[str] = field(default_factory=list)  # dotted.key=value overrides of the base pipeline config
-    train: list[str] = field(default_factory=list)  # ... and of the proxy training config (e.g. mixture shares)
+    # ... and of the proxy training config: a mixture's shares (`data.sources`, one source `manifest: variant://tokens`)
+    train: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -37,6 +40,9 @@ class AblationConfig:
     tokenizer: Literal["shared", "per_variant"] = "shared"
     evals: Annotated[int, Range(lo=2)] = 4  # suite evaluations per run (the last `last_evals` give checkpoint noise)
     last_evals: Annotated[int, Range(lo=2)] = 3
+    # training runs side by side on the Ray cluster: 0 = as many as its CPUs (GPUs) hold at once (1 on a laptop
+    # whose cores one run takes), each its own `tokenmill train` process; 1 = one after another, in this process
+    parallel: Annotated[int, Range(lo=0)] = 0
     snr_threshold: PositiveFloat = 2.0  # |difference / pooled seed std| for a verdict of better or worse
     mlflow_experiment: str = "tokenmill-ablate"
 
@@ -51,6 +57,19 @@ class AblationConfig:
             raise ConfigError(f"baseline: no variant named {self.baseline!r} (variants: {', '.join(names)})")
         if self.last_evals > self.evals:
             raise ConfigError(f"last_evals: {self.last_evals} is more than the {self.evals} evaluations per run")
+
+
+VARIANT_TOKENS = "variant://tokens"  # a mixture source's manifest in an ablation: the variant's own token shards
+
+
+def data_overrides(train, manifest: str, tokenizer: str) -> list[str]:
+    """The overrides that point a variant's training job at its pipeline's token shards: `data.manifest`, or in a
+    mixture (a variant's `data.sources` with its shares) every source whose manifest is VARIANT_TOKENS."""
+    if not train.data.sources:
+        return [f"data.manifest={manifest}", f"data.tokenizer={tokenizer}"]
+    sources = [{**dataclasses.asdict(s), "manifest": manifest if s.manifest == VARIANT_TOKENS else s.manifest}
+               for s in train.data.sources]
+    return [f"data.sources={json.dumps(sources)}", f"data.tokenizer={tokenizer}"]
 
 
 @dataclass
@@ -83,10 +102,17 @@ def load_ablation(path: str | Path, overrides: list[str] = ()) -> tuple[Ablation
         for i, v in enumerate(cfg.variants):
             try:
                 pipe = load_pipeline_config(cfg.pipeline, v.pipeline)
+                train = load_train_config(cfg.train, v.train)
+                if train.data.sources and not any(s.manifest == VARIANT_TOKENS for s in train.data.sources):
+                    raise ConfigError(f"data.sources: no source is the variant's own token shards (give one "
+                                      f"`manifest: {VARIANT_TOKENS}`)")
                 # the data comes from the variant's pipeline at run time: placeholders so the job checks now
-                train = load_train_config(cfg.train, [*v.train, "data.manifest=unused.json", "data.tokenizer=unused.model"])
+                train = load_train_config(cfg.train, [*v.train, *data_overrides(train, "unused.json", "unused.model")])
             except ConfigError as exc:
                 raise ConfigError(f"variants.{i} ({v.name}): {exc}") from None
+            if not pipe.tokenize.enabled:
+                raise ConfigError(f"variants.{i} ({v.name}): its pipeline makes no token shards to train on (set "
+                                  "tokenizer.enabled and tokenize.enabled in the pipeline config)")
             variants.append(Variant(v.name, pipe, train, list(v.pipeline), list(v.train)))
     batch = variants[0].train.train.global_batch_tokens
     if cfg.budget_tokens < batch:

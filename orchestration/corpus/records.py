@@ -171,7 +171,7 @@ def _tokenizer_run(tok: dict, prev: dict, params: dict) -> str:
             tracking.log_artifact(tok["vocab_path"], "tokenizer")
         mlflow.log_metric("vocab_size", tok["vocab_size"])
         mlflow.set_tags({TOKENIZER_SHA_TAG: tok["sha256"], tracking.OUTPUT_DIGEST_TAG: mlflow_digest(tok["sha256"]),
-                         tracking.OUTPUT_SHA256_TAG: tok["sha256"]})
+                         tracking.OUTPUT_SHA256_TAG: tok["sha256"], tracking.GIVEN_TAG: str(not tok.get("trained")).lower()})
         return run.info.run_id
 
 

@@ -100,12 +100,17 @@ def _node(run, seen: dict) -> dict:
     if kind == "ablation":  # each variant's data lineage, through its first seed's training run
         from orchestration.ablation.run import ABLATION_TAG, SEED_TAG, VARIANT_TAG
 
-        trained = mlflow.search_runs(search_all_experiments=True, output_format="list", order_by=["start_time ASC"],
-                                     filter_string=f"tags.`{ABLATION_TAG}` = '{rid}' and tags.`{tracking.KIND_TAG}` = 'train'"
-                                                   f" and tags.`{SEED_TAG}` = '0'")
-        for r in trained:
-            node["inputs"].append({"name": f"variant:{r.data.tags.get(VARIANT_TAG)}", "digest": "",
-                                   "context": "ablation_variant", "source": None, "produced_by": _node(r, seen)})
+        try:  # the verdict names every variant's runs (a variant equal to another shares that one's runs)
+            firsts = [(v, mlflow.get_run(ids[0])) for v, ids in json.loads(
+                mlflow.artifacts.load_text(f"runs:/{rid}/verdict.json"))["runs"].items() if ids]
+        except Exception:  # noqa: BLE001  (no verdict yet: the training runs tagged with the ablation so far)
+            firsts = [(r.data.tags.get(VARIANT_TAG), r) for r in mlflow.search_runs(
+                search_all_experiments=True, output_format="list", order_by=["start_time ASC"],
+                filter_string=f"tags.`{ABLATION_TAG}` = '{rid}' and tags.`{tracking.KIND_TAG}` = 'train'"
+                              f" and tags.`{SEED_TAG}` = '0'")]
+        for variant, r in firsts:
+            node["inputs"].append({"name": f"variant:{variant}", "digest": "", "context": "ablation_variant",
+                                   "source": None, "produced_by": _node(r, seen)})
     for inp in run.inputs.dataset_inputs:
         ds = inp.dataset
         context = next((t.value for t in inp.tags if t.key == "mlflow.data.context"), "")

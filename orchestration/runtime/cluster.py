@@ -16,6 +16,17 @@ import model
 import orchestration
 import pipelines
 from orchestration.runtime import console, stopping
+from pipelines.errors import UsageError
+
+
+_SHIPPED: set[str] = set()  # the user modules the Ray of this process was started with
+_ALSO: set[str] = set()  # ... and those it must start with, whoever starts it (also_ship)
+
+
+def also_ship(modules) -> None:
+    """User modules the Ray this process starts later must ship, whichever run starts it: an ablation's first
+    pipeline starts the Ray every variant's pipeline then uses, so it ships the user stages of them all."""
+    _ALSO.update(modules)
 
 
 def init_ray(num_cpus: int | None = None, user_modules: list[str] = ()) -> dict:
@@ -28,8 +39,15 @@ def init_ray(num_cpus: int | None = None, user_modules: list[str] = ()) -> dict:
     pipeline's user stages) travel the same way, to a cluster and to the local Ray alike (whose workers do
     not see the folders the driver added to its own Python path).
     """
+    user_modules = sorted({*user_modules, *_ALSO})
     if ray.is_initialized():
+        missing = sorted(set(user_modules) - _SHIPPED)
+        if missing:  # a runtime env is fixed when Ray starts: its workers would fail to import them
+            raise UsageError(f"Ray is already running in this process without the user stage module(s) "
+                             f"{', '.join(missing)}: start it with every module (init_ray(..., user_modules))")
         return ray.cluster_resources()
+    _SHIPPED.clear()
+    _SHIPPED.update(user_modules)
     address = os.environ.get("RAY_ADDRESS")
     # ray library logs in workers at ERROR: Ray Train's placement-group cleaner otherwise warns every second
     # that the state API (which needs the dashboard, not started here) is unavailable

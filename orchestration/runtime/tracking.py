@@ -18,6 +18,7 @@ from pipelines import storage
 from pipelines.manifest import mlflow_digest
 
 WORKDIR_TAG = "tokenmill.workdir"  # on every run a process records for a workdir (parent, stages, training)
+GIVEN_TAG = "tokenmill.given"  # "true" on a run that names an output it was given (a tokenizer's model_path)
 OUTPUT_DIGEST_TAG = "tokenmill.output_digest"  # 32 hex chars, equal to the next run's input digest
 OUTPUT_SHA256_TAG = "tokenmill.output_sha256"
 KIND_TAG = "tokenmill.kind"
@@ -51,6 +52,8 @@ def setup_uri() -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     console.quiet_libraries()  # MLflow's INFO lines (store set-up, new experiment) to the log file
+    # no "Downloading artifacts" progress bars in a run's output (logging the trained model drew three)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = mlflow.get_tracking_uri()
     reach_store(uri)
     with _store_lock(uri):
@@ -168,8 +171,10 @@ ENDED_TAG = "tokenmill.ended"  # why a run did not finish (killed by a signal, b
 def run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
     """mlflow.start_run, ended KILLED (not FAILED) when a signal stops the command (stopping.Interrupted, or
     Ctrl-C), with the signal in its ENDED_TAG. A top-level run also gets the tags of `tagged` blocks around it."""
-    if not start_run_kwargs.get("nested") and _TAGGED:
-        start_run_kwargs["tags"] = {**_TAGGED[-1], **(start_run_kwargs.get("tags") or {})}
+    if not start_run_kwargs.get("nested"):
+        tags = {**json.loads(os.environ.get(RUN_TAGS_ENV) or "{}"), **(_TAGGED[-1] if _TAGGED else {})}
+        if tags:
+            start_run_kwargs["tags"] = {**tags, **(start_run_kwargs.get("tags") or {})}
     with mlflow.start_run(**start_run_kwargs) as active:
         try:
             yield active
@@ -183,6 +188,9 @@ def run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
 
 
 _TAGGED: list[dict[str, str]] = []
+# JSON tags for every top-level run of this process, as `tagged` gives them in-process: an ablation's training
+# runs started as processes of their own (orchestration/ablation/run.py) nest under the ablation's run this way
+RUN_TAGS_ENV = "TOKENMILL_RUN_TAGS"
 
 
 @contextmanager
@@ -264,10 +272,13 @@ def log_output_manifest(manifest_path, digest: str) -> None:
 
 
 def producer_of(digest: str, experiment_ids: list[str] | None = None) -> list[Any]:
-    """Runs whose output is the dataset with this digest (what a lineage query walks back through)."""
-    return mlflow.search_runs(  # finished runs only: a killed run's tag names outputs it may not have written
+    """Runs whose output is the dataset with this digest (what a lineage query walks back through), a run that
+    made it before one that was given it (an ablation's variants name the baseline's tokenizer: the baseline's
+    tokenizer run trained it, on the baseline's documents)."""
+    runs = mlflow.search_runs(  # finished runs only: a killed run's tag names outputs it may not have written
         experiment_ids=experiment_ids,
         filter_string=f"tags.`{OUTPUT_DIGEST_TAG}` = '{mlflow_digest(digest)}' and attributes.status = 'FINISHED'",
         output_format="list",
         search_all_experiments=experiment_ids is None,
     )
+    return sorted(runs, key=lambda r: r.data.tags.get(GIVEN_TAG) == "true")
