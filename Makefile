@@ -1,12 +1,13 @@
 # make run: set up and run the quickstart; make test: set up and run the tests (what CI runs).
-# make test-fast: the unit tests (tests/test_*.py, no Ray, no MLflow server; under 2 min); make bench: the benchmarks.
+# make test-fast: the unit tests (tests/test_*.py, no Ray, no MLflow server; under 2 min); make bench: the benchmarks;
+# make bench-ablation: the real ablation of docs/ablations.md (12 proxy training runs: about 2 hours on 2 cores).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokenmill-installed
 DEV_STAMP := $(VENV)/.tokenmill-dev-installed
 BENCH_STAMP := $(VENV)/.tokenmill-bench-installed
 
-.PHONY: install install-dev run test test-fast lint bench clean
+.PHONY: install install-dev run test test-fast lint bench bench-ablation clean
 
 install: $(STAMP)
 
@@ -42,6 +43,9 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_dedup.py
 	$(PY) benchmarks/bench_eval.py --json benchmarks/results/eval.json
 	$(PY) benchmarks/bench_remote_shards.py --json benchmarks/results/remote_shards.json
+
+bench-ablation: $(STAMP)
+	$(PY) benchmarks/bench_ablation.py --json benchmarks/results/ablation.json
 
 clean:
 	rm -rf work

@@ -267,9 +267,9 @@ def _training_data(run):
         if not source or not storage.path(source).is_file():
             raise UsageError(f"run {run.info.run_id}: its token manifest {source} is not on this machine")
     shards = {name: ShardSet(source, verify=False) for name, source in inputs}
-    split_seed = p.get("data.split_seed", "None")  # absent from runs before it existed
+    split_seed = p.get("data.split_seed", "null")  # absent from runs before it existed; None is logged as null
     args = (int(p["data.seq_len"]), int(p["data.seed"]), float(p["data.val_fraction"]),
-            None if split_seed == "None" else int(split_seed))
+            None if split_seed in ("null", "None", "") else int(split_seed))
     batch, world, steps = int(p["global_batch_seqs"]), int(p["world_size"]), int(p["train.steps"])
     from orchestration.config.train import MIXTURE_TAG
 
