@@ -84,9 +84,10 @@ def main() -> int:
     pipelines = {}
     for v in verdict["sharing"]:
         s = json.loads((workdir / "variants" / v / "summary.json").read_text())
-        pipelines[v] = {"seconds": round(s["seconds"], 1), "stages": {k: {f: st.get(f) for f in ("in", "kept", "dropped")}
-                                                                       for k, st in s["stages"].items()},
-                        "tokens": s["tokens"].get("tokens")}
+        pipelines[v] = {"seconds": round(s["seconds"], 1), "tokens": s["tokens"].get("tokens"),
+                        "stages": {st["stage"]: {"docs_in": st["docs_in"], "kept": st["kept"],
+                                                 "dropped": sum(st["dropped"].values()), "mb_text_kept": st["mb_text_kept"]}
+                                   for st in s["stages"]}}
     out = {"config": str(CONFIG.relative_to(REPO)), "books": books, "wall_s_this_invocation": round(wall, 1),
            "sharing": verdict["sharing"], "pipelines": pipelines, "train_runs": trains,
            "train_seconds_total": round(sum(t["seconds"] for t in trains.values()), 1),
