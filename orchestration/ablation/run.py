@@ -383,8 +383,12 @@ def _plots(client, ablation: str, cfg: AblationConfig, runs: dict[str, list[str]
     client.log_figure(ablation, fig, "ablation_bpb.png")
     plt.close(fig)
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    cols = min(6, len(metrics))  # 18 metrics for the core suite: three rows of six
+    rows_n = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 3.4 * rows_n), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
         mine = [r for r in rows if r["metric"] == metric]
         ax.bar([r["variant"] for r in mine], [r["mean"] for r in mine], yerr=[r["std"] or 0 for r in mine], capsize=3,
                color=["grey" if r["verdict"] == "baseline" else {"better": "tab:green", "worse": "tab:red"}.get(
