@@ -115,11 +115,11 @@ def test_a_mixture_variant_trains_on_its_own_tokens_beside_fixed_sources(tmp_pat
     from orchestration.config.train import load_train_config
 
     raw = load_train_config(cfg.train, v.train_overrides)
-    over = data_overrides(raw, "/work/v/tokens/manifest.json", "/work/t.model")
+    over = data_overrides(raw, "/data/variant/tokens/manifest.json", "/data/t.model")
     job = load_train_config(cfg.train, [*v.train_overrides, *over])
     assert [(s.name, s.manifest, s.share, s.max_epochs) for s in job.data.sources] == [
-        ("own", "/work/v/tokens/manifest.json", 0.7, None), ("books", "/data/books/manifest.json", 0.3, 2.0)]
-    assert job.data.manifest is None and job.data.tokenizer == "/work/t.model"
+        ("own", "/data/variant/tokens/manifest.json", 0.7, None), ("books", "/data/books/manifest.json", 0.3, 2.0)]
+    assert job.data.manifest is None and job.data.tokenizer == "/data/t.model"
     # the others train on their pipeline's shards alone
     assert data_overrides(variants[0].train, "/m.json", "/t.model") == ["data.manifest=/m.json", "data.tokenizer=/t.model"]
     with pytest.raises(ConfigError, match=r"variants.1 \(no_filters\): data.sources: no source is the variant's own "):

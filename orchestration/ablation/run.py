@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -81,19 +82,29 @@ def training_key(tcfg) -> str:
     with the token shards and the tokenizer by content (a variant's manifest path differs from the baseline's
     even when its shards are the same bytes). Training is deterministic given these (tests/integration/test_train.py),
     so two runs with one key give the same numbers: the second is not run."""
-    from pipelines import storage
-    from pipelines.hashing import canonical_sha256, sha256_file
-
-    def digest(manifest: str) -> str:
-        return json.loads(storage.path(manifest).read_text())["digest"]
+    from pipelines.hashing import canonical_sha256
 
     d = dataclasses.asdict(tcfg)
     d.pop("name")
-    d["data"]["manifest"] = digest(tcfg.data.manifest) if tcfg.data.manifest else None
+    d["data"]["manifest"] = _manifest_digest(tcfg.data.manifest) if tcfg.data.manifest else None
     for source in d["data"]["sources"]:
-        source["manifest"] = digest(source["manifest"])
-    d["data"]["tokenizer"] = sha256_file(tcfg.data.tokenizer)
+        source["manifest"] = _manifest_digest(source["manifest"])
+    d["data"]["tokenizer"] = _file_sha256(tcfg.data.tokenizer)
     return canonical_sha256(d)
+
+
+@functools.lru_cache(maxsize=None)
+def _manifest_digest(manifest: str) -> str:  # every seed of a variant reads the same files: once each
+    from pipelines import storage
+
+    return json.loads(storage.path(manifest).read_text())["digest"]
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path: str) -> str:
+    from pipelines.hashing import sha256_file
+
+    return sha256_file(path)
 
 
 def _ablation_run(cfg: AblationConfig, workdir: Path) -> str:
@@ -222,17 +233,22 @@ def _plan_training(cfg: AblationConfig, order: list[Variant], data: dict, workdi
     jobs: list[TrainingJob] = []
     index: dict[str, int] = {}  # training key -> job
     runs: dict[str, list[int]] = {v.name: [] for v in order}
+    _manifest_digest.cache_clear()  # read once per planning: the variants' outputs are final by now
+    _file_sha256.cache_clear()
+    common = {}  # per variant, what every seed's run shares: its data, steps, split and suite
+    for v in order:
+        steps = steps_for(cfg, v.train)
+        # the seed moves initialisation and order, not which documents are held out for validation
+        split = v.train.data.seed if v.train.data.split_seed is None else v.train.data.split_seed
+        with contextlib.chdir(Path(cfg.train).parent):
+            own = data_overrides(load_train_config(cfg.train, v.train_overrides), data[v.name]["manifest"],
+                                 data[v.name]["tokenizer"])
+        common[v.name] = [*v.train_overrides, *own, f"train.steps={steps}", f"data.split_seed={split}",
+                          f"eval.suite={cfg.suite}", f"eval.every={max(1, steps // cfg.evals)}",
+                          f"mlflow_experiment={cfg.mlflow_experiment}"]
     for seed in range(cfg.seeds):
         for v in order:
-            steps = steps_for(cfg, v.train)
-            # the seed moves initialisation and order, not which documents are held out for validation
-            split = v.train.data.seed if v.train.data.split_seed is None else v.train.data.split_seed
-            with contextlib.chdir(Path(cfg.train).parent):
-                own = data_overrides(load_train_config(cfg.train, v.train_overrides), data[v.name]["manifest"],
-                                     data[v.name]["tokenizer"])
-            overrides = [*v.train_overrides, f"name={v.name}-s{seed}", *own, f"train.steps={steps}",
-                         f"train.seed={seed}", f"data.seed={seed}", f"data.split_seed={split}", f"eval.suite={cfg.suite}",
-                         f"eval.every={max(1, steps // cfg.evals)}", f"mlflow_experiment={cfg.mlflow_experiment}"]
+            overrides = [*common[v.name], f"name={v.name}-s{seed}", f"train.seed={seed}", f"data.seed={seed}"]
             with contextlib.chdir(Path(cfg.train).parent):
                 tcfg = load_train_config(cfg.train, overrides)
             key = training_key(tcfg)
