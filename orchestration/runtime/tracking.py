@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import mlflow
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.exceptions import MlflowException
 
 from orchestration.runtime import console
 from pipelines import storage
@@ -248,13 +249,35 @@ def log_input_manifest(name: str, manifest_path, digest: str, context: str = "st
         name=name,
         digest=mlflow_digest(digest),
     )
-    mlflow.log_input(ds, context=context, tags=tags)
+    _log_input(ds, context, tags)
+
+
+# What a store says when two processes register the same dataset at once (SQLite, PostgreSQL, MySQL)
+_DUPLICATE_ROW = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
+
+
+def _log_input(ds: MetaDataset, context: str, tags: dict[str, str] | None = None) -> None:
+    """mlflow.log_input, once more when another process registered the same dataset between MLflow's lookup
+    and its insert: two training runs side by side log the same eval files and shards, and CI's run of the
+    ablation test lost one of them to "UNIQUE constraint failed: datasets.experiment_id, datasets.name,
+    datasets.digest". The retry finds the row and only links it to this run (MLflow rolled the first try
+    back)."""
+    import time
+
+    for attempt in range(5):
+        try:
+            mlflow.log_input(ds, context=context, tags=tags)
+            return
+        except MlflowException as e:
+            if attempt == 4 or not any(m in str(e) for m in _DUPLICATE_ROW):
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def log_raw_input(name: str, source: str, digest: str) -> None:
     """Raw files are recorded by the digest of their list (path, bytes, sha256), logged beside it."""
     ds = MetaDataset(source=LocalArtifactDatasetSource(source), name=name, digest=mlflow_digest(digest))
-    mlflow.log_input(ds, context="raw_input")
+    _log_input(ds, "raw_input")
 
 
 def log_artifact(path, artifact_path: str | None = None) -> None:

@@ -60,3 +60,31 @@ def test_commands_that_start_at_once_on_a_new_sqlite_store_all_work(tmp_path):
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'new.db'}")
     assert [e.name for e in client.search_experiments() if e.name == "race"] == ["race"]
+
+
+def test_runs_side_by_side_register_the_same_datasets_at_once(tmp_path):
+    """Was (CI, two training runs of an ablation side by side): "internal error: MlflowException: (sqlite3.
+    IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest" when both
+    logged the same eval file between MLflow's lookup and its insert."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    uri = f"sqlite:///{tmp_path / 'race.db'}"
+    subprocess.run([sys.executable, "-c", "from orchestration.runtime import tracking; tracking.setup('race')"],
+                   cwd=REPO, env=_env(MLFLOW_TRACKING_URI=uri), check=True, timeout=300)
+    start = time.time() + 15  # all three past their imports, then the same 40 datasets at the same moment
+    code = (f"import time, mlflow; from orchestration.runtime import tracking; tracking.setup('race')\n"
+            f"with mlflow.start_run():\n"
+            f"    time.sleep(max(0.0, {start} - time.time()))\n"
+            f"    for i in range(40):\n"
+            f"        tracking.log_input_manifest(f'ds{{i}}', {str(manifest)!r}, f'{{i:032x}}')\n"
+            f"print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env(MLFLOW_TRACKING_URI=uri)) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert len(runs) == 3 and all(len(r.inputs.dataset_inputs) == 40 for r in runs)
+    assert len({d.dataset.digest for r in runs for d in r.inputs.dataset_inputs}) == 40  # one row per dataset
