@@ -1,86 +1,86 @@
-"""Throughput of the heuristic filters: datatrove's spaCy word splitting vs the fast splitter.
+"""The heuristic filters, docs per CPU-second: datatrove's filter classes against the fused kernels.
 
-Single process, same machine, same data (the 697 Common Crawl docs of dolma_fixtures):
+    .venv/bin/python benchmarks/bench_filters.py [--docs 2000] [--json benchmarks/results/filters.json]
 
-    .venv/bin/python benchmarks/bench_filters.py [--passes 2]
+Same process, same documents, one after the other: a deterministic sample of the benchmark corpus
+(benchmarks/corpus.py: Gutenberg in ~4 KB documents, crawl, wiki, forum and C4 text). For each filter alone and
+for the chain the pipeline runs (FineWeb's recipe: Gopher repetition, Gopher quality, C4 keeping lines without
+terminal punctuation, FineWeb), two engines of tokenmill's FilterChain:
 
-Pass 1 of a fast run starts with an empty chunk cache ("cold": every distinct whitespace-separated
-chunk is split once); later passes see the same documents again ("warm": all cache hits), an
-upper bound for a long-running worker. spaCy is loaded before timing. Throughput is reported on
-CPU time (robust on a shared machine) and on wall time.
+- "datatrove": the datatrove 0.10 classes' own filter() calls with the fast word splitter (words.py), which is
+  what the pipeline ran before the fused kernels;
+- "fused": pipelines/filters/fused.py, the same decisions (checked here on every document, and by
+  tests/test_filter_kernels.py on 10,000 more) from one pass on integer word ids.
+
+Each run starts cold (a new chain, the word splitter's memo cleared), as a worker starting its first shard,
+and goes once through the sample. CPU time (robust on a shared machine); ratios, not absolute numbers: this
+machine's speed drifts 20-40%.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
+import random
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from datatrove.data import Document  # noqa: E402
-from datatrove.pipeline.filters import GopherQualityFilter  # noqa: E402
+import corpus  # noqa: E402
 
 from pipelines.filters import FILTER_CLASSES, FilterChain, fast_tokenizer_for  # noqa: E402
 
-DOLMA = ROOT.parent / "shared" / "corpora" / "dolma_fixtures" / "CC-MAIN-20190717121559-20190717143559-00140.jsonl.gz"
-ALL = {name: {} for name in FILTER_CLASSES}
+CHAIN = {**{name: {} for name in FILTER_CLASSES}, "c4": {"filter_no_terminal_punct": False}}
+RUNS = {**{name: {name: CHAIN[name]} for name in FILTER_CLASSES}, "chain (all four)": CHAIN}
 
 
-def load_docs() -> list[str]:
-    if not DOLMA.is_file():
-        sys.exit(f"corpus not found: {DOLMA}")
-    with gzip.open(DOLMA, "rt", encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
+def sample(n: int, seed: int = 0) -> list[str]:
+    docs = [text for _, text in corpus.base_documents()]
+    return random.Random(seed).sample(docs, min(n, len(docs)))
 
 
-def timed(fn: Callable[[str], object], docs: list[str]) -> tuple[float, float]:
-    cpu, wall = time.process_time(), time.perf_counter()
-    for text in docs:
-        fn(text)
-    return time.process_time() - cpu, time.perf_counter() - wall
+def run(cfg: dict, engine: str, docs: list[str]) -> tuple[float, list[tuple[str, str]]]:
+    fast_tokenizer_for("en").clear_cache()
+    chain = FilterChain(cfg, engine=engine)
+    chain.apply("Warm up the tokenizer rules. " * 10, {})  # load the rules outside the timing
+    fast_tokenizer_for("en").clear_cache()
+    cpu = time.process_time()
+    out = [chain.apply(text, {}) for text in docs]
+    return time.process_time() - cpu, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    docs = load_docs()
-
-    gopher = GopherQualityFilter()
-    gopher_fast = FilterChain({"gopher_quality": {}})
-    chain_spacy = FilterChain({**ALL, "word_splitter": "spacy"})
-    chain_fast = FilterChain({**ALL, "word_splitter": "fast"})
-    runs: dict[str, Callable[[str], object]] = {
-        "datatrove GopherQualityFilter (spaCy)": lambda t: gopher.filter(Document(text=t, id="")),
-        "FilterChain gopher_quality (fast)": lambda t: gopher_fast.apply(t, {}),
-        "FilterChain all 4 filters (spaCy)": lambda t: chain_spacy.apply(t, {}),
-        "FilterChain all 4 filters (fast)": lambda t: chain_fast.apply(t, {}),
-    }
-    for fn in runs.values():  # load spaCy and the tokenizer rules outside the timings
-        fn("Warm up the tokenizers. " * 10)
-
-    fast_tok = fast_tokenizer_for("en")
-    results: dict[str, list[tuple[float, float]]] = {}
-    for name, fn in runs.items():
-        fast_tok.clear_cache()  # every run starts cold
-        results[name] = [timed(fn, docs) for _ in range(args.passes)]
-
-    n = len(docs)
-    base = {"gopher": results["datatrove GopherQualityFilter (spaCy)"][0][0],
-            "chain": results["FilterChain all 4 filters (spaCy)"][0][0]}
-    print(f"\n{n} docs, {sum(map(len, docs)) / 1e6:.1f} MB, single process\n")
-    print(f"{'run':40s} {'pass':>10s} {'docs/s (cpu)':>13s} {'docs/s (wall)':>14s} {'x vs spaCy':>11s}")
-    for name, passes in results.items():
-        ref = base["gopher"] if "gopher" in name.lower() else base["chain"]
-        for i, (cpu, wall) in enumerate(passes):
-            label = "1 (cold)" if i == 0 else f"{i + 1} (warm)"
-            print(f"{name:40s} {label:>10s} {n / cpu:13.0f} {n / wall:14.0f} {ref / cpu:10.1f}x")
+    docs = sample(args.docs)
+    mb = sum(len(t.encode("utf-8")) for t in docs) / 1e6
+    rows = []
+    for name, cfg in RUNS.items():
+        ref_cpu, ref_out = run(cfg, "datatrove", docs)
+        cpu, out = run(cfg, "fused", docs)
+        same = sum(a == b for a, b in zip(ref_out, out))
+        kept = sum(1 for _, reason in out if not reason)
+        rows.append({"filter": name, "docs": len(docs), "kept": kept, "same_decisions_and_text": same,
+                     "datatrove_docs_per_cpu_s": len(docs) / ref_cpu, "fused_docs_per_cpu_s": len(docs) / cpu,
+                     "fused_mb_per_cpu_s": mb / cpu, "speedup": ref_cpu / cpu})
+    print(f"\n{len(docs)} documents of the benchmark corpus, {mb:.1f} MB, one process, cold start\n")
+    print("| filter | datatrove docs/CPU-s | fused docs/CPU-s | fused MB/CPU-s | speedup | kept | same output |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['filter']} | {r['datatrove_docs_per_cpu_s']:.0f} | {r['fused_docs_per_cpu_s']:.0f} | "
+              f"{r['fused_mb_per_cpu_s']:.2f} | {r['speedup']:.2f}x | {r['kept']} | "
+              f"{r['same_decisions_and_text']}/{r['docs']} |")
+    if any(r["same_decisions_and_text"] != r["docs"] for r in rows):
+        sys.exit("the fused kernels disagreed with datatrove's classes on some document (see the table)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"docs": len(docs), "mb": mb, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from datatrove.pipeline.filters import (
 )
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 
-from pipelines.filters.explain import explain
+from pipelines.filters.explain import describe, explain
+from pipelines.filters.fused import FusedFilters
 from pipelines.filters.words import fast_tokenizer_for
 
 # the order of FineWeb's recipe: repetition, quality, C4, FineWeb
@@ -68,9 +69,11 @@ class FilterChain:
       gopher_repetition / gopher_quality / c4 / fineweb: a dict of the datatrove class's keyword
           arguments ({} or true = datatrove defaults); absent, null or false = filter disabled.
           A "language" kwarg (default "en") picks datatrove's tokenizer for that language.
+    engine: "fused" (fused.py: the same decisions in one pass on integer word ids, where every filter's
+        language has the fast splitter) or "datatrove" (the classes' own filter() calls, the reference).
     """
 
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], engine: str = "fused"):
         splitter = cfg.get("word_splitter", "fast")
         if splitter not in WORD_SPLITTERS:
             raise ValueError(f"word_splitter must be one of {WORD_SPLITTERS}, got {splitter!r}")
@@ -98,6 +101,11 @@ class FilterChain:
                     kwargs["language"] = fast
             self._filters.append(FILTER_CLASSES[name](**kwargs))
             self.names.append(name)
+        if engine not in ("fused", "datatrove"):
+            raise ValueError(f"engine must be 'fused' or 'datatrove', got {engine!r}")
+        self._fused = FusedFilters(self._filters) if engine == "fused" and FusedFilters.supports(self._filters) \
+            else None
+        self.engine = "fused" if self._fused else "datatrove"
 
     def apply(self, text: str, metadata: dict[str, Any]) -> tuple[str, str]:
         """Return (text, reason). reason "" = kept, else "<filter>:<datatrove reason>".
@@ -106,6 +114,8 @@ class FilterChain:
         others) of documents it keeps. `metadata` is updated in place with any key a filter sets, and for
         a dropped document with "filter_value", "filter_threshold" and "filter_rule" (explain.py).
         """
+        if self._fused is not None:
+            return self._apply_fused(text, metadata)
         doc = Document(text=text, id="", metadata=dict(metadata))
         reason = ""
         for name, flt in zip(self.names, self._filters):
@@ -129,6 +139,18 @@ class FilterChain:
             if metadata.get(key, object()) != value:
                 metadata[key] = value
         return doc.text, reason
+
+    def _apply_fused(self, text: str, metadata: dict[str, Any]) -> tuple[str, str]:
+        out, failed, why, value, edit = self._fused.apply(text)
+        if edit is not None:  # counted where C4 cut lines, whatever a later filter decides (as filter())
+            self._count_trim("c4", edit[0], edit[1], {}, edit[2])
+        if failed >= 0:
+            found = describe(self._filters[failed], why, value)
+            if found:
+                for key in ("value", "threshold", "rule"):
+                    metadata[f"filter_{key}"] = found[key]
+            return out, f"{self.names[failed]}:{why}"
+        return out, ""
 
     def _count_trim(self, name: str, before: str, after: str, lines_before: dict, lines_after: dict) -> None:
         t = self.trimmed

@@ -143,9 +143,18 @@ def explain(flt: Any, why: str, text: str) -> dict | None:
     or None (unknown reason, or anything going wrong: an explanation is never worth a failure)."""
     try:
         m = _N.match(why)
+        return describe(flt, why, RULES[_N.sub(r"\1_N_", why)][3](flt, text, int(m.group(2)) if m else 0))
+    except Exception:
+        return None
+
+
+def describe(flt: Any, why: str, raw: Any) -> dict | None:
+    """The explanation of `why` from the value `raw` that failed it (measured by explain, or by the fused
+    kernels, which return it with the decision); None where it does not fail the rule."""
+    try:
+        m = _N.match(why)
         n = int(m.group(2)) if m else 0
-        op, label, attr, compute = RULES[_N.sub(r"\1_N_", why)]
-        raw = compute(flt, text, n)
+        op, label, attr, _ = RULES[_N.sub(r"\1_N_", why)]
         threshold = getattr(flt, attr) if attr else None
         name = _CONFIG_NAME.get(attr, attr)
         if m:

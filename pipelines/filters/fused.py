@@ -1,0 +1,492 @@
+"""datatrove's four heuristic filters, decided in one pass per document on integer word ids.
+
+`FusedFilters` takes the same datatrove filter objects `FilterChain` builds (their attributes are the
+thresholds, so every config key means what it means to datatrove) and reproduces, for each document, what
+running their `filter()` in sequence gives: the same keep/drop, the same first failing rule, the same text
+C4QualityFilter leaves behind (byte for byte) and the same per-line counters. tests/test_filter_kernels.py
+checks that on more than 10,000 real documents against the datatrove classes themselves.
+
+Where datatrove's time went (827 documents, 3.9 MB of crawl and books, 8.1 CPU-s): GopherRepetitionFilter
+5.6 s, of it find_all_duplicate 2.6 s (one "".join and one set probe per position, for each n of 5..10),
+the string n-gram lists 1.5 s, Counter.most_common 0.8 s; word splitting ~1.5 s (once per filter text);
+GopherQualityFilter ~1 s (per-word generator expressions). What this module does instead:
+
+- Words: each whitespace-free chunk of the text is split by the fast tokenizer once per process and
+  interned: chunk -> tuple of token ids; per token id its length, "has a non-punctuation character",
+  "has a letter", and a 64-bit polynomial hash of its characters. A document's words are one C-level
+  gather (map + chain) into an int64 array; every word statistic is a numpy reduction over it.
+- n-grams: the word tuples are classed exactly by repeated pairing (class of the (k-1)-gram x word id,
+  renumbered by np.unique), so "most frequent 2-gram" and "repeated 7-grams" are counts over integers.
+  datatrove compares its 5..10-grams as "".join(words) strings, where ("a", "bc") equals ("ab", "c"): the
+  polynomial hash of each window's concatenated characters is classed too, and the tuple classes are
+  used only when both partitions have the same number of classes (tuple-equal implies string-equal implies
+  hash-equal, so equal counts mean equal partitions); otherwise that n is computed by datatrove's own
+  function on the strings. find_all_duplicate's greedy scan (skip n words after a repeat) only needs the
+  positions whose class occurs twice or more, usually a small fraction of them.
+- Lines and paragraphs: duplicates counted with one set (count and characters of the non-first copies).
+- C4: datatrove's own line loop, except that sentences are counted only until min_num_sentences is
+  reached (the count is compared with nothing else; the sentence splitter ran on every kept line).
+- For a dropped document the value that failed the rule is returned with it (datatrove only gives the
+  reason; explain.py recomputes it on its path).
+
+The ids are process-local and the tables are cleared when they pass MAX_TOKENS (bounded memory); no
+result depends on them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
+from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate
+from datatrove.utils.text import PUNCTUATION_SET, split_into_sentences
+
+from pipelines.filters.words import FastWordTokenizer, _is_punct
+
+# distinct tokens a vocabulary holds before it starts over. 250k: ~40 MB of dict entries and tables; the
+# 5.1 MB of dolma crawl + books (63 languages) hold 147k distinct chunks, so less restarted it every pass
+MAX_TOKENS = 250_000
+_B = np.uint64(0x100000001B3)  # FNV prime: the base of the character hash (any odd 64-bit number works)
+_PUNCT = "".join(sorted(PUNCTUATION_SET))  # a token with characters left after .strip(_PUNCT) is a "word"
+_ODD_SPACE = re.compile(r"[^\S ]|  ")  # whitespace other than single spaces: spaCy makes tokens of it
+
+
+def _dups(xs: list[str]) -> tuple[int, int]:
+    """datatrove's find_duplicates: (elements equal to an earlier one, their characters), with one set."""
+    u = set(xs)
+    return len(xs) - len(u), sum(map(len, xs)) - sum(map(len, u))
+
+
+def _powers(n: int) -> np.ndarray:
+    """B^0 .. B^(n-1) mod 2^64."""
+    out = np.full(max(n, 1), _B, np.uint64)
+    out[0] = 1
+    return np.cumprod(out, dtype=np.uint64)  # uint64 products wrap: arithmetic mod 2^64
+
+
+def _group(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Equal values of `key` (np.unique's work, without its wrappers): for the elements whose value occurs
+    more than once, (their indices, ascending; a label per value, not dense) and per such value (its count,
+    the index of its first element)."""
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    new = np.empty(len(sk), np.bool_)
+    new[:1] = True
+    np.not_equal(sk[1:], sk[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.append(starts, len(sk)))
+    label = np.empty(len(sk), np.int64)
+    label[order] = np.cumsum(new) - 1
+    many = np.flatnonzero(sizes[label] > 1)
+    rep = sizes > 1
+    return many, label[many], sizes[rep], order[starts[rep]]
+
+
+class Vocab:
+    """A tokenizer's chunks and tokens as integer ids, with per-token properties as numpy arrays."""
+
+    def __init__(self, tokenizer: FastWordTokenizer):
+        self.tokenizer = tokenizer
+        self._pow = _powers(64)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.chunks: dict[str, int] = {}  # chunk -> its tokens: flat[start[id] : start[id] + count[id]]
+        self.tokens: dict[str, int] = {}
+        self.start = np.zeros(4096, np.int64)
+        self.count = np.zeros(4096, np.int64)
+        self.flat = np.zeros(4096, np.int64)
+        self._flat_used = 0
+        cap = 4096
+        self.length = np.zeros(cap, np.int64)
+        self.nonsym = np.zeros(cap, np.bool_)  # any character outside datatrove's PUNCTUATION_SET
+        self.alpha = np.zeros(cap, np.bool_)  # any letter (str.isalpha)
+        self.sent_end = np.zeros(cap, np.bool_)  # one of the sentencizer's punct_chars ("." "!" "?" ...)
+        self.punct = np.zeros(cap, np.bool_)  # every character Unicode punctuation (spaCy's is_punct)
+        self.hash = np.zeros(cap, np.uint64)  # sum c_k * B^(len-1-k) mod 2^64 over the characters
+        self.power = np.zeros(cap, np.uint64)  # B^len mod 2^64
+
+    @staticmethod
+    def _fit(obj, names: tuple[str, ...], n: int) -> None:
+        for name in names:
+            old = getattr(obj, name)
+            if n > len(old):
+                grown = np.zeros(max(n, 2 * len(old)), old.dtype)
+                grown[: len(old)] = old
+                setattr(obj, name, grown)
+
+    def _add(self, chunks: set[str]) -> None:
+        """Split new chunks as tokenizer.word_tokenize would (its _chunk_tokens, without filling its own
+        chunk cache: this is the cache), intern their tokens, compute the new tokens' properties at once."""
+        tok = self.tokenizer
+        if not tok._rules_loaded:
+            tok._load_rules()
+        specials, merge, tokens = tok._specials, tok._merge_max, self.tokens
+        first_chunk, first_token = len(self.chunks), len(tokens)
+        new: list[str] = []
+        flat: list[int] = []
+        counts: list[int] = []
+        for c in chunks:
+            if (c.isalpha() or c.isdecimal()) and c not in specials:  # words.py's shortcut, before its cache
+                pieces = [c]
+            else:
+                pieces = tok._raw_tokens(c)
+                if len(pieces) > 1 and merge:
+                    pieces = tok._merge_specials(pieces)
+            for t in pieces:
+                i = tokens.get(t)
+                if i is None:
+                    i = tokens[t] = len(tokens)  # never holds " ": " ".join of n words is injective
+                    new.append(t)
+                flat.append(i)
+            counts.append(len(pieces))
+            self.chunks[c] = len(self.chunks)
+        n_chunks = len(self.chunks)
+        self._fit(self, ("start", "count"), n_chunks)
+        self._fit(self, ("flat",), self._flat_used + len(flat))
+        cnt = np.array(counts, np.int64)
+        self.count[first_chunk:n_chunks] = cnt
+        self.start[first_chunk:n_chunks] = self._flat_used + np.cumsum(cnt) - cnt
+        self.flat[self._flat_used : self._flat_used + len(flat)] = flat
+        self._flat_used += len(flat)
+        if new:
+            self._properties(new, first_token)
+
+    def _properties(self, new: list[str], first: int) -> None:
+        end = first + len(new)
+        self._fit(self, ("length", "nonsym", "alpha", "sent_end", "punct", "hash", "power"), end)
+        lens = np.fromiter(map(len, new), np.int64, len(new))
+        if lens.max() >= len(self._pow):
+            self._pow = _powers(int(lens.max()) + 1)
+        chars = np.frombuffer("".join(new).encode("utf-32-le", "surrogatepass"), np.uint32).astype(np.uint64)
+        ends = np.cumsum(lens)
+        exps = np.repeat(ends, lens) - 1 - np.arange(len(chars))  # Horner: c_k * B^(len-1-k)
+        sl = slice(first, end)
+        self.hash[sl] = np.add.reduceat(chars * self._pow[exps], ends - lens)
+        self.power[sl] = self._pow[lens]
+        self.length[sl] = lens
+        self.nonsym[sl] = [bool(t.strip(_PUNCT)) for t in new]
+        self.alpha[sl] = [t.isalpha() or any(map(str.isalpha, t)) for t in new]
+        punct_chars = self.tokenizer._punct_chars
+        self.sent_end[sl] = [t in punct_chars for t in new]
+        self.punct[sl] = [_is_punct(t) for t in new]
+
+    def ids(self, text: str) -> np.ndarray:
+        """The token ids of tokenizer.word_tokenize(text), in order."""
+        chunks = text.split()
+        cids = list(map(self.chunks.get, chunks))
+        if None in cids:
+            missing = {c for c, i in zip(chunks, cids) if i is None}
+            if len(self.tokens) + 2 * len(missing) > MAX_TOKENS:
+                self._reset()
+                missing = set(chunks)
+            self._add(missing)
+            cids = list(map(self.chunks.__getitem__, chunks))
+        c = np.array(cids, np.int64)
+        start, count = self.start[c], self.count[c]
+        total = int(count.sum())
+        if total == len(c):  # every chunk one token (most documents: then no repeat needed)
+            return self.flat[start]
+        offset = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        return self.flat[np.repeat(start, count) + offset]
+
+    def sentences(self, line: str) -> int | None:
+        """len(split_into_sentences(line)) for a stripped, non-empty line, from the token flags (spaCy's
+        Sentencizer: a sentence ends at the first token after a punct_chars token that is neither one nor
+        punctuation); None where spaCy would see whitespace tokens (any run but one " "): ask the tokenizer."""
+        if _ODD_SPACE.search(line):
+            return None
+        ids = self.ids(line)
+        if not len(ids):
+            return None
+        ends, other = self.sent_end[ids], ~(self.sent_end[ids] | self.punct[ids])
+        seen = np.cumsum(ends)[other]  # punct_chars tokens up to each token that can start a sentence
+        return 1 + int(np.count_nonzero(np.diff(seen, prepend=0)))
+
+
+class _Words:
+    """One document's words under one vocabulary, and its repeated n-grams, computed on first use."""
+
+    def __init__(self, vocab: Vocab, text: str):
+        self.v, self.text = vocab, text
+        self.ids = vocab.ids(text)
+        self.n = len(self.ids)
+        self._cum: np.ndarray | None = None
+        self._levels: list[tuple] = []  # k-1 -> the windows of k words whose tuple occurs twice or more
+        self._hashes: list[np.ndarray] = []  # k-1 -> hash of every k-word window's concatenated characters
+
+    def chars(self, pos: np.ndarray, k: int) -> np.ndarray:
+        """Characters of the k-word windows starting at pos, words concatenated."""
+        if self._cum is None:
+            self._cum = np.concatenate(([0], np.cumsum(self.v.length[self.ids])))
+        return self._cum[pos + k] - self._cum[pos]
+
+    def repeated(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The k-word windows whose word tuple occurs more than once: (their start positions, ascending;
+        their class, equal iff the tuples are; windows per class; first position per class). A window
+        repeats only if the (k-1)-word windows at its start and one word later both do, so each level
+        classes (class x next word) only what the last level left."""
+        while len(self._levels) < k:
+            j = len(self._levels) + 1
+            if j == 1:
+                pos, key = np.arange(self.n), self.ids
+            else:
+                prev_pos, prev_cls, _, _ = self._levels[-1]
+                flag = np.zeros(self.n + 1, np.bool_)
+                flag[prev_pos] = True
+                keep = flag[prev_pos + 1] & (prev_pos <= self.n - j)
+                pos = prev_pos[keep]
+                key = prev_cls[keep] * (int(self.ids.max()) + 1) + self.ids[pos + j - 1]
+            many, cls, counts, first = _group(key)
+            self._levels.append((pos[many], cls, counts, pos[first]))
+        return self._levels[k - 1]
+
+    def tuples_are_strings(self, k: int) -> bool:
+        """Whether k-word windows with equal "".join are exactly those with equal tuples: tuple-equal implies
+        string-equal implies hash-equal, so as many distinct hashes as tuples means the same partition."""
+        while len(self._hashes) < k:
+            j = len(self._hashes) + 1
+            if j == 1:
+                self._hashes.append(self.v.hash[self.ids])
+            else:
+                last = self.ids[j - 1 :]
+                self._hashes.append(self._hashes[-1][: len(last)] * self.v.power[last] + self.v.hash[last])
+        h = np.sort(self._hashes[k - 1])
+        distinct = 1 + int(np.count_nonzero(h[1:] != h[:-1]))
+        pos, _, counts, _ = self.repeated(k)
+        return distinct == len(h) - (len(pos) - len(counts))
+
+
+def _top_ngram_chars(w: _Words, n: int) -> int | None:
+    """datatrove's find_top_duplicate(get_n_grams(words, n)): characters of the most frequent n-gram
+    (words joined by " ") times its count, the first seen among equals; None where there is no n-gram."""
+    if w.n < n:
+        return None
+    _, _, counts, first = w.repeated(n)
+    if not len(counts):  # every n-gram once: Counter.most_common(1) gives the first
+        return int(w.chars(np.array([0]), n)[0]) + n - 1
+    top = counts.max()
+    pos = int(first[counts == top].min())
+    return (int(w.chars(np.array([pos]), n)[0]) + n - 1) * int(top)
+
+
+def _all_duplicate_chars(w: _Words, n: int) -> int:
+    """datatrove's find_all_duplicate(words, n): left to right, a window whose "".join was seen before adds
+    its characters and skips n words; only windows whose tuple repeats can do that."""
+    if w.n < n:
+        return 0
+    if not w.tuples_are_strings(n):  # some different word tuples join to the same string: datatrove's way
+        return find_all_duplicate(w.v.tokenizer.word_tokenize(w.text), n)
+    pos, cls, _, _ = w.repeated(n)
+    seen: set[int] = set()
+    total = idx = 0
+    for p, c, chars in zip(pos.tolist(), cls.tolist(), w.chars(pos, n).tolist()):
+        if p < idx:
+            continue
+        if c in seen:
+            total += chars
+            idx = p + n
+        else:
+            seen.add(c)
+    return total
+
+
+class FusedFilters:
+    """The decisions of datatrove filter objects (Gopher repetition and quality, C4, FineWeb) run in order."""
+
+    def __init__(self, filters: list[Any]):
+        kinds = (GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter)
+        for f in filters:
+            if type(f) not in kinds or not isinstance(f.language, FastWordTokenizer):
+                raise ValueError(f"no fused kernel for {f!r} with word tokenizer {f.language!r}")
+        self.filters = filters
+        self._vocabs: dict[int, Vocab] = {}
+
+    @staticmethod
+    def supports(filters: list[Any]) -> bool:
+        try:
+            FusedFilters(filters)
+        except ValueError:
+            return False
+        return True
+
+    def _vocab(self, tok: FastWordTokenizer) -> Vocab:
+        v = self._vocabs.get(id(tok))
+        if v is None:
+            v = self._vocabs[id(tok)] = Vocab(tok)
+        return v
+
+    def apply(self, text: str) -> tuple[str, int, str | None, Any, tuple | None]:
+        """(text after the filters, index of the filter that dropped it or -1, its reason, the value that
+        failed the rule (None where there is none), and where C4 kept the document and cut lines from it:
+        (text before, text after, its line counters for this document), else None)."""
+        words: dict[int, _Words] = {}  # per tokenizer, for the text the filters before C4 saw
+        edit = None
+        for i, f in enumerate(self.filters):
+            try:
+                if isinstance(f, C4QualityFilter):
+                    lines: dict[str, int] = {}
+                    keep, why, value, out = self._c4(f, text, lines)
+                    if keep:
+                        if out != text:
+                            edit, words = (text, out, lines), {}
+                        text = out
+                        continue
+                else:
+                    w = words.get(id(f.language))
+                    if w is None and not isinstance(f, FineWebQualityFilter):
+                        w = words[id(f.language)] = _Words(self._vocab(f.language), text)
+                    keep, why, value = (self._repetition(f, text, w) if isinstance(f, GopherRepetitionFilter) else
+                                        self._quality(f, text, w) if isinstance(f, GopherQualityFilter) else
+                                        self._fineweb(f, text, w))
+            except ZeroDivisionError:  # ratios over zero words/lines: only for empty text (as FilterChain)
+                keep, why, value = False, "empty", None
+            if not keep:
+                if why == "empty":
+                    value = len("".join(text.split()))
+                return text, i, why, value, edit
+        return text, -1, None, None, edit
+
+    # ---- GopherRepetitionFilter.filter ----
+    def _repetition(self, f: GopherRepetitionFilter, text: str, w: _Words):
+        if not text:
+            return False, "empty", None
+        paragraphs = f.paragraph_exp.split(text.strip())
+        dup, chars = _dups(paragraphs)
+        if f.dup_para_frac and dup / len(paragraphs) > f.dup_para_frac:
+            return False, "dup_para_frac", dup / len(paragraphs)
+        if f.dup_para_char_frac and chars / len(text) > f.dup_para_char_frac:
+            return False, "dup_para_char_frac", chars / len(text)
+        lines = f._line_splitter.split(text)
+        dup, chars = _dups(lines)
+        if f.dup_line_frac and dup / len(lines) > f.dup_line_frac:
+            return False, "dup_line_frac", dup / len(lines)
+        if f.dup_line_char_frac and chars / len(text) > f.dup_line_char_frac:
+            return False, "dup_line_char_frac", chars / len(text)
+        for n, n_frac in f.top_n_grams:
+            top = _top_ngram_chars(w, n)
+            if top is None:
+                continue
+            if top / len(text) > n_frac:
+                return False, f"top_{n}_gram", top / len(text)
+        for n, n_frac in f.dup_n_grams:
+            dup_chars = _all_duplicate_chars(w, n)
+            if dup_chars / len(text) > n_frac:
+                return False, f"duplicated_{n}_n_grams", dup_chars / len(text)
+        return True, None, None
+
+    # ---- GopherQualityFilter.filter ----
+    def _quality(self, f: GopherQualityFilter, text: str, w: _Words):
+        v, ids, n_words = w.v, w.ids, w.n
+        nonsym = v.nonsym[ids]
+        n_ns = int(nonsym.sum())
+        if f.min_doc_words and n_ns < f.min_doc_words:
+            return False, "gopher_short_doc", n_ns
+        if f.max_doc_words and n_ns > f.max_doc_words:
+            return False, "gopher_long_doc", n_ns
+        # np.mean of the lengths: an exact integer sum in float64, divided once (nan for no words, as numpy)
+        avg = float(np.float64(int(v.length[ids][nonsym].sum())) / n_ns) if n_ns else float("nan")
+        if f.min_avg_word_length and avg < f.min_avg_word_length:
+            return False, "gopher_below_avg_threshold", avg
+        if f.max_avg_word_length and avg > f.max_avg_word_length:
+            return False, "gopher_above_avg_threshold", avg
+        if f.max_symbol_word_ratio and text.count("#") / n_words > f.max_symbol_word_ratio:
+            return False, "gopher_too_many_hashes", text.count("#") / n_words
+        ellipses = text.count("...") + text.count("…")
+        if f.max_symbol_word_ratio and ellipses / n_words > f.max_symbol_word_ratio:
+            return False, "gopher_too_many_ellipsis", ellipses / n_words
+        lines = text.splitlines()
+        if f.max_bullet_lines_ratio:
+            share = sum(s.lstrip().startswith(("•", "-")) for s in lines) / len(lines)
+            if share > f.max_bullet_lines_ratio:
+                return False, "gopher_too_many_bullets", share
+        if f.max_ellipsis_lines_ratio:
+            share = sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines)
+            if share > f.max_ellipsis_lines_ratio:
+                return False, "gopher_too_many_end_ellipsis", share
+        if f.max_non_alpha_words_ratio:
+            share = int(v.alpha[ids].sum()) / n_words
+            if share < f.max_non_alpha_words_ratio:
+                return False, "gopher_below_alpha_threshold", share
+        if f.min_stop_words:
+            stop = [i for i in map(v.tokens.get, f.stop_words) if i is not None]
+            found = int(np.isin(np.array(stop, np.int64), ids).sum()) if stop else 0
+            if found < f.min_stop_words:
+                return False, "gopher_enough_stop_words", found
+        return True, None, None
+
+    # ---- C4QualityFilter.filter ----
+    def _c4(self, f: C4QualityFilter, text: str, counted: dict[str, int]):
+        lines = text.splitlines() if f.split_paragraph else split_into_sentences(text, f.language)
+        num_sentences = 0
+        enough = f.min_num_sentences  # sentences are counted until there are this many: nothing else reads them
+        kept_lines = []
+
+        def drop_line(key: str) -> None:
+            counted[key] = counted.get(key, 0) + 1
+
+        for line in lines:
+            line = line.strip()
+            words = line.split()
+            if f.max_word_length != -1 and max(map(len, words), default=0) > f.max_word_length:
+                drop_line("line-filter-too_long_word")
+                continue
+            if f.remove_citations:
+                line = CITATION_REGEX.sub("", line)
+            if f.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                drop_line("line-filter-no_terminal_punc")
+                continue
+            if len(words) < f.min_words_per_line:
+                drop_line("line-filter-too_few_words")
+                continue
+            line_l = line.lower()
+            if f.filter_lorem_ipsum and "lorem ipsum" in line_l:
+                i = line_l.index("lorem ipsum")
+                return False, "lorem_ipsum", line[max(0, i - 25) : i + 35], text
+            if f.filter_javascript and "javascript" in line_l:
+                drop_line("line-filter-javascript")
+                continue
+            if f.filter_curly_bracket and "{" in line:
+                i = line_l.index("{")
+                return False, "curly_bracket", line[max(0, i - 25) : i + 35], text
+            if f.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
+                drop_line("line-filter-policy")
+                continue
+            if f.min_num_sentences != -1 and num_sentences < enough:
+                if f.split_paragraph:
+                    n = self._vocab(f.language).sentences(line)
+                    num_sentences += n if n is not None else len(split_into_sentences(line, f.language))
+                else:
+                    num_sentences += 1
+            kept_lines.append(line)
+        if num_sentences < f.min_num_sentences:
+            return False, "too_few_sentences", num_sentences, text
+        return True, None, None, ("\n" if f.split_paragraph else " ").join(kept_lines).strip()
+
+    # ---- FineWebQualityFilter.filter ----
+    def _fineweb(self, f: FineWebQualityFilter, text: str, w: _Words | None):
+        lines = [line for line in text.split("\n") if line.strip() != ""]
+        if len(lines) == 0:
+            return False, "empty", None
+        share = sum(1 for line in lines if line.endswith(f.stop_chars)) / len(lines)
+        if share < f.line_punct_thr and not (share == 0 and f.line_punct_exclude_zero):
+            return False, "line_punct_ratio", share
+        share = sum(1 for line in lines if len(line) <= f.short_line_length) / len(lines)
+        if share > f.short_line_threshold:
+            return False, "short_line_ratio", share
+        share = _dups(lines)[1] / len(text.replace("\n", ""))
+        if share > f.char_duplicates_ratio:
+            return False, "char_dup_ratio", share
+        n_words = w.n if w is not None else len(self._vocab(f.language).ids(text))
+        ratio = text.count("\n") / n_words
+        if ratio > f.new_line_ratio:
+            return False, "list_ratio", ratio
+        return True, None, None
