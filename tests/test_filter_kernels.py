@@ -24,7 +24,7 @@ from pipelines.filters.words import fast_tokenizer_for
 from pipelines.quality import book_documents
 from repo_paths import CORPORA, DOLMA_CRAWL, REPO
 
-pytestmark = pytest.mark.slow  # ~2 min: the reference runs datatrove's filters over every document
+pytestmark = pytest.mark.slow  # ~90 s: the reference runs datatrove's filters over every document
 FINEWEB = {**{name: {} for name in FILTER_CLASSES}, "c4": {"filter_no_terminal_punct": False}}  # the default
 DATATROVE = {name: {} for name in FILTER_CLASSES}  # every class with its own defaults
 ODD = {  # thresholds and modes off the defaults: other code paths of each filter
@@ -69,7 +69,7 @@ def documents() -> dict[str, list[str]]:
     docs["c4"] = [t for p in sorted(olmo.glob("c4*.gz")) for t in _jsonl(p)]
     docs["forum"] = [p for t in _jsonl(olmo / "4chan_00000000.jsonl.gz")[:120] for p in _pieces(t, 5000)]
     books = sorted(p for p in (CORPORA / "gutenberg").rglob("*.txt") if "french" not in p.parts)
-    docs["books"] = [doc for p in books for doc in book_documents(p.read_text(encoding="utf-8", errors="replace"))[:40]]
+    docs["books"] = [doc for p in books for doc in book_documents(p.read_text(encoding="utf-8", errors="replace"))[:20]]
     docs["books_fr"] = [doc for p in sorted((CORPORA / "gutenberg" / "french").glob("*.txt"))
                         for doc in book_documents(p.read_text(encoding="utf-8", errors="replace"))[:70]]
     wiki = (CORPORA / "wikitext2_test" / "wiki.test.raw").read_text(encoding="utf-8")
@@ -146,7 +146,7 @@ def test_sentence_counts_and_ngram_classes_match_the_tokenizer(documents):
 
     tok = fast_tokenizer_for("en")
     vocab = Vocab(tok)
-    lines = [line.strip() for t in documents["web"] + documents["books"][::10] for line in t.splitlines() if line.strip()]
+    lines = [line.strip() for t in documents["web"][::2] + documents["books"][::20] for line in t.splitlines() if line.strip()]
     counted = 0
     for line in lines:
         n = vocab.sentences(line)
@@ -155,7 +155,7 @@ def test_sentence_counts_and_ngram_classes_match_the_tokenizer(documents):
             assert n == len(split_into_sentences(line, tok)), line
     assert counted > 0.8 * len(lines)
     checked = 0
-    for text in documents["web"]:
+    for text in documents["web"][:300]:
         w = _Words(vocab, text)
         words = tok.word_tokenize(text)
         if not 10 < len(words) < 400:
@@ -169,4 +169,4 @@ def test_sentence_counts_and_ngram_classes_match_the_tokenizer(documents):
             assert sorted(counts.tolist()) == sorted(grams.count(g) for g in {g for g in grams if grams.count(g) > 1})
             assert sorted(first.tolist()) == sorted(grams.index(g) for g in {g for g in grams if grams.count(g) > 1})
         checked += 1
-    assert checked > 100
+    assert checked > 50

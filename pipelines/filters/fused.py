@@ -29,8 +29,8 @@ GopherQualityFilter ~1 s (per-word generator expressions). What this module does
 - For a dropped document the value that failed the rule is returned with it (datatrove only gives the
   reason; explain.py recomputes it on its path).
 
-The ids are process-local and the tables are cleared when they pass MAX_TOKENS (bounded memory); no
-result depends on them.
+The ids are process-local (one vocabulary per language per process, kept across shard tasks) and the
+tables are cleared when they pass MAX_TOKENS (bounded memory); no result depends on them.
 """
 
 from __future__ import annotations
@@ -202,6 +202,10 @@ class Vocab:
         """len(split_into_sentences(line)) for a stripped, non-empty line, from the token flags (spaCy's
         Sentencizer: a sentence ends at the first token after a punct_chars token that is neither one nor
         punctuation); None where spaCy would see whitespace tokens (any run but one " "): ask the tokenizer."""
+        if not self.tokenizer._rules_loaded:
+            self.tokenizer._load_rules()
+        if not self.tokenizer._has_punct_char(line):  # no sentence-ending character: one sentence
+            return 1
         if _ODD_SPACE.search(line):
             return None
         ids = self.ids(line)
@@ -238,6 +242,9 @@ class _Words:
             j = len(self._levels) + 1
             if j == 1:
                 pos, key = np.arange(self.n), self.ids
+            elif not len(self._levels[-1][0]):  # nothing repeats at k-1 words: nothing longer can
+                self._levels.append(self._levels[-1])
+                continue
             else:
                 prev_pos, prev_cls, _, _ = self._levels[-1]
                 flag = np.zeros(self.n + 1, np.bool_)
@@ -249,20 +256,27 @@ class _Words:
             self._levels.append((pos[many], cls, counts, pos[first]))
         return self._levels[k - 1]
 
-    def tuples_are_strings(self, k: int) -> bool:
-        """Whether k-word windows with equal "".join are exactly those with equal tuples: tuple-equal implies
-        string-equal implies hash-equal, so as many distinct hashes as tuples means the same partition."""
-        while len(self._hashes) < k:
-            j = len(self._hashes) + 1
-            if j == 1:
-                self._hashes.append(self.v.hash[self.ids])
-            else:
-                last = self.ids[j - 1 :]
-                self._hashes.append(self._hashes[-1][: len(last)] * self.v.power[last] + self.v.hash[last])
-        h = np.sort(self._hashes[k - 1])
+    def tuples_are_strings(self, ks: list[int]) -> bool:
+        """Whether, for every k in ks, the k-word windows with equal "".join are exactly those with equal
+        tuples: tuple-equal implies string-equal implies hash-equal, so as many distinct hashes as tuples means
+        the same partition. One sort for all of ks (each level's hashes salted apart: a collision across levels
+        only sends the document to datatrove's own function)."""
+        ks = [k for k in ks if k <= self.n]
+        if not ks:
+            return True
+        hashes, h = [], None
+        for j in range(1, max(ks) + 1):
+            last = self.ids[j - 1 :]
+            h = self.v.hash[last] if h is None else h[: len(last)] * self.v.power[last] + self.v.hash[last]
+            if j in ks:
+                hashes.append(h ^ np.uint64(j * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
+        h = np.sort(np.concatenate(hashes))
         distinct = 1 + int(np.count_nonzero(h[1:] != h[:-1]))
-        pos, _, counts, _ = self.repeated(k)
-        return distinct == len(h) - (len(pos) - len(counts))
+        tuples = 0
+        for k in ks:
+            pos, _, counts, _ = self.repeated(k)
+            tuples += self.n - k + 1 - (len(pos) - len(counts))
+        return distinct == tuples
 
 
 def _top_ngram_chars(w: _Words, n: int) -> int | None:
@@ -278,12 +292,13 @@ def _top_ngram_chars(w: _Words, n: int) -> int | None:
     return (int(w.chars(np.array([pos]), n)[0]) + n - 1) * int(top)
 
 
-def _all_duplicate_chars(w: _Words, n: int) -> int:
+def _all_duplicate_chars(w: _Words, n: int, exact: bool) -> int:
     """datatrove's find_all_duplicate(words, n): left to right, a window whose "".join was seen before adds
-    its characters and skips n words; only windows whose tuple repeats can do that."""
+    its characters and skips n words; only windows whose tuple repeats can do that. `exact`: tuples and
+    strings class the windows alike (_Words.tuples_are_strings), else datatrove's function runs."""
     if w.n < n:
         return 0
-    if not w.tuples_are_strings(n):  # some different word tuples join to the same string: datatrove's way
+    if not exact:  # some different word tuples join to the same string: datatrove's way
         return find_all_duplicate(w.v.tokenizer.word_tokenize(w.text), n)
     pos, cls, _, _ = w.repeated(n)
     seen: set[int] = set()
@@ -299,6 +314,23 @@ def _all_duplicate_chars(w: _Words, n: int) -> int:
     return total
 
 
+_VOCABS: dict[str, Vocab] = {}
+
+
+def vocabulary(tok: FastWordTokenizer) -> Vocab:
+    """The process's vocabulary for the tokenizer's language: a Ray worker keeps it from one shard task to the
+    next (each task unpickles its own stages), so only the first task of a worker splits every chunk."""
+    v = _VOCABS.get(tok.language)
+    if v is None:
+        v = _VOCABS[tok.language] = Vocab(tok)
+    return v
+
+
+def clear_vocabularies() -> None:
+    """Forget every chunk and token (to measure a cold start)."""
+    _VOCABS.clear()
+
+
 class FusedFilters:
     """The decisions of datatrove filter objects (Gopher repetition and quality, C4, FineWeb) run in order."""
 
@@ -308,7 +340,6 @@ class FusedFilters:
             if type(f) not in kinds or not isinstance(f.language, FastWordTokenizer):
                 raise ValueError(f"no fused kernel for {f!r} with word tokenizer {f.language!r}")
         self.filters = filters
-        self._vocabs: dict[int, Vocab] = {}
 
     @staticmethod
     def supports(filters: list[Any]) -> bool:
@@ -318,11 +349,9 @@ class FusedFilters:
             return False
         return True
 
-    def _vocab(self, tok: FastWordTokenizer) -> Vocab:
-        v = self._vocabs.get(id(tok))
-        if v is None:
-            v = self._vocabs[id(tok)] = Vocab(tok)
-        return v
+    @staticmethod
+    def _vocab(tok: FastWordTokenizer) -> Vocab:
+        return vocabulary(tok)
 
     def apply(self, text: str) -> tuple[str, int, str | None, Any, tuple | None]:
         """(text after the filters, index of the filter that dropped it or -1, its reason, the value that
@@ -377,8 +406,9 @@ class FusedFilters:
                 continue
             if top / len(text) > n_frac:
                 return False, f"top_{n}_gram", top / len(text)
+        exact = w.tuples_are_strings([n for n, _ in f.dup_n_grams])
         for n, n_frac in f.dup_n_grams:
-            dup_chars = _all_duplicate_chars(w, n)
+            dup_chars = _all_duplicate_chars(w, n, exact)
             if dup_chars / len(text) > n_frac:
                 return False, f"duplicated_{n}_n_grams", dup_chars / len(text)
         return True, None, None
