@@ -30,7 +30,7 @@ run: install
 	$(VENV)/bin/tokenmill run configs/quickstart.yaml --workdir work/quickstart
 
 test: install-dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=40 tests
 
 test-fast: install-dev
 	$(PY) -m pytest -q -m "not slow" tests --ignore=tests/integration
