@@ -41,6 +41,7 @@ lint: install-dev
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_dedup.py
+	$(PY) benchmarks/bench_filters.py --json benchmarks/results/filters.json
 	$(PY) benchmarks/bench_eval.py --json benchmarks/results/eval.json
 	$(PY) benchmarks/bench_remote_shards.py --json benchmarks/results/remote_shards.json
 

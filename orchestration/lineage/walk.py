@@ -17,7 +17,6 @@ from pathlib import Path
 import mlflow
 
 from orchestration.runtime import tracking
-from model.checkpoint import STATE_FILE
 from pipelines import storage
 from pipelines.errors import UsageError
 from pipelines.stage_files import read_parquet
@@ -31,11 +30,17 @@ METRICS = ("docs_in", "docs_kept", "docs_dropped", "docs_quarantined", "document
            "loss", "val_loss", "records_lost_to_corruption", "eval.mean_bpb")
 
 
+def _checkpoint_state_file() -> str:
+    from model.checkpoint import STATE_FILE  # only for a folder: importing torch cost every pipeline 1.7 s
+
+    return STATE_FILE
+
+
 def resolve(start: str) -> tuple[str, dict]:
     """(run id, what the start was) for a run id, a checkpoint folder or a manifest path."""
     path = storage.path(start)
-    if path.is_dir() and (path / STATE_FILE).is_file():
-        state = json.loads((path / STATE_FILE).read_text())
+    if path.is_dir() and (path / _checkpoint_state_file()).is_file():
+        state = json.loads((path / _checkpoint_state_file()).read_text())
         return state["mlflow_run_id"], {"checkpoint": str(path.resolve()), "step": state.get("step")}
     if path.is_file():
         manifest, problem = _read_manifest(path)
