@@ -86,7 +86,8 @@ def documents() -> dict[str, list[str]]:
 
     docs["docs_text"] = [t for p in html if (t := extract_page(p.read_text(encoding="utf-8"), {"include_tables": True})[0])]
     docs["edge"] = ["", " ", "\n\n\n", "...", "# # #", "a\n\nb\n\na\n\nb", "{}", "lorem ipsum dolor sit amet. " * 20,
-                    "Hello.  World! Two  spaces.\tTab. " * 5, "— – … “quoted.” ‘single.’ " * 30]
+                    "Hello.  World! Two  spaces.\tTab. " * 5, "— – … “quoted.” ‘single.’ " * 30,
+                    "Lone \udcff surrogates \ud800 from undecodable bytes, in a sentence. " * 12]
     return docs
 
 
@@ -170,3 +171,15 @@ def test_sentence_counts_and_ngram_classes_match_the_tokenizer(documents):
             assert sorted(first.tolist()) == sorted(grams.index(g) for g in {g for g in grams if grams.count(g) > 1})
         checked += 1
     assert checked > 50
+
+
+def test_a_full_vocabulary_starts_over_between_documents_and_decides_the_same(documents, monkeypatch):
+    from pipelines.filters import fused
+
+    monkeypatch.setattr(fused, "MAX_TOKENS", 2000)
+    fused.clear_vocabularies()
+    texts = documents["web"][:120] + documents["books"][:60]
+    _compare(FINEWEB, texts)
+    vocab = fused._VOCABS["en"]
+    assert vocab.restarts >= 5 and len(vocab.tokens) < 2000 + max(len(t.split()) for t in texts) * 2
+    fused.clear_vocabularies()

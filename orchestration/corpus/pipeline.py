@@ -229,8 +229,16 @@ def _remove_partial_files(workdir: storage.StoragePath, echo) -> None:
              f"(e.g. {found[0].relative_to(workdir)})")
 
 
+def _since_process_start() -> float:
+    import psutil
+
+    return max(0.0, time.time() - psutil.Process().create_time())
+
+
 def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: WorkdirLock, echo) -> dict:
     start = time.perf_counter()
+    # the fixed cost, by phase (summary.json "startup_seconds"; benchmarks/bench_startup.py)
+    startup = {"process_and_config": round(_since_process_start(), 3)}
     from orchestration.corpus import steps
 
     steps.prepare(cfg, workdir, echo)  # what a stage needs before any pass (the quality classifier, trained)
@@ -249,15 +257,20 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
              + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
              + ": re-running the tasks whose outputs are missing or damaged")
 
+    startup["preflight"] = round(time.perf_counter() - start, 3)
+    t0 = time.perf_counter()
     from orchestration.runtime import console, tracking
     from orchestration.corpus import steps as global_steps
     from orchestration.runtime.cluster import describe, init_ray
     from orchestration.corpus.records import PassProgress, record_stages
 
     uri = tracking.setup(cfg.mlflow.experiment)  # an unreachable store fails here, in seconds, before Ray starts
+    tracking.close_dead_runs(workdir, lock.stale, echo)
+    startup["mlflow"] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
     stages = build(cfg)
     resources = init_ray(cfg.ray.num_cpus, user_modules(cfg))
-    tracking.close_dead_runs(workdir, lock.stale, echo)
+    startup["ray"] = round(time.perf_counter() - t0, 3)
     cpus = resources.get("CPU", 1.0)
     echo(f"tokenmill: {describe()} with {cpus:g} CPUs; MLflow store {uri}{console.where_logs()}")
     passes = plan_passes(stages)
@@ -302,7 +315,7 @@ def _run_pipeline(cfg: PipelineConfig, workdir: storage.StoragePath, lock: Workd
                 state[st.name] = out  # part of the next pass's resume key: nothing here may vary between runs
                 echo(f"tokenmill: global step {st.name} in {steps[st.name]['seconds']:.1f}s"
                      + (" (already done)" if steps[st.name]["skipped"] else ""))
-        summary = record_stages(cfg, workdir, runs, state, steps, raw_path, raw_digest, uri, start, echo)
+        summary = record_stages(cfg, workdir, runs, state, steps, raw_path, raw_digest, uri, start, echo, startup)
     stale = unlisted_outputs(workdir)
     if stale:  # written by an earlier run with other parameters: a folder's reader would take them for this run's
         for p in stale:

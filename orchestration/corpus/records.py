@@ -220,7 +220,7 @@ def _log_lineage_graph(last_run_id: str, echo) -> None:
 
 
 def record_stages(cfg, workdir: storage.StoragePath, runs: list[dict], state: dict, steps: dict, raw_path: storage.StoragePath, raw_digest: str,
-                  uri: str, start: float, echo=print) -> dict:
+                  uri: str, start: float, echo=print, startup: dict | None = None) -> dict:
     """Every stage's manifest, accounting check and MLflow child run, under the pipeline's run (active), once the
     passes are done; then the summary."""
     from orchestration.runtime.summary import format_table, write_summary
@@ -283,7 +283,7 @@ def record_stages(cfg, workdir: storage.StoragePath, runs: list[dict], state: di
         "passes": [{"pass": r["pass"].index, "stages": [s.name for s in r["pass"].apply], "tasks": r["tasks"],
                     "skipped": r["skipped"], "collected": r["collected"], "seconds": round(r["wall"], 2),
                     "peak_rss_mb": round(r["peak_rss_mb"], 1)} for r in runs],
-        "global_steps": steps, **extra,
+        "global_steps": steps, "startup_seconds": startup or {}, **extra,
     }
     write_summary(summary, workdir / "summary.json")
     tracking.log_artifact(workdir / "summary.json")

@@ -96,6 +96,7 @@ class Vocab:
     def __init__(self, tokenizer: FastWordTokenizer):
         self.tokenizer = tokenizer
         self._pow = _powers(64)
+        self.restarts = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -179,16 +180,18 @@ class Vocab:
         self.sent_end[sl] = [t in punct_chars for t in new]
         self.punct[sl] = [_is_punct(t) for t in new]
 
+    def start_document(self) -> None:
+        """Start over when full, between documents only: within one, a filter's words must keep their ids."""
+        if len(self.tokens) > MAX_TOKENS:
+            self._reset()
+            self.restarts += 1
+
     def ids(self, text: str) -> np.ndarray:
         """The token ids of tokenizer.word_tokenize(text), in order."""
         chunks = text.split()
         cids = list(map(self.chunks.get, chunks))
         if None in cids:
-            missing = {c for c, i in zip(chunks, cids) if i is None}
-            if len(self.tokens) + 2 * len(missing) > MAX_TOKENS:
-                self._reset()
-                missing = set(chunks)
-            self._add(missing)
+            self._add({c for c, i in zip(chunks, cids) if i is None})
             cids = list(map(self.chunks.__getitem__, chunks))
         c = np.array(cids, np.int64)
         start, count = self.start[c], self.count[c]
@@ -357,6 +360,8 @@ class FusedFilters:
         """(text after the filters, index of the filter that dropped it or -1, its reason, the value that
         failed the rule (None where there is none), and where C4 kept the document and cut lines from it:
         (text before, text after, its line counters for this document), else None)."""
+        for v in _VOCABS.values():
+            v.start_document()
         words: dict[int, _Words] = {}  # per tokenizer, for the text the filters before C4 saw
         edit = None
         for i, f in enumerate(self.filters):
