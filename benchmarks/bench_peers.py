@@ -149,7 +149,12 @@ def main() -> None:
         phases = ", ".join(f"{k} {v:.1f}" for k, v in r.get("phases", {}).items())
         print(f"| {r['system']} | {r['wall_s']:.1f} | {ratio} | {phases} | {r['kept_after_filters']} | "
               f"{r['kept_after_dedup'] if r['kept_after_dedup'] is not None else '-'} | "
-              f"{'yes' if r['tokenized'] else 'no'} | {'; '.join(r['not_done']) or '-'} |")
+              f"{'yes' if r['tokenized'] else 'no'} | {len(r['not_done']) or '-'}{' (below)' if r['not_done'] else ''} |")
+    for r in rows:
+        if r["not_done"]:
+            print(f"\n{r['system']} did not do (benchmarks/peers/MISMATCHES.md says how its rules differ):")
+            for item in r["not_done"]:
+                print(f"- {item}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"corpus": info, "cores": cores, "rows": rows}, indent=2) + "\n")

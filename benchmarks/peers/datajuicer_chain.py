@@ -72,7 +72,7 @@ NOT_DONE = [
 def base_cfg(args: argparse.Namespace, work: str, name: str) -> dict:
     return {
         "project_name": f"peer-chain-{name}",
-        "dataset_path": os.path.abspath(args.input),
+        "dataset_path": os.path.join(work, "input"),  # the *.jsonl.gz only: a folder's other JSON would load too
         "export_path": os.path.join(os.path.abspath(args.output), "kept.jsonl"),
         "work_dir": os.path.join(work, name),
         "np": args.workers,
@@ -136,6 +136,9 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)  # a stale HF cache would make a re-run reuse earlier results
     for stale in glob.glob(os.path.join(out, "kept*.jsonl")):
         os.remove(stale)
+    os.makedirs(os.path.join(work, "input"))
+    for f in in_files:
+        os.symlink(os.path.abspath(f), os.path.join(work, "input", os.path.basename(f)))
     stopwords_dir = os.path.join(work, "stopwords")
     os.makedirs(stopwords_dir)
     with open(os.path.join(stopwords_dir, "stopwords.json"), "w") as f:
