@@ -28,14 +28,15 @@ Last stdout line: {"system", "wall_s", "phases", "docs_in", "kept_after_filters"
 "tokenized", "not_done"}.
 """
 
-import argparse
 import glob
-import gzip
+import argparse
 import json
 import os
 import shutil
 import sys
 import time
+
+from common import count_lines, parser  # benchmarks/peers/common.py
 
 # Before anything imports loguru / transformers / ray: quiet logs, no hub access, the venv's bin/ on PATH.
 os.environ.setdefault("LOGURU_LEVEL", "WARNING")
@@ -122,14 +123,6 @@ def make_executor(kind: str):
     from nemo_curator.backends.ray_data import RayDataExecutor
 
     return RayDataExecutor()
-
-
-def count_lines(paths: list[str]) -> int:
-    n = 0
-    for p in paths:
-        with (gzip.open(p, "rt", encoding="utf-8") if p.endswith(".gz") else open(p, encoding="utf-8")) as f:
-            n += sum(1 for line in f if line.strip())
-    return n
 
 
 def read_texts(paths: list[str], limit: int) -> list[str]:
@@ -219,10 +212,7 @@ def run_pipeline(pipeline: Pipeline, args: argparse.Namespace, temp_dir: str, ph
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--input", required=True, help="folder of *.jsonl.gz files with {id, text} lines")
-    ap.add_argument("--output", required=True, help="output folder (kept/, tokenizer/, tokens/ are written in it)")
-    ap.add_argument("--workers", type=int, default=2, help="CPUs given to the Ray cluster")
+    ap = parser(__doc__, "output folder (kept/, tokenizer/, tokens/ are written in it)", "CPUs given to the Ray cluster")
     ap.add_argument("--executor", choices=["xenna", "ray_data"], default="xenna")
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--sample-docs", type=int, default=20000, help="kept docs the BPE tokenizer is trained on")

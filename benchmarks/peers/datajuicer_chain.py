@@ -26,14 +26,15 @@ Last stdout line: {"system", "wall_s", "phases", "docs_in", "kept_after_filters"
 "tokenized", "not_done"}.
 """
 
-import argparse
 import glob
-import gzip
+import argparse
 import json
 import os
 import shutil
 import sys
 import time
+
+from common import count_lines, parser  # benchmarks/peers/common.py
 
 REAL_STDOUT = sys.stdout  # data-juicer's logger setup redirects sys.stdout/sys.stderr into loguru
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,19 +114,8 @@ def write_yaml(cfg: dict, path: str) -> str:
     return path
 
 
-def count_lines(paths: list[str]) -> int:
-    n = 0
-    for p in paths:
-        with (gzip.open(p, "rt", encoding="utf-8") if p.endswith(".gz") else open(p, encoding="utf-8")) as f:
-            n += sum(1 for line in f if line.strip())
-    return n
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--input", required=True, help="folder of *.jsonl.gz files with {id, text} lines")
-    ap.add_argument("--output", required=True, help="output folder: kept.jsonl, and _work/ (configs, logs, cache)")
-    ap.add_argument("--workers", type=int, default=2, help="data-juicer np (worker processes)")
+    ap = parser(__doc__, "output folder: kept.jsonl, and _work/ (configs, logs, cache)", "data-juicer np (worker processes)")
     args = ap.parse_args()
 
     in_files = sorted(glob.glob(os.path.join(args.input, "*.jsonl.gz")))

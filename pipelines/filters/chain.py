@@ -103,8 +103,12 @@ class FilterChain:
             self.names.append(name)
         if engine not in ("fused", "datatrove"):
             raise ValueError(f"engine must be 'fused' or 'datatrove', got {engine!r}")
-        self._fused = FusedFilters(self._filters) if engine == "fused" and FusedFilters.supports(self._filters) \
-            else None
+        self._fused = None
+        if engine == "fused":
+            try:
+                self._fused = FusedFilters(self._filters)
+            except ValueError:  # a language without the fast splitter: datatrove's own classes
+                pass
         self.engine = "fused" if self._fused else "datatrove"
 
     def apply(self, text: str, metadata: dict[str, Any]) -> tuple[str, str]:

@@ -344,18 +344,6 @@ class FusedFilters:
                 raise ValueError(f"no fused kernel for {f!r} with word tokenizer {f.language!r}")
         self.filters = filters
 
-    @staticmethod
-    def supports(filters: list[Any]) -> bool:
-        try:
-            FusedFilters(filters)
-        except ValueError:
-            return False
-        return True
-
-    @staticmethod
-    def _vocab(tok: FastWordTokenizer) -> Vocab:
-        return vocabulary(tok)
-
     def apply(self, text: str) -> tuple[str, int, str | None, Any, tuple | None]:
         """(text after the filters, index of the filter that dropped it or -1, its reason, the value that
         failed the rule (None where there is none), and where C4 kept the document and cut lines from it:
@@ -377,7 +365,7 @@ class FusedFilters:
                 else:
                     w = words.get(id(f.language))
                     if w is None and not isinstance(f, FineWebQualityFilter):
-                        w = words[id(f.language)] = _Words(self._vocab(f.language), text)
+                        w = words[id(f.language)] = _Words(vocabulary(f.language), text)
                     keep, why, value = (self._repetition(f, text, w) if isinstance(f, GopherRepetitionFilter) else
                                         self._quality(f, text, w) if isinstance(f, GopherQualityFilter) else
                                         self._fineweb(f, text, w))
@@ -497,7 +485,7 @@ class FusedFilters:
                 continue
             if f.min_num_sentences != -1 and num_sentences < enough:
                 if f.split_paragraph:
-                    n = self._vocab(f.language).sentences(line)
+                    n = vocabulary(f.language).sentences(line)
                     num_sentences += n if n is not None else len(split_into_sentences(line, f.language))
                 else:
                     num_sentences += 1
@@ -520,7 +508,7 @@ class FusedFilters:
         share = _dups(lines)[1] / len(text.replace("\n", ""))
         if share > f.char_duplicates_ratio:
             return False, "char_dup_ratio", share
-        n_words = w.n if w is not None else len(self._vocab(f.language).ids(text))
+        n_words = w.n if w is not None else len(vocabulary(f.language).ids(text))
         ratio = text.count("\n") / n_words
         if ratio > f.new_line_ratio:
             return False, "list_ratio", ratio
