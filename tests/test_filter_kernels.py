@@ -176,10 +176,11 @@ def test_sentence_counts_and_ngram_classes_match_the_tokenizer(documents):
 def test_a_full_vocabulary_starts_over_between_documents_and_decides_the_same(documents, monkeypatch):
     from pipelines.filters import fused
 
-    monkeypatch.setattr(fused, "MAX_TOKENS", 2000)
+    monkeypatch.setattr(fused, "MAX_CHUNKS", 2000)
     fused.clear_vocabularies()
     texts = documents["web"][:120] + documents["books"][:60]
     _compare(FINEWEB, texts)
     vocab = fused._VOCABS["en"]
     assert vocab.restarts >= 5 and len(vocab.tokens) < 2000 + max(len(t.split()) for t in texts) * 2
+    assert vocab.carried > 0  # the chunks used twice since the last start were copied over, not split again
     fused.clear_vocabularies()

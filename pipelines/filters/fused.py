@@ -25,17 +25,22 @@ GopherQualityFilter ~1 s (per-word generator expressions). What this module does
   positions whose class occurs twice or more, usually a small fraction of them.
 - Lines and paragraphs: duplicates counted with one set (count and characters of the non-first copies).
 - C4: datatrove's own line loop, except that sentences are counted only until min_num_sentences is
-  reached (the count is compared with nothing else; the sentence splitter ran on every kept line).
+  reached (the count is compared with nothing else; the sentence splitter ran on every kept line), and
+  the checks a line can only fail if the whole text does (a word over max_word_length, from the chunk
+  widths; a citation; C4's keywords and "{") are made once on the text, skipping them per line.
 - For a dropped document the value that failed the rule is returned with it (datatrove only gives the
   reason; explain.py recomputes it on its path).
 
 The ids are process-local (one vocabulary per language per process, kept across shard tasks) and the
-tables are cleared when they pass MAX_TOKENS (bounded memory); no result depends on them.
+tables start over when they pass MAX_CHUNKS (bounded memory, the most used chunks kept); no result depends
+on them.
 """
 
 from __future__ import annotations
 
 import re
+from itertools import repeat
+from operator import methodcaller
 from typing import Any
 
 import numpy as np
@@ -51,18 +56,35 @@ from datatrove.utils.text import PUNCTUATION_SET, split_into_sentences
 
 from pipelines.filters.words import FastWordTokenizer, _is_punct
 
-# distinct tokens a vocabulary holds before it starts over. 250k: ~40 MB of dict entries and tables; the
-# 5.1 MB of dolma crawl + books (63 languages) hold 147k distinct chunks, so less restarted it every pass
-MAX_TOKENS = 250_000
+# distinct chunks a vocabulary holds before it starts over (the tokens are fewer). A chunk costs ~270 bytes
+# (its string, dict entries, its share of the tokens): 315k chunks of 6,000 benchmark documents held 84 MB,
+# and a worker's memory grew with its input until the tables filled. 150k: ~40 MB at most. Starting over
+# from nothing cost 14% of the filters' time on those documents (every common chunk split again); it keeps
+# the chunks used by two documents or more since the last start (at most half), copied without a split.
+MAX_CHUNKS = 150_000
 _B = np.uint64(0x100000001B3)  # FNV prime: the base of the character hash (any odd 64-bit number works)
 _PUNCT = "".join(sorted(PUNCTUATION_SET))  # a token with characters left after .strip(_PUNCT) is a "word"
 _ODD_SPACE = re.compile(r"[^\S ]|  ")  # whitespace other than single spaces: spaCy makes tokens of it
+_POLICY = re.compile("|".join(map(re.escape, POLICY_SUBSTRINGS)))  # any(p in line for p in ...) in one scan
+# C4's line keywords, as few substrings as cover them ("cookie" covers the four cookie phrases): a text
+# without any has no line with one. Five `in` scans take ~26 us on a 4 KB text, one regex alternation ~50
+_C4_KEYWORDS = ("lorem ipsum", "javascript", "terms of use", "privacy policy", "cookie")
+if not all(any(k in p for k in _C4_KEYWORDS) for p in POLICY_SUBSTRINGS):  # another datatrove's list
+    _C4_KEYWORDS = ("lorem ipsum", "javascript", *POLICY_SUBSTRINGS)
 
 
 def _dups(xs: list[str]) -> tuple[int, int]:
     """datatrove's find_duplicates: (elements equal to an earlier one, their characters), with one set."""
     u = set(xs)
     return len(xs) - len(u), sum(map(len, xs)) - sum(map(len, u))
+
+
+def _present(wanted: np.ndarray, ids: np.ndarray) -> int:
+    """How many of `wanted` (distinct) occur in `ids`: one comparison table where it is small (np.isin sorts
+    both: 150 us per document for the 8 stop words, the table ~10 us)."""
+    if len(wanted) * len(ids) > 1 << 20:
+        return int(np.isin(wanted, ids).sum())
+    return int(np.count_nonzero((ids[:, None] == wanted).any(axis=0)))
 
 
 def _powers(n: int) -> np.ndarray:
@@ -97,6 +119,7 @@ class Vocab:
         self.tokenizer = tokenizer
         self._pow = _powers(64)
         self.restarts = 0
+        self.carried = 0  # chunks kept across restarts
         self._reset()
 
     def _reset(self) -> None:
@@ -104,6 +127,8 @@ class Vocab:
         self.tokens: dict[str, int] = {}
         self.start = np.zeros(4096, np.int64)
         self.count = np.zeros(4096, np.int64)
+        self.width = np.zeros(4096, np.int64)  # characters of the chunk
+        self.used = np.zeros(4096, np.int32)  # documents (or C4 lines) that looked the chunk up
         self.flat = np.zeros(4096, np.int64)
         self._flat_used = 0
         cap = 4096
@@ -124,9 +149,10 @@ class Vocab:
                 grown[: len(old)] = old
                 setattr(obj, name, grown)
 
-    def _add(self, chunks: set[str]) -> None:
+    def _add(self, chunks: list[str], known: dict[str, list[str]] | None = None) -> None:
         """Split new chunks as tokenizer.word_tokenize would (its _chunk_tokens, without filling its own
-        chunk cache: this is the cache), intern their tokens, compute the new tokens' properties at once."""
+        chunk cache: this is the cache), or take their tokens from `known`, intern their tokens, compute the
+        new tokens' properties at once."""
         tok = self.tokenizer
         if not tok._rules_loaded:
             tok._load_rules()
@@ -136,7 +162,9 @@ class Vocab:
         flat: list[int] = []
         counts: list[int] = []
         for c in chunks:
-            if (c.isalpha() or c.isdecimal()) and c not in specials:  # words.py's shortcut, before its cache
+            if known is not None:
+                pieces = known[c]
+            elif (c.isalpha() or c.isdecimal()) and c not in specials:  # words.py's shortcut, before its cache
                 pieces = [c]
             else:
                 pieces = tok._raw_tokens(c)
@@ -151,7 +179,8 @@ class Vocab:
             counts.append(len(pieces))
             self.chunks[c] = len(self.chunks)
         n_chunks = len(self.chunks)
-        self._fit(self, ("start", "count"), n_chunks)
+        self._fit(self, ("start", "count", "width", "used"), n_chunks)
+        self.width[first_chunk:n_chunks] = np.fromiter(map(len, chunks), np.int64, len(chunks))
         self._fit(self, ("flat",), self._flat_used + len(flat))
         cnt = np.array(counts, np.int64)
         self.count[first_chunk:n_chunks] = cnt
@@ -178,22 +207,40 @@ class Vocab:
         self.alpha[sl] = [t.isalpha() or any(map(str.isalpha, t)) for t in new]
         punct_chars = self.tokenizer._punct_chars
         self.sent_end[sl] = [t in punct_chars for t in new]
-        self.punct[sl] = [_is_punct(t) for t in new]
+        self.punct[sl] = [not a and _is_punct(t) for t, a in zip(new, self.alpha[sl].tolist())]  # a letter is no P*
 
     def start_document(self) -> None:
         """Start over when full, between documents only: within one, a filter's words must keep their ids."""
-        if len(self.tokens) > MAX_TOKENS:
-            self._reset()
-            self.restarts += 1
+        if len(self.chunks) > MAX_CHUNKS:
+            self._start_over()
+
+    def _start_over(self) -> None:
+        used = self.used[: len(self.chunks)]
+        kept = np.argsort(-used, kind="stable")[: min(int(np.count_nonzero(used >= 2)), MAX_CHUNKS // 2)]
+        chunks, tokens = list(self.chunks), list(self.tokens)  # in id order
+        known = {chunks[i]: [tokens[t] for t in self.flat[s : s + n].tolist()]
+                 for i, s, n in zip(kept.tolist(), self.start[kept].tolist(), self.count[kept].tolist())}
+        self._reset()
+        self._add(list(known), known)
+        self.restarts += 1
+        self.carried += len(known)
 
     def ids(self, text: str) -> np.ndarray:
         """The token ids of tokenizer.word_tokenize(text), in order."""
+        return self.token_ids(self.chunk_ids(text))
+
+    def chunk_ids(self, text: str) -> np.ndarray:
+        """The ids of text.split()'s chunks, in order (new chunks split and interned)."""
         chunks = text.split()
-        cids = list(map(self.chunks.get, chunks))
-        if None in cids:
-            self._add({c for c, i in zip(chunks, cids) if i is None})
-            cids = list(map(self.chunks.__getitem__, chunks))
-        c = np.array(cids, np.int64)
+        c = np.fromiter(map(self.chunks.get, chunks, repeat(-1)), np.int64, len(chunks))
+        if len(c) and c.min() < 0:
+            self._add(list({chunks[i]: None for i in np.flatnonzero(c < 0).tolist()}))
+            c = np.fromiter(map(self.chunks.__getitem__, chunks), np.int64, len(chunks))
+        self.used[c] += 1  # (a chunk twice in the text counts once)
+        return c
+
+    def token_ids(self, c: np.ndarray) -> np.ndarray:
+        """The token ids of chunks `c`, in order."""
         start, count = self.start[c], self.count[c]
         total = int(count.sum())
         if total == len(c):  # every chunk one token (most documents: then no repeat needed)
@@ -224,7 +271,8 @@ class _Words:
 
     def __init__(self, vocab: Vocab, text: str):
         self.v, self.text = vocab, text
-        self.ids = vocab.ids(text)
+        self.cids = vocab.chunk_ids(text)
+        self.ids = vocab.token_ids(self.cids)
         self.n = len(self.ids)
         self._cum: np.ndarray | None = None
         self._levels: list[tuple] = []  # k-1 -> the windows of k words whose tuple occurs twice or more
@@ -273,6 +321,8 @@ class _Words:
             h = self.v.hash[last] if h is None else h[: len(last)] * self.v.power[last] + self.v.hash[last]
             if j in ks:
                 hashes.append(h ^ np.uint64(j * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
+        # (64 bits: 32 would halve the sort, 48 vs 94 us for 4,500 windows, but their collisions sent 0.4% of the
+        # benchmark's documents to datatrove's function, and those cost more than the sort saved)
         h = np.sort(np.concatenate(hashes))
         distinct = 1 + int(np.count_nonzero(h[1:] != h[:-1]))
         tuples = 0
@@ -356,7 +406,7 @@ class FusedFilters:
             try:
                 if isinstance(f, C4QualityFilter):
                     lines: dict[str, int] = {}
-                    keep, why, value, out = self._c4(f, text, lines)
+                    keep, why, value, out = self._c4(f, text, lines, words.get(id(f.language)))
                     if keep:
                         if out != text:
                             edit, words = (text, out, lines), {}
@@ -432,7 +482,7 @@ class FusedFilters:
             if share > f.max_bullet_lines_ratio:
                 return False, "gopher_too_many_bullets", share
         if f.max_ellipsis_lines_ratio:
-            share = sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines)
+            share = (sum(s.rstrip().endswith(("...", "…")) for s in lines) if ellipses else 0) / len(lines)
             if share > f.max_ellipsis_lines_ratio:
                 return False, "gopher_too_many_end_ellipsis", share
         if f.max_non_alpha_words_ratio:
@@ -441,17 +491,25 @@ class FusedFilters:
                 return False, "gopher_below_alpha_threshold", share
         if f.min_stop_words:
             stop = [i for i in map(v.tokens.get, f.stop_words) if i is not None]
-            found = int(np.isin(np.array(stop, np.int64), ids).sum()) if stop else 0
+            found = _present(np.array(stop, np.int64), ids) if stop else 0
             if found < f.min_stop_words:
                 return False, "gopher_enough_stop_words", found
         return True, None, None
 
     # ---- C4QualityFilter.filter ----
-    def _c4(self, f: C4QualityFilter, text: str, counted: dict[str, int]):
+    def _c4(self, f: C4QualityFilter, text: str, counted: dict[str, int], w: _Words | None):
         lines = text.splitlines() if f.split_paragraph else split_into_sentences(text, f.language)
         num_sentences = 0
         enough = f.min_num_sentences  # sentences are counted until there are this many: nothing else reads them
         kept_lines = []
+        # Checks of the whole text that a line can only pass if the text does (lines are substrings of it, cut
+        # at whitespace; lower() maps these ASCII keywords per character): each saves a step on every line.
+        # (the longest word from the chunk widths the filters before C4 looked up, where they did)
+        longest = int(w.v.width[w.cids].max(initial=0)) if w is not None else None
+        long_words = f.max_word_length != -1 and (longest is None or longest > f.max_word_length)
+        citations = f.remove_citations and CITATION_REGEX.search(text) is not None
+        text_l = text.lower()
+        keywords = "{" in text or any(k in text_l for k in _C4_KEYWORDS)
 
         def drop_line(key: str) -> None:
             counted[key] = counted.get(key, 0) + 1
@@ -459,10 +517,10 @@ class FusedFilters:
         for line in lines:
             line = line.strip()
             words = line.split()
-            if f.max_word_length != -1 and max(map(len, words), default=0) > f.max_word_length:
+            if long_words and max(map(len, words), default=0) > f.max_word_length:
                 drop_line("line-filter-too_long_word")
                 continue
-            if f.remove_citations:
+            if citations:
                 line = CITATION_REGEX.sub("", line)
             if f.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
                 drop_line("line-filter-no_terminal_punc")
@@ -470,19 +528,20 @@ class FusedFilters:
             if len(words) < f.min_words_per_line:
                 drop_line("line-filter-too_few_words")
                 continue
-            line_l = line.lower()
-            if f.filter_lorem_ipsum and "lorem ipsum" in line_l:
-                i = line_l.index("lorem ipsum")
-                return False, "lorem_ipsum", line[max(0, i - 25) : i + 35], text
-            if f.filter_javascript and "javascript" in line_l:
-                drop_line("line-filter-javascript")
-                continue
-            if f.filter_curly_bracket and "{" in line:
-                i = line_l.index("{")
-                return False, "curly_bracket", line[max(0, i - 25) : i + 35], text
-            if f.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
-                drop_line("line-filter-policy")
-                continue
+            if keywords:
+                line_l = line.lower()
+                if f.filter_lorem_ipsum and "lorem ipsum" in line_l:
+                    i = line_l.index("lorem ipsum")
+                    return False, "lorem_ipsum", line[max(0, i - 25) : i + 35], text
+                if f.filter_javascript and "javascript" in line_l:
+                    drop_line("line-filter-javascript")
+                    continue
+                if f.filter_curly_bracket and "{" in line:
+                    i = line_l.index("{")
+                    return False, "curly_bracket", line[max(0, i - 25) : i + 35], text
+                if f.filter_policy and _POLICY.search(line_l):
+                    drop_line("line-filter-policy")
+                    continue
             if f.min_num_sentences != -1 and num_sentences < enough:
                 if f.split_paragraph:
                     n = vocabulary(f.language).sentences(line)
@@ -499,7 +558,7 @@ class FusedFilters:
         lines = [line for line in text.split("\n") if line.strip() != ""]
         if len(lines) == 0:
             return False, "empty", None
-        share = sum(1 for line in lines if line.endswith(f.stop_chars)) / len(lines)
+        share = sum(map(methodcaller("endswith", f.stop_chars), lines)) / len(lines)
         if share < f.line_punct_thr and not (share == 0 and f.line_punct_exclude_zero):
             return False, "line_punct_ratio", share
         share = sum(1 for line in lines if len(line) <= f.short_line_length) / len(lines)
