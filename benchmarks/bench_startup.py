@@ -14,7 +14,8 @@ clock around the process:
   ray                  starting (or joining) Ray
   work                 the passes and global steps (Ray tasks: a worker's first task imports the stages)
   record               the MLflow runs of the stages, manifests, the summary, the lineage graph
-  exit                 after the summary: Ray's shutdown and the interpreter's exit
+  exit                 after the summary: Ray's shutdown and the exit (orchestration.cli.run: the atexit
+                       handlers, then os._exit without the interpreter's module teardown)
 """
 
 from __future__ import annotations
