@@ -416,3 +416,31 @@ def test_default_recipe_keeps_hard_wrapped_prose_and_counts_what_it_cuts():
         results[label] = len(text.encode()) / len(book.encode())
     assert results["default"] > 0.9  # blank lines and short headings go
     assert results["datatrove c4 defaults"] < 0.3  # every line without terminal punctuation went
+
+
+def test_suffix_search_from_the_tail_finds_what_the_whole_search_finds() -> None:
+    # words.py starts spaCy's suffix search in the last few characters unless an unbounded branch ("..+")
+    # matches further left: the same match (span) as the plain search, for every language's rules
+    from pipelines.filters.words import _spacy_rules, _suffix_searcher
+
+    rng = random.Random(0)
+    alphabet = ["a", "B", "7", ".", ",", "'", '"', ")", "%", "km", "…", "—", "-", "é", "’", "!"]
+    strings = {"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(20_000)}
+    strings |= {"word.", "U.S.", "etc...", "x" * 40 + "..", "10km", "a" + "." * 9, "cats'", "(see)"}
+    for language in ("en", "fr", "de"):
+        plain = re.compile(*_spacy_rules(language)["patterns"]["suffix"])
+        fast = _suffix_searcher(plain)
+        assert fast != plain.search  # the tail search is in use for these rules
+        for s in strings:
+            m, f = plain.search(s), fast(s)
+            assert (m and m.span()) == (f and f.span()), (language, s)
+
+
+def test_newline_runs_split_like_datatrove_regexes() -> None:
+    from pipelines.filters.fused import _split_runs
+
+    rng = random.Random(1)
+    for _ in range(20_000):
+        t = "".join(rng.choice(["a", "b", "\n", "\n", " ", "\r"]) for _ in range(rng.randint(0, 14)))
+        assert _split_runs(t, 1) == re.split("\n+", t), repr(t)
+        assert _split_runs(t, 2) == re.split(r"\n{2,}", t), repr(t)

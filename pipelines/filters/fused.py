@@ -87,6 +87,29 @@ def _present(wanted: np.ndarray, ids: np.ndarray) -> int:
     return int(np.count_nonzero((ids[:, None] == wanted).any(axis=0)))
 
 
+def _split_runs(text: str, least: int) -> list[str]:
+    """re.split("\\n{least,}", text) for least 1 or 2, from str.split("\\n") (the regex took ~40 us on a 4 KB
+    text, this 3-10): between two parts, a run of r newlines leaves r - 1 empty parts."""
+    parts = text.split("\n")
+    if least == 1 or len(parts) == 1:  # the first and last parts stay even when empty
+        return parts if len(parts) == 1 else [parts[0], *filter(None, parts[1:-1]), parts[-1]]
+    out: list[str] = []
+    group = [parts[0]]
+    i, last = 1, len(parts) - 1
+    while i <= last:
+        run = 1
+        while not parts[i] and i < last:  # an empty part with a newline after it: the run goes on
+            run, i = run + 1, i + 1
+        if run >= least:
+            out.append("\n".join(group))
+            group = [parts[i]]
+        else:
+            group.append(parts[i])
+        i += 1
+    out.append("\n".join(group))
+    return out
+
+
 def _powers(n: int) -> np.ndarray:
     """B^0 .. B^(n-1) mod 2^64."""
     out = np.full(max(n, 1), _B, np.uint64)
@@ -98,6 +121,8 @@ def _group(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     """Equal values of `key` (np.unique's work, without its wrappers): for the elements whose value occurs
     more than once, (their indices, ascending; a label per value, not dense) and per such value (its count,
     the index of its first element)."""
+    if len(key) <= 48:  # the longer n-grams' levels are mostly this small: a dict beats ~15 numpy calls (~20 us)
+        return _group_small(key)
     order = np.argsort(key, kind="stable")
     sk = key[order]
     new = np.empty(len(sk), np.bool_)
@@ -110,6 +135,17 @@ def _group(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     many = np.flatnonzero(sizes[label] > 1)
     rep = sizes > 1
     return many, label[many], sizes[rep], order[starts[rep]]
+
+
+def _group_small(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """_group for a few elements, in Python."""
+    where: dict[int, list[int]] = {}
+    for i, k in enumerate(key.tolist()):
+        where.setdefault(k, []).append(i)
+    many = sorted((i, label) for label, idx in enumerate(v for v in where.values() if len(v) > 1) for i in idx)
+    reps = [v for v in where.values() if len(v) > 1]
+    return (np.array([i for i, _ in many], np.int64), np.array([c for _, c in many], np.int64),
+            np.array([len(v) for v in reps], np.int64), np.array([v[0] for v in reps], np.int64))
 
 
 class Vocab:
@@ -215,15 +251,32 @@ class Vocab:
             self._start_over()
 
     def _start_over(self) -> None:
+        """Keep the chunks used by two documents or more (at most half the room) and their tokens, renumbered
+        in array operations (~25 ms for 60k chunks; re-adding them one by one took ~200 ms)."""
         used = self.used[: len(self.chunks)]
-        kept = np.argsort(-used, kind="stable")[: min(int(np.count_nonzero(used >= 2)), MAX_CHUNKS // 2)]
-        chunks, tokens = list(self.chunks), list(self.tokens)  # in id order
-        known = {chunks[i]: [tokens[t] for t in self.flat[s : s + n].tolist()]
-                 for i, s, n in zip(kept.tolist(), self.start[kept].tolist(), self.count[kept].tolist())}
+        kept = np.sort(np.argsort(-used, kind="stable")[: min(int(np.count_nonzero(used >= 2)), MAX_CHUNKS // 2)])
+        count = self.count[kept]
+        at = np.repeat(self.start[kept] - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+        old_tokens = self.flat[at]
+        kept_tokens = np.unique(old_tokens)
+        renumber = np.zeros(len(self.tokens), np.int64)
+        renumber[kept_tokens] = np.arange(len(kept_tokens))
+        chunk_names, token_names = list(self.chunks), list(self.tokens)  # in id order
+        old = self.__dict__.copy()
         self._reset()
-        self._add(list(known), known)
+        self.chunks = {chunk_names[i]: n for n, i in enumerate(kept.tolist())}
+        self.tokens = {token_names[t]: n for n, t in enumerate(kept_tokens.tolist())}
+        self._fit(self, ("start", "count", "width", "used"), len(kept))
+        self._fit(self, ("flat",), len(at))
+        self._fit(self, ("length", "nonsym", "alpha", "sent_end", "punct", "hash", "power"), len(kept_tokens))
+        n, m = len(kept), len(kept_tokens)
+        self.count[:n], self.start[:n], self.width[:n] = count, np.cumsum(count) - count, old["width"][kept]
+        self.flat[: len(at)] = renumber[old_tokens]
+        self._flat_used = len(at)
+        for name in ("length", "nonsym", "alpha", "sent_end", "punct", "hash", "power"):
+            getattr(self, name)[:m] = old[name][kept_tokens]
         self.restarts += 1
-        self.carried += len(known)
+        self.carried += n
 
     def ids(self, text: str) -> np.ndarray:
         """The token ids of tokenizer.word_tokenize(text), in order."""
@@ -234,8 +287,10 @@ class Vocab:
         chunks = text.split()
         c = np.fromiter(map(self.chunks.get, chunks, repeat(-1)), np.int64, len(chunks))
         if len(c) and c.min() < 0:
-            self._add(list({chunks[i]: None for i in np.flatnonzero(c < 0).tolist()}))
-            c = np.fromiter(map(self.chunks.__getitem__, chunks), np.int64, len(chunks))
+            missing = np.flatnonzero(c < 0)
+            new = [chunks[i] for i in missing.tolist()]
+            self._add(list(dict.fromkeys(new)))
+            c[missing] = list(map(self.chunks.__getitem__, new))
         self.used[c] += 1  # (a chunk twice in the text counts once)
         return c
 
@@ -315,15 +370,19 @@ class _Words:
         ks = [k for k in ks if k <= self.n]
         if not ks:
             return True
-        hashes, h = [], None
-        for j in range(1, max(ks) + 1):
-            last = self.ids[j - 1 :]
-            h = self.v.hash[last] if h is None else h[: len(last)] * self.v.power[last] + self.v.hash[last]
+        powers, h = self.v.power[self.ids], self.v.hash[self.ids]  # (gathered once: a level is then arithmetic)
+        chars, at = h.copy(), 0
+        every = np.empty(sum(self.n - k + 1 for k in ks), np.uint64)
+        for j in range(2, max(ks) + 1):
+            h = h[:-1] * powers[j - 1 :] + chars[j - 1 :]
             if j in ks:
-                hashes.append(h ^ np.uint64(j * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
+                np.bitwise_xor(h, np.uint64(j * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF), out=every[at : at + len(h)])
+                at += len(h)
+        if 1 in ks:
+            every[at:] = chars ^ np.uint64(0x9E3779B97F4A7C15)
         # (64 bits: 32 would halve the sort, 48 vs 94 us for 4,500 windows, but their collisions sent 0.4% of the
         # benchmark's documents to datatrove's function, and those cost more than the sort saved)
-        h = np.sort(np.concatenate(hashes))
+        h = np.sort(every)
         distinct = 1 + int(np.count_nonzero(h[1:] != h[:-1]))
         tuples = 0
         for k in ks:
@@ -431,13 +490,14 @@ class FusedFilters:
     def _repetition(self, f: GopherRepetitionFilter, text: str, w: _Words):
         if not text:
             return False, "empty", None
-        paragraphs = f.paragraph_exp.split(text.strip())
+        paragraphs = _split_runs(text.strip(), 2) if f.paragraph_exp.pattern == "\\n{2,}" else \
+            f.paragraph_exp.split(text.strip())
         dup, chars = _dups(paragraphs)
         if f.dup_para_frac and dup / len(paragraphs) > f.dup_para_frac:
             return False, "dup_para_frac", dup / len(paragraphs)
         if f.dup_para_char_frac and chars / len(text) > f.dup_para_char_frac:
             return False, "dup_para_char_frac", chars / len(text)
-        lines = f._line_splitter.split(text)
+        lines = _split_runs(text, 1) if f._line_splitter.pattern == "\n+" else f._line_splitter.split(text)
         dup, chars = _dups(lines)
         if f.dup_line_frac and dup / len(lines) > f.dup_line_frac:
             return False, "dup_line_frac", dup / len(lines)

@@ -82,6 +82,45 @@ def _spacy_rules(language: str) -> dict:
     return rules
 
 
+def _suffix_searcher(pattern: re.Pattern) -> Callable[[str], re.Match | None]:
+    """`pattern.search` for spaCy's suffix regex, exact, without trying a match at every position.
+
+    The regex is an alternation of branches that each end at the end of the string ("," "$" ...): a search
+    tries all ~80 of them at every start, 1.2 us for "word," and 3.9 us for "encyclopedia.", the most
+    frequent call in splitting a new chunk. A branch of at most W characters can only start in the last W
+    (W = 5 for English), so the search may start there (`search(s, pos)`; lookbehinds still see the whole
+    string) unless a branch of unbounded width (English: `\\.\\.+$`) matches further left, which a search
+    for those branches alone says. Where the regex is not such an alternation, the plain search.
+    """
+    try:
+        from re import _compiler, _parser  # the regex's own parse: the widths of its branches
+
+        parsed = _parser.parse(pattern.pattern, pattern.flags)
+        (op, (_, branches)), = parsed.data
+        if op is not _parser.BRANCH:
+            return pattern.search
+        widths = [b.getwidth()[1] for b in branches]
+        unbounded = [b for b, w in zip(branches, widths) if w >= _parser.MAXREPEAT]
+        width = max((w for w in widths if w < _parser.MAXREPEAT), default=0)
+        far = (_compiler.compile(_parser.SubPattern(parsed.state, [(_parser.BRANCH, (None, unbounded))]),
+                                 pattern.flags).search if unbounded else None)
+    except Exception:  # noqa: BLE001  (another Python's private parser: the plain search is as exact)
+        return pattern.search
+    search = pattern.search
+
+    def suffix_search(string: str) -> re.Match | None:
+        start = len(string) - width
+        if start <= 0:
+            return search(string)
+        if far is not None:
+            m = far(string)
+            if m is not None and m.start() < start:
+                return search(string)
+        return search(string, start)
+
+    return suffix_search
+
+
 def _is_punct(token: str) -> bool:
     # spaCy's Token.is_punct: every character is Unicode punctuation (category P*)
     return all(unicodedata.category(c)[0] == "P" for c in token)
@@ -102,7 +141,7 @@ class FastWordTokenizer(WordTokenizer):
         never: Callable[[str], None] = lambda s: None  # noqa: E731
         compiled = {k: re.compile(*v) if v else None for k, v in rules["patterns"].items()}
         self._prefix_search = compiled["prefix"].search if compiled["prefix"] else never
-        self._suffix_search = compiled["suffix"].search if compiled["suffix"] else never
+        self._suffix_search = _suffix_searcher(compiled["suffix"]) if compiled["suffix"] else never
         self._infix_finditer = compiled["infix"].finditer if compiled["infix"] else (lambda s: iter(()))
         self._token_match = compiled["token_match"].match if compiled["token_match"] else never
         self._url_match = compiled["url"].match if compiled["url"] else never
