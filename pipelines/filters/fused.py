@@ -186,10 +186,9 @@ class Vocab:
                 grown[: len(old)] = old
                 setattr(obj, name, grown)
 
-    def _add(self, chunks: list[str], known: dict[str, list[str]] | None = None) -> None:
+    def _add(self, chunks: list[str]) -> None:
         """Split new chunks as tokenizer.word_tokenize would (its _chunk_tokens, without filling its own
-        chunk cache: this is the cache), or take their tokens from `known`, intern their tokens, compute the
-        new tokens' properties at once."""
+        chunk cache: this is the cache), intern their tokens, compute the new tokens' properties at once."""
         tok = self.tokenizer
         if not tok._rules_loaded:
             tok._load_rules()
@@ -199,9 +198,7 @@ class Vocab:
         flat: list[int] = []
         counts: list[int] = []
         for c in chunks:
-            if known is not None:
-                pieces = known[c]
-            elif (c.isalpha() or c.isdecimal()) and c not in specials:  # words.py's shortcut, before its cache
+            if (c.isalpha() or c.isdecimal()) and c not in specials:  # words.py's shortcut, before its cache
                 pieces = [c]
             else:
                 pieces = tok._raw_tokens(c)
