@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     root = REPO / "work" / "bench" / "startup"
+    shutil.rmtree(root, ignore_errors=True)  # every run a fresh workdir: a finished one would only be found done
     cfg = _setup(root)
     base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     base["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
