@@ -364,3 +364,16 @@ def test_faults_of_the_machine_are_one_line_with_re_run_not_internal_errors():
     assert _user_error(denied) == "error: /w: Permission denied: fix the permission, then re-run to resume"
     assert "a Ray node or worker process died" in _user_error(WorkerCrashedError())
     assert _user_error(KeyError("model_path")) is None and _user_error(OSError("bad header")) is None
+
+
+def test_the_command_exits_with_mains_code_after_threads_and_atexit_without_the_teardown():
+    # orchestration.cli.run skips the interpreter's module teardown with os._exit, after doing what matters of
+    # it: a thread pool left open must not hang it, atexit handlers run, buffered output reaches the pipe
+    script = ("import atexit, sys; from concurrent.futures import ThreadPoolExecutor; import orchestration.cli as c\n"
+              "pool = ThreadPoolExecutor(1); pool.submit(lambda: 1).result()\n"
+              "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+              "def main():\n    print('said before the exit', end='')\n    return 3\n"
+              "c.main = main\nc.run()\nprint('never printed')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 3
+    assert out.stdout == "said before the exit" and "atexit ran" in out.stderr
