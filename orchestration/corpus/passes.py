@@ -309,6 +309,7 @@ def _intact(path: storage.StoragePath, size: int | None) -> bool:
 def run_task(spec: PassSpec, task: dict) -> dict:
     """One task: skipped when its completion record matches, else streamed; returns its shard results and
     `done`: "skipped", "collected" (only a changed collect stage ran, over the written documents) or "ran"."""
+    release_free_memory()
     reset_peak_rss()
     root = storage.path(spec.workdir)
     record_path = _record_path(spec, task)
@@ -342,6 +343,21 @@ def run_task(spec: PassSpec, task: dict) -> dict:
             done = "collected"
     storage.write_atomic(record_path, json.dumps(record))
     return {**record, "done": done, "skipped": done == "skipped", "peak_rss_mb": peak_rss_mb()}
+
+
+def release_free_memory() -> None:
+    """Give back to the OS what earlier tasks of this reused Ray worker freed: a garbage collection, then
+    glibc's malloc_trim. Without it a worker keeps the heap of the largest document it met (freed numpy
+    arrays stay in glibc's heap, and after a large one is freed glibc serves the next from there rather than
+    from new mappings), and every later task of every pass starts above it."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def reset_peak_rss() -> None:
