@@ -23,6 +23,7 @@ grew past one actor, while tasks reuse warm worker processes (stage models load 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -350,14 +351,23 @@ def release_free_memory() -> None:
     glibc's malloc_trim. Without it a worker keeps the heap of the largest document it met (freed numpy
     arrays stay in glibc's heap, and after a large one is freed glibc serves the next from there rather than
     from new mappings), and every later task of every pass starts above it."""
-    import ctypes
     import gc
 
     gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another libc: nothing to trim)."""
+    import ctypes
+
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def reset_peak_rss() -> None:

@@ -143,8 +143,8 @@ def _group_small(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     where: dict[int, list[int]] = {}
     for i, k in enumerate(key.tolist()):
         where.setdefault(k, []).append(i)
-    many = sorted((i, label) for label, idx in enumerate(v for v in where.values() if len(v) > 1) for i in idx)
     reps = [v for v in where.values() if len(v) > 1]
+    many = sorted((i, label) for label, idx in enumerate(reps) for i in idx)
     return (np.array([i for i, _ in many], np.int64), np.array([c for _, c in many], np.int64),
             np.array([len(v) for v in reps], np.int64), np.array([v[0] for v in reps], np.int64))
 
@@ -551,9 +551,9 @@ class FusedFilters:
         num_sentences = 0
         enough = f.min_num_sentences  # sentences are counted until there are this many: nothing else reads them
         kept_lines = []
-        # Checks of the whole text that a line can only pass if the text does (lines are substrings of it, cut
-        # at whitespace; lower() maps these ASCII keywords per character): each saves a step on every line.
-        # (the longest word from the chunk widths the filters before C4 looked up, where they did)
+        # Checks a line can only fail if the whole text does (lines are substrings of it, cut at whitespace;
+        # lower() maps these ASCII keywords per character), made once here instead of on every line. The
+        # longest word comes from the chunk widths the filters before C4 looked up, where they did.
         longest = int(w.v.width[w.cids].max(initial=0)) if w is not None else None
         long_words = f.max_word_length != -1 and (longest is None or longest > f.max_word_length)
         citations = f.remove_citations and CITATION_REGEX.search(text) is not None
