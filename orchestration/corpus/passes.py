@@ -347,13 +347,17 @@ def run_task(spec: PassSpec, task: dict) -> dict:
 
 
 def release_free_memory() -> None:
-    """Give back to the OS what earlier tasks of this reused Ray worker freed: a garbage collection, then
-    glibc's malloc_trim. Without it a worker keeps the heap of the largest document it met (freed numpy
-    arrays stay in glibc's heap, and after a large one is freed glibc serves the next from there rather than
-    from new mappings), and every later task of every pass starts above it."""
+    """Give back to the OS what earlier tasks of this reused Ray worker freed: a garbage collection, Arrow's
+    memory pool (mimalloc, which keeps freed pages for reuse), then glibc's malloc_trim. Without it a worker
+    keeps the heap of the largest document it met (freed numpy arrays stay in glibc's heap, and after a large
+    one is freed glibc serves the next from there rather than from new mappings), and every later task of
+    every pass starts above it."""
     import gc
 
+    import pyarrow
+
     gc.collect()
+    pyarrow.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
