@@ -10,6 +10,7 @@ from pathlib import Path
 from pipelines.typed_config import ConfigError
 from pipelines import storage
 from pipelines.shard_export import FORMATS as EXPORT_FORMATS
+from pipelines.errors import UsageError
 from pipelines.manifest import ShardIntegrityError
 
 VERBOSE_HELP = ("show Ray's and the libraries' output live (the workers' lines, Ray Train's reports, MLflow's "
@@ -59,11 +60,29 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_train_config(args.config, args.overrides)
     if args.check:
         return _checked(args.config, check_train(cfg))
+    if args.plan:
+        return _plan(cfg, args)
+    if not args.workdir:
+        raise UsageError("tokenmill train: --workdir is required (except with --plan or --check)")
     from orchestration.train.job import run_train
 
     _quiet(args.workdir, args.verbose)
     run_train(cfg, storage.path(args.workdir))
     return 0
+
+
+def _plan(cfg, args: argparse.Namespace) -> int:
+    """`tokenmill train CONFIG --plan`: the job's plan, without data, Ray or a device; exit 1 if it cannot fit."""
+    from model.plan import parse_bytes
+    from orchestration.train.planning import job_plan, vocab_size
+
+    try:
+        memory = parse_bytes(args.device_memory) if args.device_memory else None
+    except ValueError as exc:
+        raise UsageError(f"--device-memory: {exc}") from None
+    p = job_plan(cfg, cfg.model_config(vocab_size(cfg)), gpu=args.gpu, device_memory=memory, mfu=args.mfu)
+    print("\n".join(p.lines()))
+    return 0 if p.fits else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -279,9 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("config", help="training job YAML (see configs/train/)")
-    t.add_argument("--workdir", required=True, help="output folder (Ray Train storage, export, train_summary.json)")
+    t.add_argument("--workdir", help="output folder (Ray Train storage, export, train_summary.json)")
     t.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     t.add_argument("--check", action="store_true", help="only validate the config (with overrides) and exit")
+    t.add_argument("--plan", action="store_true",
+                   help="print the job's plan (parameters, FLOPs, memory per device by kind, the largest micro-batch "
+                        "that fits, tokens, expected time) and exit: 1 if it does not fit")
+    t.add_argument("--device-memory", metavar="SIZE", help="with --plan: one device's memory, e.g. 80GB")
+    t.add_argument("--gpu", metavar="NAME", help="with --plan: plan for this GPU (H100, H200, A100, L40S, A10G, L4): "
+                   "its memory and bf16 peak")
+    t.add_argument("--mfu", type=float, help="with --plan: the MFU the expected time assumes (default train.expected_mfu)")
     t.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="override any config key")
     t.set_defaults(func=_train)
 

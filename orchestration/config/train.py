@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 
 from model.config import ModelConfig
+from model.parallel_config import ActivationCheckpointing, MeshConfig
 from model.spikes import SpikeRule
 from orchestration.config.schema import load_yaml_config, read_yaml
 from pipelines.typed_config import ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PathStr, PositiveFloat, PositiveInt, Range, from_dict
@@ -113,6 +114,14 @@ class LoopConfig:
     seed: int = 0  # model initialisation
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     compile: bool = False  # torch.compile each block (GPU)
+    # recompute blocks' activations in the backward instead of keeping them (model/parallelize.py): none, full (every
+    # block), selective (every `ac_every`-th block); the plan (tokenmill train --plan) shows what each saves
+    activation_checkpointing: ActivationCheckpointing = "none"
+    ac_every: Annotated[int, Range(lo=2)] = 2
+    # one device's memory ("80GB"): the plan checks the job fits before any worker starts; null: a CPU job checks
+    # against this machine's memory shared by its local workers, a GPU job is not checked
+    device_memory: str | None = None
+    expected_mfu: Annotated[float, Range(lo=0, hi=1, lo_open=True)] = 0.4  # the plan's expected time assumes it
     log_every: PositiveInt = 10
     eval_every: PositiveInt = 100
     eval_windows: PositiveInt = 64  # validation windows per evaluation (split over the workers)
@@ -136,6 +145,9 @@ class TrainRayConfig:
     cpus_per_worker: PositiveFloat = 1.0
     max_failures: Annotated[int, Range(lo=-1)] = 2  # worker deaths survived (restart from the last checkpoint); -1: any
     num_cpus: PositiveInt | None = None  # local Ray only
+    # replicate x shard workers (HSDP): sharded within a row of `shard` ranks (a node's, as Ray Train numbers the
+    # ranks of a node consecutively), replicated across rows; default: sharded over every worker (FSDP)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
 @dataclass
@@ -203,6 +215,17 @@ class TrainConfig:
             raise ConfigError(f"data.seq_len: {self.data.seq_len} exceeds the model's max_seq_len {mcfg.max_seq_len} "
                               "(set model.max_seq_len or a shorter data.seq_len)")
         world = self.ray.num_workers
+        try:
+            self.ray.mesh.shape(world)
+        except ValueError as exc:
+            raise ConfigError(f"ray.mesh: {exc}") from None
+        if self.train.device_memory is not None:
+            from model.plan import parse_bytes
+
+            try:
+                parse_bytes(self.train.device_memory)
+            except ValueError as exc:
+                raise ConfigError(f"train.device_memory: {exc}") from None
         seqs, rest = divmod(self.train.global_batch_tokens, self.data.seq_len)
         if rest or seqs % world:
             raise ConfigError(

@@ -29,6 +29,7 @@ from orchestration.runtime.cluster import describe, init_ray
 from model.generate import complete
 from orchestration.config.train import MIXTURE_TAG, TrainConfig
 from orchestration.evaluation.run import SUITE_DIGEST_TAG
+from orchestration.train.planning import job_plan, refuse_unless_fits
 from orchestration.train.worker import WorkerJob, train_loop
 from orchestration.runtime.workdir_lock import WorkdirLock
 from orchestration.runtime.workdir_lock import describe as describe_holder
@@ -158,6 +159,10 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     ckpts.mkdir(parents=True, exist_ok=True)
     export_dir = workdir / "model"
 
+    the_plan = job_plan(cfg, mcfg)
+    for line in the_plan.lines():
+        echo(f"tokenmill: plan: {line}")
+    refuse_unless_fits(the_plan)  # before the store, Ray or any worker
     uri = absolute_tracking_uri(tracking.setup(cfg.mlflow_experiment))  # unreachable: fails here, before Ray
     resources = init_ray(cfg.ray.num_cpus)
     mlflow.set_tracking_uri(uri)
@@ -165,9 +170,8 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     counts = param_counts(mcfg)
     fpt = flops_per_token(mcfg, cfg.data.seq_len)
     echo(f"tokenmill: {describe()} with {resources.get('CPU', 0):g} CPUs; MLflow store {uri}{console.where_logs()}")
-    echo(f"tokenmill: model {counts['total'] / 1e6:.2f}M parameters ({counts['non_embedding'] / 1e6:.2f}M without "
-         f"the embedding), {fpt / 1e6:.1f} MFLOP/token; {sum(ss.total_tokens for ss in sets):,} tokens in "
-         f"{sum(ss.num_shards for ss in sets)} shards" + (f" of {len(sets)} sources" if len(sets) > 1 else ""))
+    echo(f"tokenmill: {sum(ss.total_tokens for ss in sets):,} tokens in {sum(ss.num_shards for ss in sets)} shards"
+         + (f" of {len(sets)} sources" if len(sets) > 1 else ""))
 
     records = _run_records(workdir)
     resume_from = _newest_complete_checkpoint(ckpts / cfg.name, echo)
@@ -191,6 +195,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                                  "params_non_embedding": counts["non_embedding"], "flops_per_token": fpt,
                                  "global_batch_seqs": cfg.global_batch_seqs})
             mlflow.log_dict(raw, "train_config.json")
+            mlflow.log_dict(the_plan.as_dict(), "plan.json")  # what the job expected of memory and time
             # every source: a mixture's by its name, with its share from step 1 (normalized) and its cap
             first = dict(zip([s.name for s in cfg.data.sources], cfg.data.phases()[0].shares)) if cfg.data.sources else {}
             caps = {s.name: s.max_epochs for s in cfg.data.sources}
@@ -231,7 +236,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                 cfg=cfg, model=mcfg, manifest=str(manifest_path), tokenizer=str(tokenizer_path), tracking_uri=uri,
                 sources=[(name, str(path)) for name, path in manifests],
                 run_id=run_id, storage_path=str(ckpts), export_dir=str(export_dir),
-                resume_from=str(resume_from) if resume_from else None, progress=board,
+                resume_from=str(resume_from) if resume_from else None, progress=board, micro_batch=the_plan.micro,
                 **({"suite": suite[1], "suite_seq_len": suite[2], "suite_batch": suite[0].batch_size} if suite else {}))},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker={"CPU": cfg.ray.cpus_per_worker}),

@@ -82,6 +82,7 @@ class WorkerJob:
     suite: Any = None  # the evaluation suite, tokenized by the driver (pipelines.evalsets.PreparedSuite)
     suite_seq_len: int = 0
     suite_batch: int = 8
+    micro_batch: int | None = None  # the plan's (the largest that fits) when train.micro_batch_size is null
 
 
 def train_loop(config: dict) -> dict:
@@ -114,13 +115,16 @@ class Trainer:
             self.data = MixtureData([n for n, _ in job.sources], [self.data, *(
                 TrainingData(ss, cfg.data.seq_len, cfg.data.seed, cfg.data.val_fraction, cfg.data.split_seed) for ss in others)],
                 cfg.data.phases(), cfg.global_batch_seqs, cfg.data.seed)
-        self.model = build_sharded_model(job.model, self.device, self.world, bf16,
-                                         cfg.train.compile and self.device.type == "cuda", cfg.train.seed)
+        self.mesh = cfg.ray.mesh.shape(self.world)
+        self.say_placement()
+        self.model = build_sharded_model(job.model, self.device, self.mesh, bf16,
+                                         cfg.train.compile and self.device.type == "cuda", cfg.train.seed,
+                                         cfg.train.activation_checkpointing, cfg.train.ac_every)
         o = cfg.optim
         self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, tuple(o.betas), o.eps,
                                          fused=self.device.type == "cuda")
         self.global_batch = cfg.global_batch_seqs
-        self.micro = cfg.train.micro_batch_size or self.global_batch // self.world
+        self.micro = cfg.train.micro_batch_size or job.micro_batch or self.global_batch // self.world
         self.step_tokens = self.global_batch * cfg.data.seq_len
         self.fpt = flops_per_token(job.model, cfg.data.seq_len)
         self.step, self.last_loss, self.problems = 0, float("nan"), []
@@ -140,6 +144,24 @@ class Trainer:
         # loss spikes (model/spikes.py): judged on rank 0, logged as the metric loss_spike at their step; the
         # detector's window travels in checkpoints so a resumed job judges against the same history
         self.spikes = SpikeDetector(cfg.spikes, self.resumed.get("spikes")) if self.sink and cfg.spikes.enabled else None
+
+    def say_placement(self) -> None:
+        """Which node each row of the mesh (a shard group) is on: a row within one node keeps the reduce-scatter and
+        all-gather off the network (Ray Train numbers a node's ranks consecutively; PACK placement fills nodes)."""
+        replicate, shard = self.mesh
+        if replicate == 1:
+            return
+        nodes: list = [None] * self.world  # Ray's node ids (Ray Train's node rank goes by IP: one for simulated nodes)
+        dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id()[:8])
+        if self.rank != 0:
+            return
+        rows = [sorted(set(nodes[r * shard:(r + 1) * shard])) for r in range(replicate)]
+        spread = [i for i, row in enumerate(rows) if len(row) > 1]
+        say(f"[train] mesh {replicate} x {shard}: " + "; ".join(
+            f"row {i} (ranks {i * shard}-{(i + 1) * shard - 1}) on node{'s' * (len(row) > 1)} {', '.join(map(str, row))}"
+            for i, row in enumerate(rows))
+            + (f"; rows {', '.join(map(str, spread))} span nodes: their sharding collectives cross the network "
+               "(give each node `shard` workers: ray.mesh.shard = workers per node)" if spread else ""))
 
     # ------------------------------------------------------------------ the loop
 
