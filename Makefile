@@ -46,6 +46,9 @@ bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_filters.py --json benchmarks/results/filters.json
 	$(PY) benchmarks/bench_eval.py --json benchmarks/results/eval.json
 	$(PY) benchmarks/bench_remote_shards.py --json benchmarks/results/remote_shards.json
+	$(PY) benchmarks/bench_memory.py --json benchmarks/results/memory.json
+	$(PY) benchmarks/bench_train.py --json benchmarks/results/train.json
+	$(PY) benchmarks/gpu_check.py --json benchmarks/results/gpu_check.json
 
 bench-peers: $(BENCH_STAMP)
 	$(PY) benchmarks/bench_peers.py --json benchmarks/results/peers.json

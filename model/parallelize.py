@@ -55,9 +55,10 @@ def build_sharded_model(mcfg: ModelConfig, device: torch.device, mesh_shape: tup
     apply_activation_checkpointing(model, activation_checkpointing, ac_every)
     mesh = device_mesh(device.type, *mesh_shape)
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
-    for block in model.layers:
+    for i, block in enumerate(model.layers):
         if compile_blocks:
             block.compile()
-        fully_shard(block, mesh=mesh, mp_policy=mp)
+        # the last block's backward comes right after its forward: gathering it again would be wasted (torchtitan)
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(model.layers) - 1)
     fully_shard(model, mesh=mesh, mp_policy=mp)
     return model

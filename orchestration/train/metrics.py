@@ -14,8 +14,11 @@ class MetricsSink:
     """Rank 0 logs its step metrics straight into the job's MLflow run (the driver opened it), and samples
     its node's system metrics (CPU, memory, GPU) into the same run."""
 
+    PENDING = 64
+
     def __init__(self, tracking_uri: str, run_id: str, rank: int):
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.pending: list = []  # the asynchronous log_batch calls not yet waited for
         self.run_id = run_id
         # a resumed job (a re-run, or Ray Train's restart after a worker died) trains again the steps after its
         # checkpoint that an earlier attempt logged: the same batches give the same values, and MLflow would keep
@@ -35,7 +38,12 @@ class MetricsSink:
         if step <= self.logged_through:
             return
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        # asynchronous: a SQLite or server write (10-30 ms) would hold up rank 0, and every rank with it at the next
+        # collective; at most PENDING writes are in flight (an error surfaces within that many logs, or at close)
+        self.pending.append(self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()], synchronous=False))
+        if len(self.pending) > self.PENDING:
+            self.pending.pop(0).wait()
 
     def note_fallback(self, problems: list[str]) -> None:
         """Record unusable checkpoints as soon as a resume skips them (appended: a worker restart later in the
@@ -44,5 +52,7 @@ class MetricsSink:
         self.client.set_tag(self.run_id, FALLBACK_TAG, "; ".join([*([old] if old else []), *problems])[:5000])
 
     def close(self) -> None:
+        while self.pending:
+            self.pending.pop(0).wait()
         if self.monitor is not None:
             self.monitor.finish()

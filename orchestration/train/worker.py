@@ -128,6 +128,7 @@ class Trainer:
         self.step_tokens = self.global_batch * cfg.data.seq_len
         self.fpt = flops_per_token(job.model, cfg.data.seq_len)
         self.step, self.last_loss, self.problems = 0, float("nan"), []
+        self.timing: dict[str, float] = {}  # where the last step's time went (time.*_s metrics)
         self._token_bytes, self._val_bytes = None, {}  # bits per byte of the validation windows
         self.resume()
         self.sink = MetricsSink(job.tracking_uri, job.run_id, self.rank) if self.rank == 0 else None
@@ -175,11 +176,13 @@ class Trainer:
             if not math.isfinite(self.last_loss):  # the same on every rank (all-reduced): all stop together
                 return self.stop_on_divergence()
             metrics = self.step_metrics(lr, grad_norm, time.perf_counter() - t0)
+            t1 = time.perf_counter()
             self.maybe_eval(metrics)
             self.maybe_flag_spike(metrics)
             self.maybe_log(metrics)
             stop_here = self.step == self.job.cfg.train.stop_after
             self.maybe_checkpoint(metrics, force=stop_here or stop_asked)
+            self.timing["between_steps"] = time.perf_counter() - t1  # logged with the next step
             self.fault_drill_kill()
             if stop_asked and self.step < steps:
                 return self.stop_as_asked()
@@ -197,9 +200,11 @@ class Trainer:
         lr = lr_at(self.step, o.lr, o.warmup_steps, cfg.train.steps, o.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        t = time.perf_counter()
         x, y = self.data.rank_batch(self.global_batch, self.rank, self.world)
         self.data.prefetch(self.global_batch, self.rank, self.world, cfg.data.prefetch_steps)  # remote shards
         x, y = x.to(self.device), y.to(self.device)
+        t = self.phase("data", t)
 
         def on_retry(new_micro: int) -> None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -208,6 +213,7 @@ class Trainer:
             say(f"[train] rank {self.rank}: out of memory at step {self.step + 1}; micro-batch -> {new_micro}")
 
         loss_sum, n_tok, self.micro = accumulate_fitting_memory(self.model, x, y, self.micro, on_retry)
+        t = self.phase("forward_backward", t)  # FSDP's all-gathers and reduce-scatters included
         grad_norm = torch.tensor(0.0)
         if o.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
@@ -215,6 +221,7 @@ class Trainer:
                 grad_norm = grad_norm.full_tensor()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        t = self.phase("optimizer", t)  # the gradient norm's all-reduce included
         self.data.advance(self.global_batch)
         self.step += 1
         # the driver got SIGTERM/SIGINT: rank 0 reads it from the board, the all-reduce tells every rank
@@ -224,13 +231,22 @@ class Trainer:
         self.last_loss = float(stats[0] / stats[1])
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+        self.phase("sync", t)  # the stop request, the loss's all-reduce (and waiting for the slowest rank)
         return lr, grad_norm, bool(stats[2] > 0)
+
+    def phase(self, name: str, since: float) -> float:
+        """Record a phase of the step (seconds, logged as time.<name>_s; on GPU as the host saw it, kernels may still
+        run) and return now."""
+        now = time.perf_counter()
+        self.timing[name] = now - since
+        return now
 
     def step_metrics(self, lr: float, grad_norm: torch.Tensor, dt: float) -> dict:
         tps = self.step_tokens / dt
         out = {"loss": self.last_loss, "lr": lr, "grad_norm": float(grad_norm), "tokens_per_s": tps,
                "tokens_per_s_per_worker": tps / self.world, "step_time_s": dt, "micro_batch": self.micro,
-               "mfu": (tps / self.world) * self.fpt / self.peak if self.peak else 0.0}
+               "mfu": (tps / self.world) * self.fpt / self.peak if self.peak else 0.0,
+               **{f"time.{k}_s": v for k, v in self.timing.items()}}
         if isinstance(self.data, MixtureData):  # per source: tokens so far, its cumulative share and target, its plan
             total = max(int(self.data.positions.sum()), 1)
             target = targets_through(self.data.phases, self.global_batch, self.step) / total
