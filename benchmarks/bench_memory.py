@@ -9,8 +9,9 @@ activation checkpointing none, selective (every 2nd block) and full, each in a f
 
 - tensor peak: every tensor storage alive at the step's peak (torch's FSDPMemTracker, model/memory_probe.py): what
   `torch.cuda.max_memory_allocated` would read on a GPU, and what the plan predicts;
-- RSS peak: the process's peak resident memory during the step minus its memory before the first step (the
-  allocator's caching and the interpreter's own growth included): the saving of checkpointing read from the OS.
+- RSS growth: the process's peak resident memory over the measurement (the model's build, an untracked step, the
+  tracked step) less its memory before it (the allocator's caching, the tracker's own bookkeeping and the
+  interpreter's growth included): the saving of checkpointing read from the OS, coarser than the tensor count.
 
 Ratios and differences, not absolute times: nothing here is timed.
 """

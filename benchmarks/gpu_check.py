@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +41,9 @@ from model.plan import memory  # noqa: E402
 from orchestration.config.schema import read_yaml  # noqa: E402
 
 GiB = 2**30
-LOSS_TOLERANCE = 0.05  # nats, largest difference over the 50 steps (bf16's 8-bit mantissa against fp32)
+# nats, the largest difference over the 50 steps (losses 5.5 -> ~2.5): bf16 rounds every matmul input to an 8-bit
+# mantissa (relative error ~0.4%) and the GPU's attention kernels sum in another order
+LOSS_TOLERANCE = 0.1
 
 
 def preset(name: str, vocab: int, **over) -> ModelConfig:
@@ -127,12 +130,21 @@ def memory_against_plan(device, dry: bool) -> list[dict]:
     return rows
 
 
+def cpu_losses(steps: int) -> list[float]:
+    """The reference curve: fp32 on this machine's CPU, in a process (and gloo group) of its own."""
+    proc = subprocess.run([sys.executable, __file__, "--cpu-reference", str(steps)], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"the CPU reference run failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def loss_curve(device, dry: bool) -> dict:
     steps = 6 if dry else 50
     cfg = preset("tiny", 256)
     batches = text_batches(steps, 16, 256)
     gpu = train_steps(cfg, device, batches, device.type == "cuda", False, "none")["losses"]
-    cpu = train_steps(cfg, torch.device("cpu"), batches, False, False, "none")["losses"]
+    cpu = cpu_losses(steps)
     diff = max(abs(a - b) for a, b in zip(gpu, cpu))
     out = {"steps": steps, "device_losses": gpu, "cpu_fp32_losses": cpu, "max_abs_diff": diff,
            "tolerance": LOSS_TOLERANCE, "ok": diff <= LOSS_TOLERANCE}
@@ -142,9 +154,13 @@ def loss_curve(device, dry: bool) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [f"GPU check: {result['device']}, torch {result['torch']}, NCCL {result['nccl']}, {result['date']}", "",
-             "| model | torch.compile | activation checkpointing | tokens/s | MFU | peak memory GiB |",
-             "|---|---|---|---:|---:|---:|"]
+    lines = [f"GPU check: {result['device']}, torch {result['torch']}, NCCL {result['nccl']}, {result['date']}", ""]
+    for part in ("throughput", "memory", "loss_curve"):
+        if isinstance(result[part], dict) and "error" in result[part]:
+            lines.append(f"{part}: FAILED: {result[part]['error']}")
+            result = {**result, part: [] if part != "loss_curve" else None}
+    lines += ["| model | torch.compile | activation checkpointing | tokens/s | MFU | peak memory GiB |",
+              "|---|---|---|---:|---:|---:|"]
     for r in result["throughput"]:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
         mem = f"{r['peak_bytes'] / GiB:.2f}" if r["peak_bytes"] else "-"
@@ -156,6 +172,8 @@ def table(result: dict) -> str:
         lines.append(f"| {r['model']} | {r['seq_len']} x {r['micro']} | {r['ac']} | {r['plan_bytes'] / GiB:.2f} | "
                      f"{r['measured_bytes'] / GiB:.2f} | {r['ratio']:.3f} |")
     c = result["loss_curve"]
+    if c is None:
+        return "\n".join(lines)
     lines += ["", f"Loss curve, tiny preset on text bytes, {c['steps']} steps, same seed: device "
               f"{c['device_losses'][0]:.4f} -> {c['device_losses'][-1]:.4f}, CPU fp32 {c['cpu_fp32_losses'][0]:.4f} -> "
               f"{c['cpu_fp32_losses'][-1]:.4f}; largest difference {c['max_abs_diff']:.4f} nats "
@@ -163,11 +181,34 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def section(fn, *args):
+    """A part of the check; its error recorded (and the rest still run) rather than raised."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 -- reported in the table and the exit code
+        import traceback
+
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--dry-run", action="store_true", help="the same code paths on CPU with tiny sizes")
+    ap.add_argument("--cpu-reference", type=int, metavar="STEPS", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.cpu_reference:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0, world_size=1)
+            try:
+                out = train_steps(preset("tiny", 256), torch.device("cpu"), text_batches(args.cpu_reference, 16, 256),
+                                  False, False, "none")["losses"]
+            finally:
+                dist.destroy_process_group()
+        print(json.dumps(out))
+        return 0
     if not args.dry_run and not torch.cuda.is_available():
         print("gpu_check: skipped: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine")
         return 0
@@ -184,9 +225,9 @@ def main() -> int:
                 "torch": torch.__version__,
                 "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else "-",
                 "date": time.strftime("%Y-%m-%d"),
-                "throughput": throughput(device, args.dry_run),
-                "memory": memory_against_plan(device, args.dry_run),
-                "loss_curve": loss_curve(device, args.dry_run),
+                "throughput": section(throughput, device, args.dry_run),
+                "memory": section(memory_against_plan, device, args.dry_run),
+                "loss_curve": section(loss_curve, device, args.dry_run),
             }
         finally:
             dist.destroy_process_group()
@@ -194,7 +235,9 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
-    return 0 if result["loss_curve"]["ok"] and all(0.8 <= r["ratio"] <= 1.2 for r in result["memory"]) else 1
+    failed = [k for k in ("throughput", "memory", "loss_curve") if isinstance(result[k], dict) and "error" in result[k]]
+    ok = not failed and result["loss_curve"]["ok"] and all(0.8 <= r["ratio"] <= 1.2 for r in result["memory"])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ n_heads a, vocabulary V, L blocks:
 - parameters 4P/S: FSDP2 keeps fp32 master shards, also under bf16 (MixedPrecisionPolicy casts for compute);
 - gradients 4P/S: sharded, fp32 (bf16 runs reduce in fp32);
 - optimizer 8P/S: AdamW's two fp32 moments;
-- working set: the parameters FSDP all-gathers for compute (the root's embedding and final norm for the whole
-  step, and two blocks: the one computing and the one prefetched) in the compute dtype, and the unsharded fp32
-  gradients of one block and of the root before their reduce-scatter;
+- working set: the parameters FSDP all-gathers for compute, in the compute dtype, at the peak: the root's
+  (embedding, final norm) for the whole step, and the last block's, kept gathered from its forward into its
+  backward (model/parallelize.py);
 - activations: what autograd saves for the backward, per token of a block (derived op by op from
   model/layers.py, see `block_activation_bytes`); a checkpointed block saves only its input (h values), and
   recomputes its activations once during the backward (one block's worth, transient);
@@ -27,6 +27,7 @@ NCCL's buffers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from model.config import ModelConfig
@@ -51,7 +52,7 @@ def parse_bytes(text: str) -> int:
         value = float(t)
     except ValueError:
         raise ValueError(f"not an amount of memory: {text!r} (e.g. 80GB, 512MiB)") from None
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"not an amount of memory: {text!r} (must be > 0)")
     return int(value * m)
 
@@ -132,6 +133,9 @@ class Plan:
     peak_flops: float | None
     mfu: float
     notes: list[str] = field(default_factory=list)
+    # a plan that does not fit stops the job (False where the device memory is an estimate: a CPU job's share of
+    # this machine's memory, which swap and overcommit stretch)
+    binding: bool = True
 
     @property
     def budget(self) -> int | None:
@@ -149,7 +153,13 @@ class Plan:
     def seconds(self) -> float | None:
         if not self.peak_flops:
             return None
-        return self.total_tokens * self.flops_per_token / (self.world * self.peak_flops * self.mfu)
+        return self.total_tokens * self.flops_per_token * self.recompute_factor / (self.world * self.peak_flops * self.mfu)
+
+    @property
+    def recompute_factor(self) -> float:
+        """Hardware FLOPs over model FLOPs: a checkpointed block runs its forward (a third of its training FLOPs)
+        twice; the embedding and the output projection are not recomputed (counted as blocks: an upper bound)."""
+        return 1 + len(checkpointed_blocks(self.model.n_layers, self.ac, self.ac_every)) / self.model.n_layers / 3
 
     def as_dict(self) -> dict:
         return {"params": self.params, "flops_per_token": self.flops_per_token, "mesh": list(self.mesh),
@@ -170,7 +180,8 @@ class Plan:
             f"{self.flops_per_token / 1e9:.3g} GFLOP per token (forward + backward, seq {self.seq_len})",
             f"mesh: {r} x {s} ({'FSDP over' if r == 1 else f'HSDP: {r} replicas, each sharded over'} {s} "
             f"rank{'s' if s > 1 else ''}); {'bf16 compute, fp32 master weights' if self.bf16 else 'fp32'}; "
-            f"activation checkpointing {self.ac}" + (f" (every {self.ac_every}th block)" if self.ac == "selective" else ""),
+            f"activation checkpointing {self.ac}" + (f" (every {self.ac_every} blocks, the last of each "
+                                                       f"{self.ac_every})" if self.ac == "selective" else ""),
             f"per device, micro-batch {self.micro} x {self.seq_len}: parameters {gib(mem['parameters'])}, gradients "
             f"{gib(mem['gradients'])}, optimizer {gib(mem['optimizer'])}, gathered for compute {gib(mem['working'])}, "
             f"activations {gib(mem['activations'])}, loss {gib(mem['loss'])}"
@@ -178,7 +189,7 @@ class Plan:
             + f": peak {gib(mem['total'])} (at the {'start of the backward' if mem['peak_at'] == 'backward' else 'optimizer step'})",
         ]
         if self.device_memory:
-            verdict = "fits" if self.fits else "DOES NOT FIT"
+            verdict = "fits" if self.fits else "DOES NOT FIT" if self.binding else "does not fit (expect swapping)"
             fit = (f"the largest micro-batch that fits is {self.largest_fitting_micro}" if self.largest_fitting_micro
                    else "not even a micro-batch of 1 fits: shard over more ranks, checkpoint activations, or a "
                         "shorter sequence")
@@ -188,7 +199,9 @@ class Plan:
         if self.seconds is not None:
             h = self.seconds / 3600
             out.append(f"expected time at {self.mfu:.0%} MFU of {self.peak_flops / 1e12:,.1f} TFLOP/s per device on "
-                       f"{self.world} device{'s' if self.world > 1 else ''}: {h:,.2f} h")
+                       f"{self.world} device{'s' if self.world > 1 else ''}: {h:,.2f} h"
+                       + (f" (with the recompute of checkpointed blocks: x{self.recompute_factor:.2f} the model's FLOPs)"
+                          if self.recompute_factor > 1 else ""))
         out += self.notes
         return out
 
@@ -203,7 +216,9 @@ def plan(cfg: ModelConfig, seq_len: int, global_batch_tokens: int, steps: int, w
     if budget is not None:
         largest = next((m for m in divisors_desc(max(share, 1))
                         if memory(cfg, seq_len, m, shard, bf16, ac, ac_every, m < share)["total"] <= budget), None)
-    chosen = micro or largest or share
+    # the configured micro-batch; else the largest that fits; else (nothing fits) one sequence, whose memory the plan
+    # shows; else (no device memory to fit) the rank's whole share
+    chosen = micro or largest or (1 if budget is not None else share)
     return Plan(cfg, seq_len, world, mesh, bf16, ac, ac_every, chosen, share,
                 memory(cfg, seq_len, chosen, shard, bf16, ac, ac_every, chosen < share), param_counts(cfg),
                 flops_per_token(cfg, seq_len), global_batch_tokens, steps, device_memory, headroom, largest, peak_flops,

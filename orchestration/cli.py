@@ -62,6 +62,10 @@ def _train(args: argparse.Namespace) -> int:
         return _checked(args.config, check_train(cfg))
     if args.plan:
         return _plan(cfg, args)
+    given = [f"--{k.replace('_', '-')}" for k in ("device_memory", "gpu", "mfu") if getattr(args, k) is not None]
+    if given:
+        raise UsageError(f"tokenmill train: {', '.join(given)} only go with --plan (a job's device memory is "
+                         "train.device_memory, its expected MFU train.expected_mfu)")
     if not args.workdir:
         raise UsageError("tokenmill train: --workdir is required (except with --plan or --check)")
     from orchestration.train.job import run_train
@@ -80,6 +84,8 @@ def _plan(cfg, args: argparse.Namespace) -> int:
         memory = parse_bytes(args.device_memory) if args.device_memory else None
     except ValueError as exc:
         raise UsageError(f"--device-memory: {exc}") from None
+    if args.mfu is not None and not 0 < args.mfu <= 1:
+        raise UsageError(f"--mfu: {args.mfu} is not a fraction in (0, 1] (0.4 = 40%)")
     p = job_plan(cfg, cfg.model_config(vocab_size(cfg)), gpu=args.gpu, device_memory=memory, mfu=args.mfu)
     print("\n".join(p.lines()))
     return 0 if p.fits else 1

@@ -145,3 +145,50 @@ def test_a_mesh_that_does_not_fit_the_workers_is_a_config_error():
     with pytest.raises(ConfigError, match="train.activation_checkpointing"):
         load_train_config(path, ["train.activation_checkpointing=some"])
     assert dataclasses.asdict(load_train_config(path).ray.mesh) == {"replicate": None, "shard": None}
+
+
+def test_when_nothing_fits_the_plan_shows_one_sequence_and_only_a_given_memory_stops_the_job():
+    from orchestration.train.planning import refuse_unless_fits
+    from pipelines.errors import UsageError
+
+    cfg = preset("tiny", 2000)
+    p = plan(cfg, 256, 256 * 16 * 2, 10, 2, (1, 2), False, device_memory=20 * 2**20)  # one sequence needs 27 MiB
+    assert p.largest_fitting_micro is None and p.micro == 1
+    assert p.memory == memory(cfg, 256, 1, 2, False, accumulating=True)
+    with pytest.raises(UsageError, match=f"even a micro-batch of 1 needs {p.memory['total'] / GiB:.2f} GiB"):
+        refuse_unless_fits(p)
+    p.binding = False  # this machine's memory shared by its workers: an estimate, a warning
+    refuse_unless_fits(p)
+    assert "does not fit (expect swapping)" in "\n".join(p.lines())
+    configured = plan(cfg, 256, 256 * 16 * 2, 10, 2, (1, 2), False, micro=16, device_memory=40 * 2**20)
+    assert configured.micro == 16 and configured.largest_fitting_micro == 1
+    with pytest.raises(UsageError, match="train.micro_batch_size=1 fits"):
+        refuse_unless_fits(configured)
+
+
+def test_checkpointing_lengthens_the_expected_time_by_its_recompute():
+    cfg = preset("gpt2-124m", 50257)
+    common = dict(cfg=cfg, seq_len=1024, global_batch_tokens=1024 * 8, steps=100, world=1, mesh=(1, 1), bf16=True,
+                  peak_flops=1e15, mfu=0.5)
+    none, full, sel = (plan(**common, ac=ac) for ac in ("none", "full", "selective"))
+    assert full.seconds == pytest.approx(none.seconds * 4 / 3) and sel.seconds == pytest.approx(none.seconds * 7 / 6)
+
+
+def test_plan_options_are_checked():
+    path = str(REPO / "configs" / "train" / "quickstart.yaml")
+    base = [sys.executable, "-m", "orchestration.cli", "train", path]
+    bad_mfu = subprocess.run(base + ["--plan", "--mfu", "40", "model.vocab_size=2000"], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+    assert bad_mfu.returncode == 2 and "--mfu: 40.0 is not a fraction" in bad_mfu.stderr, bad_mfu.stderr
+    alone = subprocess.run(base + ["--workdir", "/nonexistent", "--gpu", "H100"], cwd=REPO, capture_output=True,
+                           text=True, timeout=120)
+    assert alone.returncode == 2 and "--gpu only go with --plan" in alone.stderr, alone.stderr
+
+
+def test_selective_checkpointing_of_fewer_blocks_than_its_frequency_is_refused():
+    from orchestration.config.train import load_train_config
+    from pipelines.typed_config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.ac_every: 5 is more than the model's 4 blocks"):
+        load_train_config(REPO / "configs" / "train" / "quickstart.yaml",
+                          ["train.activation_checkpointing=selective", "train.ac_every=5"])

@@ -219,6 +219,9 @@ class TrainConfig:
             self.ray.mesh.shape(world)
         except ValueError as exc:
             raise ConfigError(f"ray.mesh: {exc}") from None
+        if self.train.activation_checkpointing == "selective" and self.train.ac_every > mcfg.n_layers:
+            raise ConfigError(f"train.ac_every: {self.train.ac_every} is more than the model's {mcfg.n_layers} blocks: "
+                              "selective checkpointing would checkpoint none")
         if self.train.device_memory is not None:
             from model.plan import parse_bytes
 

@@ -51,8 +51,23 @@ class MetricsSink:
         old = self.client.get_run(self.run_id).data.tags.get(FALLBACK_TAG)
         self.client.set_tag(self.run_id, FALLBACK_TAG, "; ".join([*([old] if old else []), *problems])[:5000])
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Wait for every asynchronous write; the first failure is raised after all were waited for."""
+        failed = None
         while self.pending:
-            self.pending.pop(0).wait()
+            try:
+                self.pending.pop(0).wait()
+            except Exception as exc:  # noqa: BLE001 -- raised below, once every write has been waited for
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._stop_monitor()
+
+    def _stop_monitor(self) -> None:
         if self.monitor is not None:
             self.monitor.finish()

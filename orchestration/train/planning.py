@@ -54,13 +54,17 @@ def job_plan(cfg: TrainConfig, mcfg: ModelConfig, gpu: str | None = None, device
                          "and train.peak_flops instead")
     if device_memory is None and name:
         device_memory = GPU_MEMORY[name]
-    if device_memory is None and not on_gpu and not os.environ.get("RAY_ADDRESS"):
+    binding = device_memory is not None
+    local = not os.environ.get("RAY_ADDRESS")
+    if device_memory is None and not on_gpu and local:
         import psutil
 
         device_memory = psutil.virtual_memory().total // cfg.ray.num_workers
-        notes.append(f"CPU workers: this machine's memory shared by the {cfg.ray.num_workers} local workers")
+        notes.append(f"CPU workers: this machine's memory shared by the {cfg.ray.num_workers} local workers (a "
+                     "guide, not a limit: set train.device_memory to make it one)")
     peak = cfg.train.peak_flops or (GPU_PEAK_BF16[name] if name in GPU_PEAK_BF16 else None)
-    if peak is None and not on_gpu and measure_cpu:
+    if peak is None and not on_gpu and measure_cpu and local:  # on a cluster the driver's CPU is not the workers'
+
         import torch
 
         threads = torch.get_num_threads()
@@ -74,13 +78,14 @@ def job_plan(cfg: TrainConfig, mcfg: ModelConfig, gpu: str | None = None, device
                cfg.ray.mesh.shape(cfg.ray.num_workers), bf16, cfg.train.activation_checkpointing, cfg.train.ac_every,
                cfg.train.micro_batch_size, device_memory, peak_flops=peak, mfu=mfu or cfg.train.expected_mfu)
     out.notes.extend(f"note: {n}" for n in notes)
+    out.binding = binding
     return out
 
 
 def refuse_unless_fits(p: Plan) -> None:
     """A UsageError naming what to change when the configured micro-batch (or, when none is configured, a
-    micro-batch of one) does not fit the device."""
-    if p.fits:
+    micro-batch of one) does not fit the device memory given (train.device_memory, a known GPU)."""
+    if p.fits or not p.binding:
         return
     if p.largest_fitting_micro:
         raise UsageError(f"the plan does not fit: micro-batch {p.micro} needs {p.memory['total'] / GiB:.2f} GiB of "

@@ -87,7 +87,16 @@ class WorkerJob:
 
 def train_loop(config: dict) -> dict:
     """TorchTrainer's train_loop_per_worker: one rank's whole job."""
-    return Trainer(config["job"]).train()
+    trainer = Trainer(config["job"])
+    try:
+        return trainer.train()
+    except BaseException:
+        if trainer.sink:  # what was logged before the failure reaches the store (best effort: it may be the cause)
+            try:
+                trainer.sink.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        raise
 
 
 class Trainer:
@@ -335,6 +344,8 @@ class Trainer:
         reported = {"step": step, "loss": self.last_loss, **({"val_loss": metrics["val_loss"]} if "val_loss" in metrics else {})}
         state = {"step": step, "loss": self.last_loss, "data": self.data.state_dict(), **self.about,
                  **({"spikes": self.spikes.state()} if self.spikes else {})} if self.rank == 0 else None
+        if self.sink:  # the metrics up to the checkpoint are in the store before it is: a resume does not log
+            self.sink.flush()  # the steps before its checkpoint again (MetricsSink.logged_through)
         with tempfile.TemporaryDirectory(prefix="tokenmill-ckpt-") as tmp:
             checkpoint.save(Path(tmp), self.model, self.optimizer, self.rank, state)
             ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(tmp),
