@@ -19,22 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # the text windows of the training tests
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 
 from model.config import ModelConfig  # noqa: E402
 from model.flops import flops_per_token, gpu_peak_flops  # noqa: E402
+from model.memory_probe import group_of_one  # noqa: E402
 from model.optim import build_optimizer  # noqa: E402
 from model.parallelize import build_sharded_model  # noqa: E402
 from model.plan import memory  # noqa: E402
@@ -51,11 +49,10 @@ def preset(name: str, vocab: int, **over) -> ModelConfig:
 
 
 def text_batches(steps: int, batch: int, seq: int) -> torch.Tensor:
-    """(steps, batch, seq + 1) windows of real text bytes, repeating the shipped Python documentation as needed."""
-    raw = b"".join(p.read_bytes() for p in sorted((ROOT / "configs" / "data" / "python3.11-doc").rglob("*.html")))
-    need = steps * batch * (seq + 1)
-    ids = np.frombuffer((raw * (need // len(raw) + 1))[:need], dtype=np.uint8).astype(np.int64)
-    return torch.from_numpy(ids.reshape(steps, batch, seq + 1).copy())
+    """(steps, batch, seq + 1) windows of real text bytes (the training tests' own: tests/support/mesh_run.py)."""
+    from mesh_run import text_windows
+
+    return text_windows(steps * batch, seq).reshape(steps, batch, seq + 1)
 
 
 def train_steps(cfg: ModelConfig, device: torch.device, batches: torch.Tensor, bf16: bool, compile_blocks: bool,
@@ -199,14 +196,9 @@ def main() -> int:
     ap.add_argument("--cpu-reference", type=int, metavar="STEPS", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.cpu_reference:
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=0, world_size=1)
-            try:
-                out = train_steps(preset("tiny", 256), torch.device("cpu"), text_batches(args.cpu_reference, 16, 256),
-                                  False, False, "none")["losses"]
-            finally:
-                dist.destroy_process_group()
+        with group_of_one("gloo"):
+            out = train_steps(preset("tiny", 256), torch.device("cpu"), text_batches(args.cpu_reference, 16, 256),
+                              False, False, "none")["losses"]
         print(json.dumps(out))
         return 0
     if not args.dry_run and not torch.cuda.is_available():
@@ -215,22 +207,16 @@ def main() -> int:
     device = torch.device("cuda", 0) if not args.dry_run else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{tmp}/store",
-                                rank=0, world_size=1)
-        try:
-            result = {
-                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)",
-                "torch": torch.__version__,
-                "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else "-",
-                "date": time.strftime("%Y-%m-%d"),
-                "throughput": section(throughput, device, args.dry_run),
-                "memory": section(memory_against_plan, device, args.dry_run),
-                "loss_curve": section(loss_curve, device, args.dry_run),
-            }
-        finally:
-            dist.destroy_process_group()
+    with group_of_one("nccl" if device.type == "cuda" else "gloo"):
+        result = {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)",
+            "torch": torch.__version__,
+            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else "-",
+            "date": time.strftime("%Y-%m-%d"),
+            "throughput": section(throughput, device, args.dry_run),
+            "memory": section(memory_against_plan, device, args.dry_run),
+            "loss_curve": section(loss_curve, device, args.dry_run),
+        }
     print("\n" + table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

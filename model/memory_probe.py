@@ -22,8 +22,9 @@ from model.parallelize import build_sharded_model
 
 
 @contextmanager
-def _a_group(backend: str):
-    """This process's group; a group of one for the measurement when none is initialized (destroyed after)."""
+def group_of_one(backend: str = "gloo"):
+    """This process's process group; a group of one (a file store in a temporary folder) when none is initialized,
+    destroyed after."""
     if dist.is_initialized():
         yield
         return
@@ -38,7 +39,7 @@ def _a_group(backend: str):
 def measure_step(cfg: ModelConfig, seq_len: int, micro: int, bf16: bool = False, ac: str = "none",
                  ac_every: int = 2, device: str = "cpu", seed: int = 0) -> dict[str, int]:
     """Peak bytes of one training step on this rank: {"Total": ..., and by FSDPMemTracker's kinds}."""
-    with _a_group("nccl" if device.startswith("cuda") else "gloo"):
+    with group_of_one("nccl" if device.startswith("cuda") else "gloo"):
         return _measure(cfg, seq_len, micro, bf16, ac, ac_every, torch.device(device), seed)
 
 

@@ -106,6 +106,11 @@ def memory(cfg: ModelConfig, seq_len: int, micro: int, shard: int, bf16: bool, a
     return out
 
 
+def usable(device_memory: int | None, headroom: float) -> int | None:
+    """The bytes a plan may fill of a device's memory (None: no device memory known)."""
+    return int(device_memory * (1 - headroom)) if device_memory else None
+
+
 def divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
@@ -139,7 +144,7 @@ class Plan:
 
     @property
     def budget(self) -> int | None:
-        return int(self.device_memory * (1 - self.headroom)) if self.device_memory else None
+        return usable(self.device_memory, self.headroom)
 
     @property
     def fits(self) -> bool:
@@ -211,7 +216,7 @@ def plan(cfg: ModelConfig, seq_len: int, global_batch_tokens: int, steps: int, w
          headroom: float = 0.1, peak_flops: float | None = None, mfu: float = 0.4) -> Plan:
     share = global_batch_tokens // seq_len // world
     shard = mesh[1]
-    budget = int(device_memory * (1 - headroom)) if device_memory else None
+    budget = usable(device_memory, headroom)
     largest = None
     if budget is not None:
         largest = next((m for m in divisors_desc(max(share, 1))

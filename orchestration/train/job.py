@@ -159,7 +159,9 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
     ckpts.mkdir(parents=True, exist_ok=True)
     export_dir = workdir / "model"
 
-    the_plan = job_plan(cfg, mcfg)
+    # no CPU probe here: rank 0 measures its own peak for MFU (the expected time shows when the peak is known: a GPU's
+    # datasheet, train.peak_flops; `--plan` probes)
+    the_plan = job_plan(cfg, mcfg, measure_cpu=False)
     for line in the_plan.lines():
         echo(f"tokenmill: plan: {line}")
     refuse_unless_fits(the_plan)  # before the store, Ray or any worker

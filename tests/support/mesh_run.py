@@ -28,13 +28,14 @@ from repo_paths import REPO
 SEQ, GLOBAL_SEQS = 64, 8
 
 
-def text_windows(n: int) -> torch.Tensor:
-    """n + 1-token windows of real text bytes: (n, SEQ + 1) int64."""
+def text_windows(n: int, seq: int = SEQ) -> torch.Tensor:
+    """n windows of seq + 1 tokens of real text bytes (the Python tutorial shipped in configs/data, 916 KB):
+    (n, seq + 1) int64."""
     raw = b"".join(p.read_bytes() for p in sorted((REPO / "configs" / "data" / "python3.11-doc" / "tutorial").glob("*.html")))
     ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
-    need = n * (SEQ + 1)
+    need = n * (seq + 1)
     assert ids.size >= need, (ids.size, need)
-    return torch.from_numpy(ids[:need].reshape(n, SEQ + 1).copy())
+    return torch.from_numpy(ids[:need].reshape(n, seq + 1).copy())
 
 
 def model_config(**over):
