@@ -10,6 +10,11 @@ in place, which exits with a C++ stack dump and code 15) routes both signals her
   lock is released and open MLflow runs are ended KILLED by `tracking.run`), or, inside `graceful(callback)`,
   calls the callback instead (a training job: its workers checkpoint at the next step boundary and return).
 
+The exception is never raised inside a database write: a signal that lands while the main thread is in
+SQLAlchemy (MLflow's SQL stores) is delivered again 20 ms later, until the write has finished. (Raised inside
+SQLite's executemany, it left that connection holding the database's write lock, and the run could not be
+ended KILLED: "database is locked" five seconds later, 1 stop in 11 in a stress run.)
+
 Later signals are ignored while the first is handled. The command then prints one line through `say` (to the
 terminal, past the mute), naming the signal, what had finished (`note`) and how to resume, and exits 128 + the
 signal's number: 130 for SIGINT, 143 for SIGTERM.
@@ -24,7 +29,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_state: dict = {"signum": None, "terminal_fd": None, "graceful": None, "note": ""}
+_state: dict = {"signum": None, "deferred": None, "terminal_fd": None, "graceful": None, "note": ""}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -51,15 +56,35 @@ def install() -> None:
         signal.signal(sig, _handler)
 
 
+# the packages a raised exception must not interrupt (a half-done write keeps its lock); checked by module name
+UNSAFE = ("sqlalchemy", "sqlite3", "psycopg2", "mlflow.store")
+RETRY_S = 0.02
+
+
 def _handler(signum: int, frame) -> None:
-    if _state["signum"] is not None:
+    if _state["signum"] is not None and signum != _state.get("deferred"):
         return  # already stopping: the first signal's clean-up is under way
     _state["signum"] = signum
-    _mute_stderr()
     if _state["graceful"] is not None:
+        _mute_stderr()
         _state["graceful"](signum)
         return
+    if _in_unsafe(frame):
+        _state["deferred"] = signum
+        threading.Timer(RETRY_S, os.kill, (os.getpid(), signum)).start()
+        return
+    _state["deferred"] = None
+    _mute_stderr()
     raise Interrupted(signum)
+
+
+def _in_unsafe(frame) -> bool:
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if any(name == u or name.startswith(u + ".") for u in UNSAFE):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def requested() -> int | None:

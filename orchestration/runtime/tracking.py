@@ -176,16 +176,23 @@ def run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
         tags = {**json.loads(os.environ.get(RUN_TAGS_ENV) or "{}"), **(_TAGGED[-1] if _TAGGED else {})}
         if tags:
             start_run_kwargs["tags"] = {**tags, **(start_run_kwargs.get("tags") or {})}
-    with mlflow.start_run(**start_run_kwargs) as active:
-        try:
-            yield active
-        except KeyboardInterrupt as exc:
+    stopped = None
+    try:
+        with mlflow.start_run(**start_run_kwargs) as active:
             try:
-                mlflow.set_tag(ENDED_TAG, f"killed: stopped by {getattr(exc, 'name', 'SIGINT')}")
-                mlflow.end_run("KILLED")
-            except Exception:  # noqa: BLE001  (a store gone too: the next run marks it, close_dead_runs)
-                pass
-            raise
+                yield active
+            except KeyboardInterrupt as exc:
+                stopped = exc
+                try:
+                    mlflow.set_tag(ENDED_TAG, f"killed: stopped by {getattr(exc, 'name', 'SIGINT')}")
+                    mlflow.end_run("KILLED")
+                except Exception:  # noqa: BLE001  (a store gone too: the next run marks it, close_dead_runs)
+                    pass
+                raise
+    except Exception:
+        if stopped is not None:  # the store failed to end the run: the stop is still what the user is told
+            raise stopped from None
+        raise
 
 
 _TAGGED: list[dict[str, str]] = []
