@@ -13,6 +13,10 @@ activation checkpointing none, selective (every 2nd block) and full, each in a f
   tracked step) less its memory before it (the allocator's caching, the tracker's own bookkeeping and the
   interpreter's growth included): the saving of checkpointing read from the OS, coarser than the tensor count.
 
+Then the plan on two gloo ranks (shard 2) by FSDP unit (each block, the whole model), fp32 and bf16: the tiny
+preset (4 x 256) and the 124M on one short sequence (1 x 64, where the peak is not the activations) and on
+4 x 256, the tensor peak against the plan and the moment the plan puts the peak at.
+
 Ratios and differences, not absolute times: nothing here is timed.
 """
 
@@ -52,6 +56,31 @@ def _one(preset: str, bf16: bool, ac: str) -> dict:
             "plan": {k: v for k, v in plan.items()}}
 
 
+TWO_RANKS = [("tiny", 256, 4, 2000), ("gpt2-124m", 64, 1, 50257), ("gpt2-124m", 256, 4, 50257)]
+
+
+def two_ranks() -> list[dict]:
+    sys.path.insert(0, str(ROOT))
+    from model.config import ModelConfig
+    from model.memory_probe import measure_on_ranks
+    from model.plan import memory
+    from orchestration.config.schema import read_yaml
+
+    cases = []
+    for preset, seq, micro, vocab in TWO_RANKS:
+        cfg = ModelConfig.from_dict({**read_yaml(ROOT / "configs" / "model" / f"{preset}.yaml"), "vocab_size": vocab})
+        cases += [dict(cfg=cfg, seq_len=seq, micro=micro, bf16=bf16, ac="none", unit=unit)
+                  for bf16 in (False, True) for unit in ("block", "model")]
+    measured = measure_on_ranks(2, cases)[0]
+    rows = []
+    for (preset, *_), case, got in zip([t for t in TWO_RANKS for _ in range(4)], cases, measured):
+        plan = memory(case["cfg"], case["seq_len"], case["micro"], 2, case["bf16"], "none", unit=case["unit"])
+        rows.append({"preset": preset, "seq_len": case["seq_len"], "micro": case["micro"], "shard": 2,
+                     "precision": "bf16" if case["bf16"] else "fp32", "unit": case["unit"], "tensor_peak": got["Total"],
+                     "by_kind": got, "plan": plan})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
@@ -84,9 +113,19 @@ def main() -> None:
               f"{r['tensor_peak'] / MiB:,.1f} | {r['plan']['total'] / r['tensor_peak']:.3f} | {r['rss_growth'] / MiB:,.1f} | "
               f"{(b['tensor_peak'] - r['tensor_peak']) / MiB:,.1f} MiB ({1 - r['tensor_peak'] / b['tensor_peak']:.0%}) | "
               f"{(b['rss_growth'] - r['rss_growth']) / MiB:,.1f} MiB |")
+    two = [] if args.quick else two_ranks()
+    if two:
+        print("\nTwo ranks (shard 2), no checkpointing, by FSDP unit:\n")
+        print("| preset | micro x seq | precision | FSDP unit | plan MiB | measured (tensors) MiB | plan / measured "
+              "| peak at (plan) |")
+        print("|---|---|---|---|---:|---:|---:|---|")
+        for r in two:
+            print(f"| {r['preset']} | {r['micro']} x {r['seq_len']} | {r['precision']} | {r['unit']} | "
+                  f"{r['plan']['total'] / MiB:,.1f} | {r['tensor_peak'] / MiB:,.1f} | "
+                  f"{r['plan']['total'] / r['tensor_peak']:.3f} | {r['plan']['peak_at']} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"rows": rows, "two_ranks": two}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

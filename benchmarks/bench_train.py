@@ -1,8 +1,11 @@
 """Training throughput per worker on CPU: tokenmill's Ray Train job (FSDP2 over gloo, N workers) against
 plain PyTorch loops (no Ray, no FSDP: the same model, micro-batch, optimizer and thread count), run as N
-independent processes at once so that both sides share the cores alike, on token shards of tinyshakespeare.
+independent processes at once so that both sides share the cores alike, on token shards of tinyshakespeare; and
+between them, the same loop as N ranks of torch's DistributedDataParallel over gloo (no Ray, no FSDP): the
+ceiling of any data-parallel job on these cores, whose ranks wait for each other at every step. job / plain
+is then (DDP / plain: the cost of ranks in lockstep) x (job / DDP: Ray Train, FSDP and the job's bookkeeping).
 
-    .venv/bin/python benchmarks/bench_train.py [--shapes tiny:128:16 tiny:128:64 gpt2-124m:256:4] [--steps 8]
+    .venv/bin/python benchmarks/bench_train.py [--shapes tiny:128:16 tiny:128:64 gpt2-124m:256:4] [--steps 12]
                                                [--workers 2] [--json benchmarks/results/train.json]
 
 A shape is preset:seq_len:sequences per worker per step. Rates are medians over steps 2..N (step 1 includes
@@ -68,6 +71,50 @@ def plain_loop(mcfg: ModelConfig, shards: dict, seq_len: int, batch: int, steps:
     return out
 
 
+def ddp_loop(rank: int, world: int, port: int, mcfg: ModelConfig, shards: dict, seq_len: int, batch: int, steps: int,
+             out) -> None:
+    """The plain loop as `world` ranks of torch's DistributedDataParallel over gloo (no Ray, no FSDP): what any
+    data-parallel job can reach on these cores, its ranks waiting for each other at every gradient all-reduce."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = DistributedDataParallel(Decoder(mcfg))
+    opt = build_optimizer(model, 1e-3, 0.1, (0.9, 0.95), 1e-8)
+    data = TrainingData(ShardSet(shards["manifest"], verify=False), seq_len, 0, 0.05)
+    times = []
+    for _ in range(steps):
+        x, y = data.rank_batch(batch * world, rank, world)
+        t0 = time.perf_counter()
+        model(x, y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        data.advance(batch * world)
+        times.append(time.perf_counter() - t0)
+    out.put((rank, times))
+    dist.destroy_process_group()
+
+
+def ddp_rate(mcfg: ModelConfig, shards: dict, seq_len: int, batch: int, steps: int, world: int) -> float:
+    """Tokens per second per rank (the median step of each rank after the first, averaged over ranks)."""
+    import socket
+
+    import torch.multiprocessing as tmp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    q = tmp.get_context("spawn").Queue()
+    tmp.start_processes(ddp_loop, args=(world, port, mcfg, shards, seq_len, batch, steps, q), nprocs=world,
+                        start_method="spawn")
+    per_rank = [q.get(timeout=600)[1][1:] for _ in range(world)]
+    return batch * seq_len / statistics.mean(statistics.median(t) for t in per_rank)
+
+
 PHASES = ("data", "forward_backward", "optimizer", "sync", "between_steps")
 
 
@@ -105,7 +152,7 @@ def ray_job(preset: str, shards: dict, seq_len: int, per_worker: int, workers: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=["tiny:128:16", "tiny:128:64", "gpt2-124m:256:4"])
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -135,20 +182,23 @@ def main() -> None:
                         for p in ("data", "forward_backward", "optimizer")}
         plain = per_worker * seq_len / statistics.mean(
             statistics.median(sum(s.values()) for s in steps) for steps in plain_steps)
+        ddp = ddp_rate(mcfg, shards, seq_len, per_worker, args.steps, args.workers)
         job = ray_job(preset, shards, seq_len, per_worker, args.workers, args.steps, tmp)
         rows.append({"preset": preset, "params_m": param_counts(mcfg)["total"] / 1e6, "seq_len": seq_len,
-                     "per_worker": per_worker, "plain_tokens_per_s": plain, "job_tokens_per_s": job["rate"],
-                     "ratio": job["rate"] / plain, "plain_mfu": plain * fpt / peak, "job_mfu": job["mfu"],
+                     "per_worker": per_worker, "plain_tokens_per_s": plain, "ddp_tokens_per_s": ddp,
+                     "job_tokens_per_s": job["rate"], "ratio": job["rate"] / plain, "ddp_ratio": ddp / plain, "plain_mfu": plain * fpt / peak, "job_mfu": job["mfu"],
                      "plain_phases_s": plain_phases, "job_phases_s": job["phases"],
                      "job_fixed_s": job["wall"] - job["steps_s"], "job_wall_s": job["wall"]})
         print(f"{shape}: plain {plain:,.0f} tok/s, job {job['rate']:,.0f} tok/s per worker", flush=True)
     print(f"\nvocab {vocab}; 1-thread float32 matmul peak {peak / 1e9:.1f} GFLOP/s; {args.workers} Ray Train workers "
           f"x 1 thread vs {args.workers} plain processes x 1 thread; {args.steps} steps\n")
-    print("| preset | seq x seqs/worker | plain tok/s | job tok/s | job / plain | plain MFU | job MFU |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| preset | seq x seqs/worker | plain tok/s | DDP tok/s | job tok/s | DDP / plain | job / plain | job / DDP "
+          "| plain MFU | job MFU |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['preset']} | {r['seq_len']} x {r['per_worker']} | {r['plain_tokens_per_s']:,.0f} | "
-              f"{r['job_tokens_per_s']:,.0f} | {r['ratio']:.2f} | {r['plain_mfu']:.1%} | {r['job_mfu']:.1%} |")
+              f"{r['ddp_tokens_per_s']:,.0f} | {r['job_tokens_per_s']:,.0f} | {r['ddp_ratio']:.2f} | {r['ratio']:.2f} | "
+              f"{r['ratio'] / r['ddp_ratio']:.2f} | {r['plain_mfu']:.1%} | {r['job_mfu']:.1%} |")
     print("\nWhere a step's time goes, ms per step (median), plain loop / job:\n")
     print("| preset | seq x seqs/worker | data | forward + backward (FSDP collectives) | optimizer (+ grad-norm all-reduce) "
           "| loss all-reduce, stop check | between steps (metrics, MLflow) | job's fixed cost s |")

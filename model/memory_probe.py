@@ -37,18 +37,18 @@ def group_of_one(backend: str = "gloo"):
 
 
 def measure_step(cfg: ModelConfig, seq_len: int, micro: int, bf16: bool = False, ac: str = "none",
-                 ac_every: int = 2, device: str = "cpu", seed: int = 0) -> dict[str, int]:
+                 ac_every: int = 2, device: str = "cpu", seed: int = 0, unit: str = "block") -> dict[str, int]:
     """Peak bytes of one training step on this rank: {"Total": ..., and by FSDPMemTracker's kinds}."""
     with group_of_one("nccl" if device.startswith("cuda") else "gloo"):
-        return _measure(cfg, seq_len, micro, bf16, ac, ac_every, torch.device(device), seed)
+        return _measure(cfg, seq_len, micro, bf16, ac, ac_every, torch.device(device), seed, unit)
 
 
 def _measure(cfg: ModelConfig, seq_len: int, micro: int, bf16: bool, ac: str, ac_every: int, dev: torch.device,
-             seed: int) -> dict[str, int]:
+             seed: int, unit: str) -> dict[str, int]:
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
 
     world = dist.get_world_size()
-    model = build_sharded_model(cfg, dev, (1, world), bf16, False, seed, ac, ac_every)
+    model = build_sharded_model(cfg, dev, (1, world), bf16, False, seed, ac, ac_every, unit)
     opt = build_optimizer(model, 1e-4, 0.1, (0.9, 0.95), 1e-8, fused=dev.type == "cuda")
     g = torch.Generator().manual_seed(seed + dist.get_rank())
     x = torch.randint(0, cfg.vocab_size, (micro, seq_len + 1), generator=g).to(dev)
@@ -65,3 +65,31 @@ def _measure(cfg: ModelConfig, seq_len: int, micro: int, bf16: bool, ac: str, ac
         step()
     snap = tracker.get_tracker_snapshot("peak")[dev]
     return {str(k): int(v) for k, v in snap.items()}
+
+
+def measure_on_ranks(world: int, cases: list[dict]) -> list[list[dict[str, int]]]:
+    """measure_step(**case) for every case on `world` gloo ranks (spawned processes on this machine, one thread
+    each): per rank, the list of results."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    q = mp.get_context("spawn").Queue()
+    mp.start_processes(_rank, args=(world, port, cases, q), nprocs=world, start_method="spawn")
+    got = dict(q.get(timeout=600) for _ in range(world))
+    return [got[r] for r in range(world)]
+
+
+def _rank(rank: int, world: int, port: int, cases: list[dict], q) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        q.put((rank, [measure_step(**case) for case in cases]))
+    finally:
+        dist.destroy_process_group()

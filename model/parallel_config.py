@@ -10,6 +10,15 @@ from typing import Literal
 from pipelines.typed_config import PositiveInt
 
 ActivationCheckpointing = Literal["none", "full", "selective"]
+# what one FSDP all-gather brings in: each block on its own (then the root's embedding and norm), or the whole model
+# at once; auto: block on GPU, model on CPU (model/parallelize.py says why)
+FsdpUnit = Literal["auto", "block", "model"]
+
+
+def resolve_unit(unit: FsdpUnit, device_type: str) -> Literal["block", "model"]:
+    if unit != "auto":
+        return unit
+    return "block" if device_type == "cuda" else "model"
 
 
 @dataclass

@@ -9,20 +9,28 @@ n_heads a, vocabulary V, L blocks:
 - parameters 4P/S: FSDP2 keeps fp32 master shards, also under bf16 (MixedPrecisionPolicy casts for compute);
 - gradients 4P/S: sharded, fp32 (bf16 runs reduce in fp32);
 - optimizer 8P/S: AdamW's two fp32 moments;
-- working set: the parameters FSDP all-gathers for compute, in the compute dtype, at the peak: the root's
-  (embedding, final norm) for the whole step, and the last block's, kept gathered from its forward into its
-  backward (model/parallelize.py);
+- working set: the parameters FSDP all-gathers for compute, in the compute dtype: with block units (GPU), the
+  root's (embedding, final norm) for the whole step and the last block's, kept gathered from its forward into its
+  backward; with one unit (CPU), all of them (model/parallelize.py);
 - activations: what autograd saves for the backward, per token of a block (derived op by op from
   model/layers.py, see `block_activation_bytes`); a checkpointed block saves only its input (h values), and
   recomputes its activations once during the backward (one block's worth, transient);
 - the loss: logits and their log-softmax in fp32, then its gradient: 12 bytes per token and vocabulary entry at
-  the start of the backward (the moment of the peak, with every block's activations alive).
+  the start of the backward.
+
+The peak is the largest of the moments of a step (`memory()["moments"]`): the start of the backward (every
+block's activations and the loss's tensors alive: the peak of long sequences), the end of the backward (the
+tied embedding's gradient: three of the embedding's size), the optimizer step (AdamW's temporaries), and with
+one unit over several ranks the end of the forward (its all-gather buffer still alive) and the reduce-scatter
+of the whole model's gradients.
 
 It is checked against a tensor-level count on CPU (torch.distributed._tools MemTracker: every storage alive, no
-allocator cache) for the tiny and 124M presets (tests/test_plan.py, benchmarks/bench_memory.py) and against
-torchtitan's published Llama 3.1 8B figures (docs/training.md). On a GPU the caching allocator reserves more
-than is allocated (fragmentation, 5-15%): `fits` keeps `headroom` of the device free for it, CUDA's context and
-NCCL's buffers.
+allocator cache) for the tiny and 124M presets on one and two ranks, both units, fp32 and bf16, with and without
+checkpointing (tests/test_plan.py, benchmarks/bench_memory.py): within 0.5%, except a single 64-token sequence
+of the tiny model over two ranks (0.93-0.97: one block's all-gather and reduce-scatter in flight are a tenth of
+its memory there), and against torchtitan's published Llama 3.1 8B figures (docs/training.md). On a GPU the
+caching allocator reserves more than is allocated (fragmentation, 5-15%): `fits` keeps `headroom` of the device
+free for it, CUDA's context and NCCL's buffers.
 """
 
 from __future__ import annotations
@@ -75,34 +83,60 @@ def block_activation_bytes(cfg: ModelConfig, bf16: bool) -> int:
     return 22 * h + 4 * k + 8 * f + 4 * a if bf16 else 36 * h + 8 * k + 16 * f + 4 * a
 
 
+MOMENTS = {"forward_end": "end of the forward", "backward": "start of the backward",
+           "backward_end": "end of the backward", "reduce_scatter": "gradients' reduce-scatter",
+           "optimizer": "optimizer step"}
+
+
 def memory(cfg: ModelConfig, seq_len: int, micro: int, shard: int, bf16: bool, ac: str = "none",
-           ac_every: int = 2, accumulating: bool = False) -> dict:
-    """Bytes of one device by kind (the module docstring says how each is counted) and `total`: the larger of
-    the two moments of a step that hold the most, the start of the backward (every block's activations and the
-    loss's tensors alive; gradients too when an earlier micro-batch of the step left them: `accumulating`) and
-    the optimizer step (every gradient, AdamW's moments and its temporaries: one more fp32 copy of the shard)."""
+           ac_every: int = 2, accumulating: bool = False, unit: str = "block") -> dict:
+    """Bytes of one device by kind (the module docstring says how each is counted), what each moment of a step
+    holds (`moments`), and `total`: the largest, named by `peak_at`. `accumulating`: an earlier micro-batch of
+    the step left its gradients. `unit`: FSDP's unit, each block or the whole model (model/parallelize.py)."""
     counts = param_counts(cfg)
-    p, pb = counts["total"], block_params(cfg)
+    p, pb, emb = counts["total"], block_params(cfg), counts["embedding"]
     root = counts["total"] - counts["blocks"]  # embedding (tied head counted once), final norm, untied head
     ce = 2 if bf16 else 4  # compute dtype of parameters and activations
     tokens = micro * seq_len
     act = block_activation_bytes(cfg, bf16) * tokens
     n_ckpt = len(checkpointed_blocks(cfg.n_layers, ac, ac_every))
+    one_unit = unit == "model"
     out = {
         "parameters": 4 * p // shard,
         "gradients": 4 * p // shard,
         "optimizer": 8 * p // shard,
-        "working": ce * (root + pb),  # the root's parameters, and the last block's gathered for its backward
+        # the parameters all-gathered for compute: the root's for the whole step and the last block's from its forward
+        # into its backward, or with one unit, all of them
+        "working": ce * (p if one_unit else root + pb),
         "activations": (cfg.n_layers - n_ckpt) * act + n_ckpt * tokens * cfg.d_model * ce,
         # the final norm's tensors, the logits' log-softmax and its gradient (fp32), at the start of the backward
         "loss": tokens * (12 * cfg.vocab_size + (8 if bf16 else 12) * cfg.d_model),
         "recompute": act if n_ckpt else 0,  # a checkpointed block's activations, rebuilt in the backward
     }
-    backward = (out["parameters"] + out["optimizer"] + out["working"] + out["activations"]
-                + max(out["loss"], out["recompute"]) + (out["gradients"] if accumulating else 0))
-    step = out["parameters"] + out["gradients"] + out["optimizer"] + 4 * p // shard
-    out["total"] = max(backward, step)
-    out["peak_at"] = "backward" if backward >= step else "optimizer step"
+    state = out["parameters"] + out["optimizer"]
+    held = out["gradients"] if accumulating else 0
+    moments = {
+        "backward": state + out["working"] + out["activations"] + max(out["loss"], out["recompute"]) + held,
+        # the embedding's gradient, last of the backward: with a tied head, the head's gradient, the lookup's and
+        # their sum (3 of the embedding's size); the blocks' gradients already reduce-scattered (block units: with
+        # the root's gathered parameters or, bf16, their fp32 gradient's copy for the reduction) or still whole
+        "backward_end": state + 3 * ce * emb
+                        + (out["working"] + ce * (p - root) if one_unit
+                           else max(out["working"], 4 * root) + 4 * (p - root) // shard)
+                        + (out["gradients"] if accumulating and one_unit else 0),
+        "optimizer": state + out["gradients"] + 4 * p // shard,  # AdamW's temporaries: one more fp32 shard
+    }
+    if one_unit and shard > 1:
+        # one unit's all-gather buffer (the whole model in the compute dtype) lives until the loss is computed: the
+        # logits and their log-softmax (fp32: 8 bytes per token and vocabulary entry; bf16: 10, the logits in both)
+        moments["forward_end"] = (state + 2 * out["working"] + out["activations"]
+                                  + tokens * cfg.vocab_size * (10 if bf16 else 8) + held)
+        # the whole model's gradients reduce-scattered at once: the gathered parameters, the gradients, their fp32
+        # copy for the reduction (bf16 runs) and its sharded output
+        moments["reduce_scatter"] = state + 2 * out["working"] + (4 * p if bf16 else 0) + 4 * p // shard + held
+    out["moments"] = moments
+    out["peak_at"] = max(moments, key=moments.get)
+    out["total"] = moments[out["peak_at"]]
     return out
 
 
@@ -141,6 +175,7 @@ class Plan:
     # a plan that does not fit stops the job (False where the device memory is an estimate: a CPU job's share of
     # this machine's memory, which swap and overcommit stretch)
     binding: bool = True
+    unit: str = "block"  # FSDP's unit (model/parallelize.py)
 
     @property
     def budget(self) -> int | None:
@@ -168,7 +203,7 @@ class Plan:
 
     def as_dict(self) -> dict:
         return {"params": self.params, "flops_per_token": self.flops_per_token, "mesh": list(self.mesh),
-                "precision": "bf16" if self.bf16 else "fp32", "activation_checkpointing": self.ac,
+                "precision": "bf16" if self.bf16 else "fp32", "activation_checkpointing": self.ac, "fsdp_unit": self.unit,
                 "ac_every": self.ac_every, "micro_batch": self.micro, "sequences_per_rank": self.share,
                 "memory_bytes": self.memory, "device_memory": self.device_memory, "fits": self.fits,
                 "largest_fitting_micro_batch": self.largest_fitting_micro, "step_tokens": self.step_tokens,
@@ -184,14 +219,15 @@ class Plan:
             f"model: {p['total'] / 1e6:,.1f}M parameters ({p['non_embedding'] / 1e6:,.1f}M outside the embedding), "
             f"{self.flops_per_token / 1e9:.3g} GFLOP per token (forward + backward, seq {self.seq_len})",
             f"mesh: {r} x {s} ({'FSDP over' if r == 1 else f'HSDP: {r} replicas, each sharded over'} {s} "
-            f"rank{'s' if s > 1 else ''}); {'bf16 compute, fp32 master weights' if self.bf16 else 'fp32'}; "
+            f"rank{'s' if s > 1 else ''}, FSDP unit: {'each block' if self.unit == 'block' else 'the whole model'}); "
+            f"{'bf16 compute, fp32 master weights' if self.bf16 else 'fp32'}; "
             f"activation checkpointing {self.ac}" + (f" (every {self.ac_every} blocks, the last of each "
                                                        f"{self.ac_every})" if self.ac == "selective" else ""),
             f"per device, micro-batch {self.micro} x {self.seq_len}: parameters {gib(mem['parameters'])}, gradients "
             f"{gib(mem['gradients'])}, optimizer {gib(mem['optimizer'])}, gathered for compute {gib(mem['working'])}, "
             f"activations {gib(mem['activations'])}, loss {gib(mem['loss'])}"
             + (f", recomputed {gib(mem['recompute'])}" if mem["recompute"] else "")
-            + f": peak {gib(mem['total'])} (at the {'start of the backward' if mem['peak_at'] == 'backward' else 'optimizer step'})",
+            + f": peak {gib(mem['total'])} (at the {MOMENTS[mem['peak_at']]})",
         ]
         if self.device_memory:
             verdict = "fits" if self.fits else "DOES NOT FIT" if self.binding else "does not fit (expect swapping)"
@@ -213,18 +249,18 @@ class Plan:
 
 def plan(cfg: ModelConfig, seq_len: int, global_batch_tokens: int, steps: int, world: int, mesh: tuple[int, int],
          bf16: bool, ac: str = "none", ac_every: int = 2, micro: int | None = None, device_memory: int | None = None,
-         headroom: float = 0.1, peak_flops: float | None = None, mfu: float = 0.4) -> Plan:
+         headroom: float = 0.1, peak_flops: float | None = None, mfu: float = 0.4, unit: str = "block") -> Plan:
     share = global_batch_tokens // seq_len // world
     shard = mesh[1]
     budget = usable(device_memory, headroom)
     largest = None
     if budget is not None:
         largest = next((m for m in divisors_desc(max(share, 1))
-                        if memory(cfg, seq_len, m, shard, bf16, ac, ac_every, m < share)["total"] <= budget), None)
+                        if memory(cfg, seq_len, m, shard, bf16, ac, ac_every, m < share, unit)["total"] <= budget), None)
     # the configured micro-batch; else the largest that fits; else (nothing fits) one sequence, whose memory the plan
     # shows; else (no device memory to fit) the rank's whole share
     chosen = micro or largest or (1 if budget is not None else share)
     return Plan(cfg, seq_len, world, mesh, bf16, ac, ac_every, chosen, share,
-                memory(cfg, seq_len, chosen, shard, bf16, ac, ac_every, chosen < share), param_counts(cfg),
+                memory(cfg, seq_len, chosen, shard, bf16, ac, ac_every, chosen < share, unit), param_counts(cfg),
                 flops_per_token(cfg, seq_len), global_batch_tokens, steps, device_memory, headroom, largest, peak_flops,
-                mfu)
+                mfu, unit=unit)

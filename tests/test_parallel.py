@@ -1,6 +1,7 @@
-"""HSDP and activation checkpointing (model/parallelize.py) on CPU: 4 gloo ranks as 1 x 4 (FSDP), 2 x 2 and 4 x 1
-(HSDP) train 20 steps on real text with the same losses; a checkpoint written on one mesh shape resumes on another
-with the losses of the run that never stopped; checkpointed blocks give the loss and gradients of plain ones."""
+"""HSDP, activation checkpointing and FSDP units (model/parallelize.py) on CPU: 4 gloo ranks as 1 x 4 (FSDP),
+2 x 2 and 4 x 1 (HSDP), with each block or the whole model as FSDP's unit, train 20 steps on real text with the
+same losses; a checkpoint written on one mesh shape (and unit) resumes on another with the losses of the run that
+never stopped; checkpointed blocks give the loss and gradients of plain ones."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ STEPS = 20
 RTOL = 1e-5
 
 
-MESHES = {"2x2": ((2, 2), "none"), "4x1-selective-ac": ((4, 1), "selective")}
-RESUMES = {"2x2-to-1x4": ((2, 2), (1, 4)), "1x4-to-2x2": ((1, 4), (2, 2))}
+# name: (mesh, activation checkpointing, FSDP unit)
+MESHES = {"2x2": ((2, 2), "none", "block"), "4x1-selective-ac": ((4, 1), "selective", "block"),
+          "2x2-one-unit": ((2, 2), "none", "model")}
+# name: (first half's mesh and unit, second half's)
+RESUMES = {"2x2-to-1x4": (((2, 2), "block"), ((1, 4), "block")),
+           "1x4-to-2x2-one-unit": (((1, 4), "block"), ((2, 2), "model"))}
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +33,10 @@ def runs(tmp_path_factory) -> dict[str, dict[int, float]]:
     one shape with a checkpoint, second half on another)."""
     tmp = tmp_path_factory.mktemp("mesh")
     plan = {"flat": dict(mesh=(1, 4), steps=STEPS)}
-    plan.update({name: dict(mesh=mesh, steps=STEPS, ac=ac) for name, (mesh, ac) in MESHES.items()})
-    for name, (first, then) in RESUMES.items():
-        plan[f"{name}:first"] = dict(mesh=first, steps=STEPS // 2, save_to=tmp / name)
-        plan[f"{name}:then"] = dict(mesh=then, steps=STEPS, resume_from=tmp / name)
+    plan.update({name: dict(mesh=mesh, steps=STEPS, ac=ac, unit=unit) for name, (mesh, ac, unit) in MESHES.items()})
+    for name, ((first, unit1), (then, unit2)) in RESUMES.items():
+        plan[f"{name}:first"] = dict(mesh=first, unit=unit1, steps=STEPS // 2, save_to=tmp / name)
+        plan[f"{name}:then"] = dict(mesh=then, unit=unit2, steps=STEPS, resume_from=tmp / name)
     return dict(zip(plan, mesh_run.run(4, list(plan.values()))))
 
 

@@ -11,14 +11,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
-import torch.multiprocessing as mp
 
 from model.config import ModelConfig
 from model.plan import GiB, memory, parse_bytes, plan
 from orchestration.config.schema import read_yaml
 from repo_paths import REPO
-from mesh_run import free_port
 
 TOLERANCE = 0.05  # the issue asks 20%; the count is within 1-2% on both presets, so a drift shows here
 
@@ -29,12 +26,13 @@ def preset(name: str, vocab: int) -> ModelConfig:
 
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("ac", ["none", "selective", "full"])
-def test_the_planned_peak_is_the_measured_peak_of_the_tiny_preset(bf16, ac):
+@pytest.mark.parametrize("unit", ["block", "model"])
+def test_the_planned_peak_is_the_measured_peak_of_the_tiny_preset(bf16, ac, unit):
     from model.memory_probe import measure_step
 
     cfg = preset("tiny", 2000)
-    measured = measure_step(cfg, 256, 8, bf16, ac)["Total"]
-    planned = memory(cfg, 256, 8, 1, bf16, ac)
+    measured = measure_step(cfg, 256, 8, bf16, ac, unit=unit)["Total"]
+    planned = memory(cfg, 256, 8, 1, bf16, ac, unit=unit)
     assert planned["peak_at"] == "backward"
     assert abs(planned["total"] / measured - 1) < TOLERANCE, (planned, measured)
 
@@ -47,40 +45,32 @@ def test_the_optimizer_step_peak_of_the_124m_preset_on_a_short_sequence():
     cfg = preset("gpt2-124m", 50257)
     measured = measure_step(cfg, 64, 1, False, "none")["Total"]
     planned = memory(cfg, 64, 1, 1, False, "none")
-    assert planned["peak_at"] == "optimizer step"
+    assert planned["peak_at"] == "optimizer"
     assert abs(planned["total"] / measured - 1) < TOLERANCE, (planned, measured)
 
 
-def _two_ranks(rank: int, port: int, out) -> None:
-    import os
-
-    import torch.distributed as dist
-
-    from model.memory_probe import measure_step
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    torch.set_num_threads(1)
-    try:
-        cfg = preset("tiny", 2000)
-        got = {f"{bf16}-{ac}": measure_step(cfg, 256, 4, bf16, ac)["Total"] for bf16 in (False, True)
-               for ac in ("none", "full")}
-        out.put((rank, got))
-    finally:
-        dist.destroy_process_group()
+# (preset, vocabulary, seq, micro, bf16, checkpointing, unit): the tiny preset with its activations as the peak; the
+# 124M preset on one short sequence, whose peak is the end of the backward (the tied embedding's gradient with the
+# blocks' gradients reduce-scattered: was planned at 0.79 of the measured, as the optimizer step) or, one unit in
+# bf16, the reduce-scatter of the whole model's gradients
+CASES_OF_TWO = [("tiny", 2000, 256, 4, bf16, ac, unit) for bf16 in (False, True) for ac in ("none", "full")
+                for unit in ("block", "model")] + [("gpt2-124m", 50257, 64, 1, False, "none", "block"),
+                                                   ("gpt2-124m", 50257, 64, 1, True, "none", "model")]
+PEAKS_OF_TWO = {("gpt2-124m", False): "backward_end", ("gpt2-124m", True): "reduce_scatter"}
 
 
 def test_the_planned_peak_of_a_rank_sharded_two_ways():
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    mp.start_processes(_two_ranks, args=(free_port(), q), nprocs=2, start_method="spawn")
-    got = dict(q.get(timeout=60) for _ in range(2))
-    cfg = preset("tiny", 2000)
-    for key, measured in got[0].items():
-        bf16, ac = key.split("-")
-        planned = memory(cfg, 256, 4, 2, bf16 == "True", ac)["total"]
-        assert abs(planned / measured - 1) < TOLERANCE, (key, planned, measured)
-    assert got[0] == got[1]  # the ranks hold the same (the shards are even)
+    from model.memory_probe import measure_on_ranks
+
+    cases = [dict(cfg=preset(name, vocab), seq_len=seq, micro=micro, bf16=bf16, ac=ac, unit=unit)
+             for name, vocab, seq, micro, bf16, ac, unit in CASES_OF_TWO]
+    got = [[m["Total"] for m in rank] for rank in measure_on_ranks(2, cases)]
+    for (name, vocab, seq, micro, bf16, ac, unit), measured in zip(CASES_OF_TWO, got[0]):
+        planned = memory(preset(name, vocab), seq, micro, 2, bf16, ac, unit=unit)
+        assert planned["peak_at"] == PEAKS_OF_TWO.get((name, bf16), "backward"), (name, bf16, unit, planned)
+        assert abs(planned["total"] / measured - 1) < TOLERANCE, (name, bf16, ac, unit, planned, measured)
+    # the ranks hold the same, to the few rows by which a dimension that 2 does not divide splits unevenly (124M)
+    assert all(abs(a / b - 1) < 1e-5 for a, b in zip(*got))
 
 
 def test_memory_by_kind_follows_the_mesh_precision_and_checkpointing():
@@ -126,9 +116,11 @@ def test_tokenmill_train_plan_prints_the_plan_and_exits_1_when_it_cannot_fit():
     ok = subprocess.run(cmd + ["--gpu", "H100"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert "1.0M parameters" in ok.stdout and "bf16" in ok.stdout and "fits" in ok.stdout, ok.stdout
+    assert "FSDP unit: each block" in ok.stdout, ok.stdout  # train.fsdp_unit auto: blocks on GPU
     no = subprocess.run(cmd + ["--device-memory", "64MiB", "model.preset=../model/gpt2-124m.yaml"], cwd=REPO,
                         capture_output=True, text=True, timeout=120)
     assert no.returncode == 1 and "DOES NOT FIT" in no.stdout, (no.stdout, no.stderr)
+    assert "FSDP unit: the whole model" in no.stdout and "fp32" in no.stdout, no.stdout  # and the whole model on CPU
     bad = subprocess.run(cmd + ["--device-memory", "lots"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--device-memory: not an amount of memory" in bad.stderr, bad.stderr
 

@@ -7,6 +7,7 @@ import os
 
 from model.config import ModelConfig
 from model.flops import GPU_PEAK_BF16, cpu_peak_flops
+from model.parallel_config import resolve_unit
 from model.plan import GiB, Plan, parse_bytes, plan
 from orchestration.config.train import TrainConfig
 from pipelines import storage
@@ -76,7 +77,8 @@ def job_plan(cfg: TrainConfig, mcfg: ModelConfig, gpu: str | None = None, device
                      f"{cfg.train.threads_per_worker} thread{'s' * (cfg.train.threads_per_worker > 1)})")
     out = plan(mcfg, cfg.data.seq_len, cfg.train.global_batch_tokens, cfg.train.steps, cfg.ray.num_workers,
                cfg.ray.mesh.shape(cfg.ray.num_workers), bf16, cfg.train.activation_checkpointing, cfg.train.ac_every,
-               cfg.train.micro_batch_size, device_memory, peak_flops=peak, mfu=mfu or cfg.train.expected_mfu)
+               cfg.train.micro_batch_size, device_memory, peak_flops=peak, mfu=mfu or cfg.train.expected_mfu,
+               unit=resolve_unit(cfg.train.fsdp_unit, "cuda" if on_gpu else "cpu"))
     out.notes.extend(f"note: {n}" for n in notes)
     out.binding = binding
     return out

@@ -35,6 +35,7 @@ from model.flops import cpu_peak_flops, flops_per_token, gpu_peak_flops
 from model.optim import build_optimizer, lr_at
 from model.spikes import SpikeDetector
 from model import checkpoint
+from model.parallel_config import resolve_unit
 from model.parallelize import build_sharded_model
 from model.evaluate import Request, score_distributed
 from model.mixture import MixtureData, shares_at, targets_through
@@ -106,6 +107,7 @@ class Trainer:
     def __init__(self, job: WorkerJob):
         self.job, cfg = job, job.cfg
         _BOARD[0] = job.progress
+        self._stop_ref = None  # rank 0's question to the board not yet answered (stop_asked)
         torch.set_num_threads(cfg.train.threads_per_worker)
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
@@ -128,7 +130,8 @@ class Trainer:
         self.say_placement()
         self.model = build_sharded_model(job.model, self.device, self.mesh, bf16,
                                          cfg.train.compile and self.device.type == "cuda", cfg.train.seed,
-                                         cfg.train.activation_checkpointing, cfg.train.ac_every)
+                                         cfg.train.activation_checkpointing, cfg.train.ac_every,
+                                         resolve_unit(cfg.train.fsdp_unit, self.device.type))
         o = cfg.optim
         self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, tuple(o.betas), o.eps,
                                          fused=self.device.type == "cuda")
@@ -233,15 +236,28 @@ class Trainer:
         t = self.phase("optimizer", t)  # the gradient norm's all-reduce included
         self.data.advance(self.global_batch)
         self.step += 1
-        # the driver got SIGTERM/SIGINT: rank 0 reads it from the board, the all-reduce tells every rank
-        asked = 1.0 if self.rank == 0 and _BOARD[0] is not None and ray.get(_BOARD[0].stop_requested.remote()) else 0.0
-        stats = torch.tensor([loss_sum, n_tok, asked], dtype=torch.float64, device=self.device)
+        stats = torch.tensor([loss_sum, n_tok, self.stop_asked()], dtype=torch.float64, device=self.device)
         dist.all_reduce(stats)
         self.last_loss = float(stats[0] / stats[1])
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.phase("sync", t)  # the stop request, the loss's all-reduce (and waiting for the slowest rank)
         return lr, grad_norm, bool(stats[2] > 0)
+
+    def stop_asked(self) -> float:
+        """1.0 once the driver got SIGTERM/SIGINT (rank 0 reads it from the board; the loss's all-reduce tells every
+        rank). The question is asked without waiting: the answer to the one asked a step ago is read if it has come
+        (not a blocking actor call in every step: the stop is seen a step or so later)."""
+        if self.rank != 0 or _BOARD[0] is None:
+            return 0.0
+        if self._stop_ref is not None:
+            ready, _ = ray.wait([self._stop_ref], timeout=0)
+            if not ready:
+                return 0.0
+            if ray.get(self._stop_ref):
+                return 1.0
+        self._stop_ref = _BOARD[0].stop_requested.remote()
+        return 0.0
 
     def phase(self, name: str, since: float) -> float:
         """Record a phase of the step (seconds, logged as time.<name>_s; on GPU as the host saw it, kernels may still

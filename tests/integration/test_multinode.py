@@ -51,7 +51,7 @@ def test_hsdp_training_on_three_nodes_matches_the_flat_mesh_and_resumes_on_anoth
     result = json.loads(out.read_text())
     lines = "\n".join(result["lines"])
     assert result["nodes"] == 3
-    assert "plan: mesh: 2 x 2 (HSDP: 2 replicas, each sharded over 2 ranks)" in lines, lines
+    assert "plan: mesh: 2 x 2 (HSDP: 2 replicas, each sharded over 2 ranks, FSDP unit: the whole model)" in lines, lines
     placed = re.search(r"mesh 2 x 2: row 0 \(ranks 0-1\) on node (\w+); row 1 \(ranks 2-3\) on node (\w+)", lines)
     assert placed and placed.group(1) != placed.group(2) and "span nodes" not in lines, lines
     assert "resuming job 'hsdp'" in lines, lines

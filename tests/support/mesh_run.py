@@ -74,7 +74,7 @@ def _run(rank: int, world: int, args: dict) -> dict[int, float]:
     from model.step import run_accumulated
 
     model = build_sharded_model(model_config(), torch.device("cpu"), tuple(args["mesh"]), bf16=False,
-                                compile_blocks=False, seed=0, activation_checkpointing=args["ac"])
+                                compile_blocks=False, seed=0, activation_checkpointing=args["ac"], unit=args["unit"])
     opt = build_optimizer(model, 3e-3, 0.1, (0.9, 0.95), 1e-8)
     loader, losses = _Loader(), {}
     step = int(checkpoint.load(Path(args["resume_from"]), model, opt, loader, rank)["step"]) if args["resume_from"] else 0
@@ -106,7 +106,7 @@ def free_port() -> int:
 def run(world: int, runs: list[dict]) -> list[dict[int, float]]:
     """Several runs, one after the other, in one set of `world` processes (a process start costs more than a run):
     each a dict of train()'s arguments; {step: loss} of each."""
-    defaults = {"save_to": None, "resume_from": None, "ac": "none", "micro": None}
+    defaults = {"save_to": None, "resume_from": None, "ac": "none", "micro": None, "unit": "block"}
     runs = [{**defaults, **r, "mesh": list(r["mesh"]),
              **{k: str(r[k]) for k in ("save_to", "resume_from") if r.get(k)}} for r in runs]
     with tempfile.TemporaryDirectory() as tmp:
