@@ -49,8 +49,9 @@ def init_ray(num_cpus: int | None = None, user_modules: list[str] = ()) -> dict:
     _SHIPPED.clear()
     _SHIPPED.update(user_modules)
     address = os.environ.get("RAY_ADDRESS")
-    # ray library logs in workers at ERROR: Ray Train's placement-group cleaner otherwise warns every second
-    # that the state API (which needs the dashboard, not started here) is unavailable
+    # ray library logs in workers at ERROR: the libraries' warnings belong in the logs (Ray Train's placement-group
+    # cleaner warned every second that the state API, which needs the dashboard, is unavailable; training jobs now
+    # leave the cleaner out where no dashboard runs: orchestration/train/job.py)
     # the workers' output reaches this terminal only with --verbose (orchestration/runtime/console.py): else it stays
     # in Ray's session logs, which the run copies into its log folder
     common = dict(log_to_driver=console.worker_log_to_driver(), logging_level=logging.WARNING,

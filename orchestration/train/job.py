@@ -232,7 +232,7 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
                 echo(note if not cfg.data.sources else note.replace(
                     "tokenmill: note: the shards", f"tokenmill: note: source{'s' * (len(names) > 1)} {about}: the shards", 1))
         board = ray.remote(num_cpus=0)(console.Board).remote()  # the workers' progress and notes
-        trainer = TorchTrainer(
+        trainer = _Trainer(
             train_loop,
             train_loop_config={"job": WorkerJob(
                 cfg=cfg, model=mcfg, manifest=str(manifest_path), tokenizer=str(tokenizer_path), tracking_uri=uri,
@@ -281,6 +281,23 @@ def _run_train(cfg: TrainConfig, workdir: storage.StoragePath, lock: WorkdirLock
 # 0.5 s, the step under way finishes, then every rank writes its checkpoint shard. Kubernetes' default grace
 # period (30 s) covers that on the presets here; a larger model needs terminationGracePeriodSeconds to match.
 STOP_BOUND = "0.5 s, the step under way and one checkpoint save"
+
+
+class _Trainer(TorchTrainer):
+    """Ray Train's TorchTrainer, without its placement-group cleaner where Ray runs no dashboard (a local Ray of our
+    own, a simulated cluster). The cleaner asks Ray's state API, which the dashboard serves, whether the controller
+    still lives; without a dashboard each question waits out its 10 s timeout, and the controller's shutdown waits
+    for the one under way: 10-14 s at the end of every job (seen with py-spy; the job's whole end took 16 s of a
+    40 s tiny job). Such a Ray ends with the job and its placement groups with it; where a dashboard runs (a
+    cluster) the cleaner stays."""
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        try:
+            dashboard = ray._private.worker.get_dashboard_url()
+        except Exception:  # noqa: BLE001  (Ray moved it: keep Ray's defaults)
+            return callbacks
+        return callbacks if dashboard else [c for c in callbacks if type(c).__name__ != "PlacementGroupCleanerCallback"]
 
 
 def _newest_complete_checkpoint(job_dir, echo):
