@@ -101,15 +101,11 @@ def ddp_loop(rank: int, world: int, port: int, mcfg: ModelConfig, shards: dict, 
 
 def ddp_rate(mcfg: ModelConfig, shards: dict, seq_len: int, batch: int, steps: int, world: int) -> float:
     """Tokens per second per rank (the median step of each rank after the first, averaged over ranks)."""
-    import socket
-
     import torch.multiprocessing as tmp
+    from mesh_run import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     q = tmp.get_context("spawn").Queue()
-    tmp.start_processes(ddp_loop, args=(world, port, mcfg, shards, seq_len, batch, steps, q), nprocs=world,
+    tmp.start_processes(ddp_loop, args=(world, free_port(), mcfg, shards, seq_len, batch, steps, q), nprocs=world,
                         start_method="spawn")
     per_rank = [q.get(timeout=600)[1][1:] for _ in range(world)]
     return batch * seq_len / statistics.mean(statistics.median(t) for t in per_rank)
@@ -186,7 +182,8 @@ def main() -> None:
         job = ray_job(preset, shards, seq_len, per_worker, args.workers, args.steps, tmp)
         rows.append({"preset": preset, "params_m": param_counts(mcfg)["total"] / 1e6, "seq_len": seq_len,
                      "per_worker": per_worker, "plain_tokens_per_s": plain, "ddp_tokens_per_s": ddp,
-                     "job_tokens_per_s": job["rate"], "ratio": job["rate"] / plain, "ddp_ratio": ddp / plain, "plain_mfu": plain * fpt / peak, "job_mfu": job["mfu"],
+                     "job_tokens_per_s": job["rate"], "ratio": job["rate"] / plain, "ddp_ratio": ddp / plain,
+                     "plain_mfu": plain * fpt / peak, "job_mfu": job["mfu"],
                      "plain_phases_s": plain_phases, "job_phases_s": job["phases"],
                      "job_fixed_s": job["wall"] - job["steps_s"], "job_wall_s": job["wall"]})
         print(f"{shape}: plain {plain:,.0f} tok/s, job {job['rate']:,.0f} tok/s per worker", flush=True)

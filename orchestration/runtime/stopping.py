@@ -62,7 +62,7 @@ RETRY_S = 0.02
 
 
 def _handler(signum: int, frame) -> None:
-    if _state["signum"] is not None and signum != _state.get("deferred"):
+    if _state["signum"] is not None and signum != _state["deferred"]:
         return  # already stopping: the first signal's clean-up is under way
     _state["signum"] = signum
     if _state["graceful"] is not None:
